@@ -1,0 +1,307 @@
+/**
+ * The session's domain state and the pure functions that evolve it.
+ *
+ * Everything here is data in, data out: no clocks (timestamps arrive inside events), no I/O,
+ * no timers (timers are requested as effects and armed by the state chart as XState delays).
+ * The chart in session.machine.ts calls these from its named actions.
+ */
+
+export type Side = 'A' | 'B';
+export const SIDES: readonly Side[] = ['A', 'B'];
+export const otherSide = (side: Side): Side => (side === 'A' ? 'B' : 'A');
+
+/** One request of a side as the proxy understood it (PROTOCOL.md §3). */
+export interface Turn {
+  /** 1-based count of this side's turns. */
+  readonly seq: number;
+  /** Deliveries to this side that the request's history shows; null when it shows none. */
+  readonly seen: number | null;
+  readonly content: string;
+  readonly idempotencyKey: string | null;
+  /** Side A's first turn: recorded, never forwarded. */
+  readonly handshake: boolean;
+  /** Index into the side's deliveries once a delivery has been written to this turn. */
+  readonly answer: number | null;
+}
+
+export type TimerKind = 'handshake' | 'turn';
+
+/** A request held open, waiting for the other side. */
+export interface Held {
+  readonly requestId: string;
+  readonly timer: TimerKind;
+}
+
+export interface SideState {
+  readonly joined: boolean;
+  /** Everything this side has been given, one entry per response. */
+  readonly deliveries: readonly string[];
+  /** Contents from the other side not yet given to this side. */
+  readonly queue: readonly string[];
+  readonly lastTurn: Turn | null;
+  readonly held: Held | null;
+  readonly system: string | null;
+}
+
+export type TranscriptKind = 'system' | 'handshake' | 'message';
+
+export interface TranscriptEntry {
+  readonly at: number;
+  readonly side: Side;
+  readonly kind: TranscriptKind;
+  readonly turn: number;
+  readonly content: string;
+}
+
+export interface SessionTiming {
+  readonly handshakeTimeoutMs: number;
+  readonly turnTimeoutMs: number;
+  readonly sessionTtlMs: number;
+}
+
+export type CloseReason = 'deleted' | 'expired' | 'shutdown';
+
+export interface SessionContext {
+  readonly sessionId: string;
+  readonly timing: SessionTiming;
+  readonly sides: Readonly<Record<Side, SideState>>;
+  /** The side that sent the latest turn, for the alternation of stateless clients. */
+  readonly latestSide: Side | null;
+  readonly transcript: readonly TranscriptEntry[];
+  readonly lastActivityAt: number | null;
+  readonly closeReason: CloseReason | null;
+}
+
+export interface TurnPayload {
+  readonly requestId: string;
+  readonly seen: number | null;
+  readonly content: string;
+  readonly idempotencyKey: string | null;
+  readonly system: string | null;
+  readonly at: number;
+}
+
+export type RejectCode =
+  | 'superseded'
+  | 'handshake_timeout'
+  | 'turn_timeout'
+  | 'session_closed'
+  | 'shutting_down';
+
+/** What the chart asks its surroundings to do; `reply` and `reject` are emitted to listeners. */
+export type Effect =
+  | {
+      readonly type: 'reply';
+      readonly side: Side;
+      readonly requestId: string;
+      readonly content: string;
+      readonly delivery: number;
+      readonly repeat: boolean;
+    }
+  | { readonly type: 'reject'; readonly side: Side; readonly requestId: string; readonly code: RejectCode }
+  | { readonly type: 'arm'; readonly requestId: string; readonly timer: TimerKind }
+  | { readonly type: 'disarm'; readonly requestId: string };
+
+export interface Step {
+  readonly context: SessionContext;
+  readonly effects: readonly Effect[];
+}
+
+const emptySide: SideState = {
+  joined: false,
+  deliveries: [],
+  queue: [],
+  lastTurn: null,
+  held: null,
+  system: null,
+};
+
+export function initialContext(sessionId: string, timing: SessionTiming): SessionContext {
+  return {
+    sessionId,
+    timing,
+    sides: { A: emptySide, B: emptySide },
+    latestSide: null,
+    transcript: [],
+    lastActivityAt: null,
+    closeReason: null,
+  };
+}
+
+export const isHeld = (ctx: SessionContext): boolean => ctx.sides.A.held !== null || ctx.sides.B.held !== null;
+export const bothJoined = (ctx: SessionContext): boolean => ctx.sides.A.joined && ctx.sides.B.joined;
+export const anyJoined = (ctx: SessionContext): boolean => ctx.sides.A.joined || ctx.sides.B.joined;
+export const heldSide = (ctx: SessionContext, requestId: string): Side | null =>
+  ctx.sides.A.held?.requestId === requestId ? 'A' : ctx.sides.B.held?.requestId === requestId ? 'B' : null;
+
+/** Mutable working copy of one step; the step's result is frozen into a new context. */
+class Draft {
+  private readonly sides: Record<Side, SideState>;
+  private transcript: readonly TranscriptEntry[];
+  private latestSide: Side | null;
+  private lastActivityAt: number | null;
+  private closeReason: CloseReason | null;
+  readonly effects: Effect[] = [];
+
+  constructor(private readonly base: SessionContext) {
+    this.sides = { A: base.sides.A, B: base.sides.B };
+    this.transcript = base.transcript;
+    this.latestSide = base.latestSide;
+    this.lastActivityAt = base.lastActivityAt;
+    this.closeReason = base.closeReason;
+  }
+
+  side(side: Side): SideState {
+    return this.sides[side];
+  }
+
+  update(side: Side, patch: Partial<SideState>): void {
+    this.sides[side] = { ...this.sides[side], ...patch };
+  }
+
+  record(entry: TranscriptEntry): void {
+    this.transcript = [...this.transcript, entry];
+  }
+
+  touch(at: number): void {
+    this.lastActivityAt = at;
+  }
+
+  setLatest(side: Side): void {
+    this.latestSide = side;
+  }
+
+  close(reason: CloseReason): void {
+    this.closeReason = reason;
+  }
+
+  finish(): Step {
+    return {
+      context: {
+        ...this.base,
+        sides: this.sides,
+        transcript: this.transcript,
+        latestSide: this.latestSide,
+        lastActivityAt: this.lastActivityAt,
+        closeReason: this.closeReason,
+      },
+      effects: this.effects,
+    };
+  }
+}
+
+/** Ends the wait of a side's held request, if any, with `code`. */
+function release(d: Draft, side: Side, code: RejectCode): void {
+  const held = d.side(side).held;
+  if (!held) return;
+  d.effects.push({ type: 'disarm', requestId: held.requestId });
+  d.effects.push({ type: 'reject', side, requestId: held.requestId, code });
+  d.update(side, { held: null });
+}
+
+/** Writes everything queued for `side` to its held request, as one delivery. */
+function flush(d: Draft, side: Side): void {
+  const state = d.side(side);
+  if (!state.held || state.queue.length === 0 || !state.lastTurn) return;
+  const content = state.queue.join('\n\n');
+  const delivery = state.deliveries.length;
+  d.effects.push({ type: 'disarm', requestId: state.held.requestId });
+  d.effects.push({ type: 'reply', side, requestId: state.held.requestId, content, delivery, repeat: false });
+  d.update(side, {
+    deliveries: [...state.deliveries, content],
+    queue: [],
+    held: null,
+    lastTurn: { ...state.lastTurn, answer: delivery },
+  });
+}
+
+/** Holds `requestId` open for the side's latest turn, or answers it at once from the queue. */
+function attach(d: Draft, side: Side, requestId: string): void {
+  const timer: TimerKind = d.side(otherSide(side)).joined ? 'turn' : 'handshake';
+  d.update(side, { held: { requestId, timer } });
+  if (d.side(side).queue.length > 0) {
+    flush(d, side);
+  } else {
+    d.effects.push({ type: 'arm', requestId, timer });
+  }
+}
+
+/** A new turn of `side`: its content goes to the other side (unless it is A's handshake). */
+export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload): Step {
+  const d = new Draft(ctx);
+  const state = d.side(side);
+  d.touch(turn.at);
+  release(d, side, 'superseded');
+  const seq = (state.lastTurn?.seq ?? 0) + 1;
+  if (turn.system !== null && turn.system !== state.system) {
+    d.update(side, { system: turn.system });
+    d.record({ at: turn.at, side, kind: 'system', turn: seq, content: turn.system });
+  }
+  const handshake = side === 'A' && !state.joined;
+  d.update(side, {
+    joined: true,
+    lastTurn: {
+      seq,
+      seen: turn.seen,
+      content: turn.content,
+      idempotencyKey: turn.idempotencyKey,
+      handshake,
+      answer: null,
+    },
+  });
+  d.record({ at: turn.at, side, kind: handshake ? 'handshake' : 'message', turn: seq, content: turn.content });
+  d.setLatest(side);
+  if (!handshake) {
+    const peer = otherSide(side);
+    d.update(peer, { queue: [...d.side(peer).queue, turn.content] });
+    flush(d, peer);
+  }
+  attach(d, side, turn.requestId);
+  return d.finish();
+}
+
+/** A retry of the side's latest turn: same answer again, or it takes over the wait. */
+export function retryTurn(ctx: SessionContext, side: Side, requestId: string, at: number): Step {
+  const d = new Draft(ctx);
+  d.touch(at);
+  const state = d.side(side);
+  const turn = state.lastTurn;
+  if (!turn) return d.finish();
+  if (turn.answer !== null) {
+    const content = state.deliveries[turn.answer] ?? '';
+    d.effects.push({ type: 'reply', side, requestId, content, delivery: turn.answer, repeat: true });
+    return d.finish();
+  }
+  release(d, side, 'superseded');
+  attach(d, side, requestId);
+  return d.finish();
+}
+
+/** The client of a held request went away: nothing is lost, its answer stays queued. */
+export function disconnect(ctx: SessionContext, side: Side, requestId: string, at: number): Step {
+  const d = new Draft(ctx);
+  if (d.side(side).held?.requestId !== requestId) return d.finish();
+  d.touch(at);
+  d.effects.push({ type: 'disarm', requestId });
+  d.update(side, { held: null });
+  return d.finish();
+}
+
+/** A held request's timer ran out. */
+export function timeOut(ctx: SessionContext, requestId: string): Step {
+  const d = new Draft(ctx);
+  const side = heldSide(ctx, requestId);
+  if (!side) return d.finish();
+  const timer = d.side(side).held?.timer ?? 'turn';
+  release(d, side, timer === 'handshake' ? 'handshake_timeout' : 'turn_timeout');
+  return d.finish();
+}
+
+/** The session ends: every held request is answered with the reason. */
+export function closeSession(ctx: SessionContext, reason: CloseReason): Step {
+  const d = new Draft(ctx);
+  d.close(reason);
+  const code: RejectCode = reason === 'shutdown' ? 'shutting_down' : 'session_closed';
+  for (const side of SIDES) release(d, side, code);
+  return d.finish();
+}

@@ -1,0 +1,178 @@
+/**
+ * The session state chart (PROTOCOL.md §5). Pure: no I/O, no clocks, no HTTP.
+ *
+ * The chart decides *when*; session.logic.ts decides *what* (queues, deliveries, supersession).
+ * Replies leave the chart as emitted `reply`/`reject` events; timers are XState delays read
+ * from context, so tests drive them with a SimulatedClock. `npm run chart` exports this
+ * chart for the Stately visualizer (docs/state-chart.md).
+ */
+import { enqueueActions, setup } from 'xstate';
+import {
+  bothJoined,
+  closeSession,
+  disconnect,
+  initialContext,
+  isHeld,
+  receiveTurn,
+  retryTurn,
+  timeOut,
+  type CloseReason,
+  type Effect,
+  type SessionContext,
+  type SessionTiming,
+  type Side,
+  type Step,
+  type TurnPayload,
+} from './session.logic.js';
+
+export type SessionEvent =
+  | { type: 'CONNECT_A'; turn: TurnPayload }
+  | { type: 'CONNECT_B'; turn: TurnPayload }
+  | { type: 'MESSAGE_FROM_A'; turn: TurnPayload }
+  | { type: 'MESSAGE_FROM_B'; turn: TurnPayload }
+  | { type: 'RETRY_FROM_A'; requestId: string; at: number }
+  | { type: 'RETRY_FROM_B'; requestId: string; at: number }
+  | { type: 'DISCONNECT_A'; requestId: string; at: number }
+  | { type: 'DISCONNECT_B'; requestId: string; at: number }
+  | { type: 'TIMEOUT'; requestId: string }
+  | { type: 'SESSION_EXPIRED' }
+  | { type: 'CLOSE'; reason: CloseReason };
+
+export type SessionEmitted = Extract<Effect, { type: 'reply' | 'reject' }>;
+
+export interface SessionInput {
+  sessionId: string;
+  timing: SessionTiming;
+}
+
+const sideOf = (event: { type: string }): Side => (event.type.endsWith('A') ? 'A' : 'B');
+
+export const sessionMachine = setup({
+  types: {
+    context: {} as SessionContext,
+    events: {} as SessionEvent,
+    input: {} as SessionInput,
+    emitted: {} as SessionEmitted,
+  },
+  delays: {
+    handshakeTimeout: ({ context }) => context.timing.handshakeTimeoutMs,
+    turnTimeout: ({ context }) => context.timing.turnTimeoutMs,
+    sessionTtl: ({ context }) => context.timing.sessionTtlMs,
+  },
+  guards: {
+    bothSidesJoined: ({ context }) => bothJoined(context),
+    requestHeld: ({ context }) => isHeld(context),
+    nothingHeld: ({ context }) => !isHeld(context),
+  },
+  actions: {
+    receiveTurn: enqueueActions(({ context, event, enqueue }) => {
+      if (!('turn' in event)) return;
+      applyStep(enqueue, receiveTurn(context, sideOf(event), event.turn));
+    }),
+    retryTurn: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'RETRY_FROM_A' && event.type !== 'RETRY_FROM_B') return;
+      applyStep(enqueue, retryTurn(context, sideOf(event), event.requestId, event.at));
+    }),
+    forgetRequest: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'DISCONNECT_A' && event.type !== 'DISCONNECT_B') return;
+      applyStep(enqueue, disconnect(context, sideOf(event), event.requestId, event.at));
+    }),
+    timeOutRequest: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'TIMEOUT') return;
+      applyStep(enqueue, timeOut(context, event.requestId));
+    }),
+    closeSession: enqueueActions(({ context, event, enqueue }) => {
+      const reason: CloseReason = event.type === 'CLOSE' ? event.reason : 'expired';
+      enqueue.cancel('ttl');
+      applyStep(enqueue, closeSession(context, reason));
+    }),
+    renewTtl: enqueueActions(({ enqueue }) => {
+      enqueue.cancel('ttl');
+      enqueue.raise({ type: 'SESSION_EXPIRED' }, { id: 'ttl', delay: 'sessionTtl' });
+    }),
+  },
+}).createMachine({
+  id: 'session',
+  initial: 'EMPTY',
+  context: ({ input }) => initialContext(input.sessionId, input.timing),
+  states: {
+    EMPTY: {
+      on: {
+        CONNECT_A: { target: 'AWAITING_PEER', actions: ['receiveTurn', 'renewTtl'] },
+        CONNECT_B: { target: 'AWAITING_PEER', actions: ['receiveTurn', 'renewTtl'] },
+        CLOSE: { target: 'CLOSING', actions: 'closeSession' },
+      },
+    },
+    AWAITING_PEER: {
+      always: { guard: 'bothSidesJoined', target: 'ACTIVE' },
+      on: {
+        CONNECT_A: { actions: ['receiveTurn', 'renewTtl'] },
+        CONNECT_B: { actions: ['receiveTurn', 'renewTtl'] },
+        MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
+        MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
+        RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
+        RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
+        DISCONNECT_A: { actions: ['forgetRequest', 'renewTtl'] },
+        DISCONNECT_B: { actions: ['forgetRequest', 'renewTtl'] },
+        TIMEOUT: { actions: ['timeOutRequest', 'renewTtl'] },
+        SESSION_EXPIRED: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' },
+        CLOSE: { target: 'CLOSING', actions: 'closeSession' },
+      },
+    },
+    ACTIVE: {
+      always: { guard: 'nothingHeld', target: 'DORMANT' },
+      on: {
+        MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
+        MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
+        RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
+        RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
+        DISCONNECT_A: { actions: ['forgetRequest', 'renewTtl'] },
+        DISCONNECT_B: { actions: ['forgetRequest', 'renewTtl'] },
+        TIMEOUT: { actions: ['timeOutRequest', 'renewTtl'] },
+        CLOSE: { target: 'CLOSING', actions: 'closeSession' },
+      },
+    },
+    DORMANT: {
+      always: { guard: 'requestHeld', target: 'ACTIVE' },
+      on: {
+        MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
+        MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
+        RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
+        RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
+        SESSION_EXPIRED: { target: 'CLOSING', actions: 'closeSession' },
+        CLOSE: { target: 'CLOSING', actions: 'closeSession' },
+      },
+    },
+    CLOSING: {
+      always: { target: 'CLOSED' },
+    },
+    CLOSED: {
+      type: 'final',
+    },
+  },
+});
+
+export type SessionStateName = 'EMPTY' | 'AWAITING_PEER' | 'ACTIVE' | 'DORMANT' | 'CLOSING' | 'CLOSED';
+
+type Enqueue = Parameters<Parameters<typeof enqueueActions<SessionContext, SessionEvent, undefined, SessionEvent, never, never, never, 'handshakeTimeout' | 'turnTimeout' | 'sessionTtl', SessionEmitted>>[0]>[0]['enqueue'];
+
+/** Turns a logic step into chart actions: the new context, timers, and emitted replies. */
+function applyStep(enqueue: Enqueue, step: Step): void {
+  enqueue.assign(step.context);
+  for (const effect of step.effects) {
+    switch (effect.type) {
+      case 'arm':
+        enqueue.raise(
+          { type: 'TIMEOUT', requestId: effect.requestId },
+          { id: effect.requestId, delay: effect.timer === 'handshake' ? 'handshakeTimeout' : 'turnTimeout' },
+        );
+        break;
+      case 'disarm':
+        enqueue.cancel(effect.requestId);
+        break;
+      default:
+        enqueue.emit(effect);
+    }
+  }
+}
+

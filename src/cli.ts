@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+/** The `motive-proxy` command: runs the service with settings from flags and environment. */
+import { readFileSync } from 'node:fs';
+import { ConfigError, flagName, loadConfig, OPTIONS, parseArgs, type LoadedConfig, type OptionName } from './config.js';
+import { createService } from './server.js';
+import { createLogger } from './telemetry/logger.js';
+
+const SHUTDOWN_GRACE_MS = 5000;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function help(loaded: LoadedConfig | null): string {
+  const lines = (Object.keys(OPTIONS) as OptionName[]).map((name) => {
+    const option = OPTIONS[name];
+    const value = loaded ? `${loaded.raw[name]}  (from ${loaded.sources[name]})` : option.default;
+    const kind = option.default === 'true' || option.default === 'false' ? '[=true|false]' : ' <value>';
+    return `  ${flagName(name)}${kind}   env ${option.env}\n      ${option.help}\n      = ${value}`;
+  });
+  return `motive-proxy ${version()} — pairs two LLM clients: each one's requests become the other's replies.
+
+Usage: motive-proxy [options]
+
+Point two OpenAI-compatible clients at http://HOST:PORT/v1 and give both the same
+model name (the session id). The first to call waits; the second's prompt becomes its reply.
+
+Options (a flag wins over its environment variable; shown with the value in effect):
+${lines.join('\n')}
+  -h, --help     show this help
+  -v, --version  print the version
+
+Exit codes: 0 after a clean shutdown, 1 on a failure while running, 2 for bad settings.
+`;
+}
+
+async function main(): Promise<void> {
+  let loaded: LoadedConfig;
+  let wantHelp = false;
+  try {
+    const args = parseArgs(process.argv.slice(2));
+    if (args.version) {
+      process.stdout.write(`${version()}\n`);
+      return;
+    }
+    wantHelp = args.help;
+    loaded = loadConfig(args.values, process.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    if (wantHelp) process.stdout.write(help(null));
+    process.stderr.write(`motive-proxy: ${err.message.replaceAll('\n', '\nmotive-proxy: ')}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (wantHelp) {
+    process.stdout.write(help(loaded));
+    return;
+  }
+
+  const { config } = loaded;
+  const logger = createLogger(config);
+  let service;
+  try {
+    service = await createService(config, logger);
+  } catch (err) {
+    logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
+    process.exitCode = 1;
+    return;
+  }
+  logger.info(
+    { url: service.url, handshake_timeout_s: config.handshakeTimeoutSeconds, turn_timeout_s: config.turnTimeoutSeconds, max_sessions: config.maxSessions },
+    `motive-proxy listening on ${service.url} — point clients at ${service.url}/v1`,
+  );
+
+  const stop = (signal: string) => {
+    logger.info({ signal }, 'signal received');
+    setTimeout(() => {
+      logger.error('shutdown took longer than 5 s; exiting');
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS).unref();
+    service.shutdown().then(
+      () => process.exit(0),
+      (err) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err) => {
+  process.stderr.write(`motive-proxy: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});

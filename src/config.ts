@@ -1,0 +1,154 @@
+/**
+ * Configuration: every setting is read once here, from CLI flags (which win) and the
+ * environment, validated with zod, and passed down. Nothing else reads process.env.
+ */
+import { z } from 'zod';
+
+const seconds = z.coerce.number().finite().positive().max(365 * 24 * 3600);
+const flag = z.preprocess((v) => {
+  if (typeof v !== 'string') return v;
+  const s = v.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(s)) return true;
+  if (['false', '0', 'no', 'off'].includes(s)) return false;
+  return v;
+}, z.boolean({ error: 'expected true or false' }));
+
+/** One row per setting: how it is named, what it means, how it is checked. */
+export const OPTIONS = {
+  host: { env: 'HOST', default: '127.0.0.1', schema: z.string().min(1), help: 'address to listen on (0.0.0.0 for every interface)' },
+  port: { env: 'PORT', default: '8000', schema: z.coerce.number().int().min(0).max(65535), help: 'TCP port to listen on (0 picks a free one)' },
+  logLevel: {
+    env: 'LOG_LEVEL',
+    default: 'info',
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    help: 'log level: fatal, error, warn, info, debug, trace or silent',
+  },
+  logFormat: {
+    env: 'LOG_FORMAT',
+    default: 'auto',
+    schema: z.enum(['auto', 'json', 'pretty']),
+    help: 'json lines, pretty, or auto (pretty when stdout is a terminal)',
+  },
+  sessionTtlSeconds: { env: 'SESSION_TTL_SECONDS', default: '3600', schema: seconds, help: 'inactivity after which a session closes' },
+  handshakeTimeoutSeconds: { env: 'HANDSHAKE_TIMEOUT_SECONDS', default: '30', schema: seconds, help: "how long side A's handshake waits for a peer" },
+  turnTimeoutSeconds: { env: 'TURN_TIMEOUT_SECONDS', default: '30', schema: seconds, help: 'how long any other request waits for the other side' },
+  maxSessions: { env: 'MAX_SESSIONS', default: '100', schema: z.coerce.number().int().positive(), help: 'live sessions at most; a new one beyond gets 503' },
+  maxMessageBytes: {
+    env: 'MAX_MESSAGE_BYTES',
+    default: '65536',
+    schema: z.coerce.number().int().min(1024).max(512 * 1024 * 1024),
+    help: 'largest request body accepted, in bytes (413 beyond)',
+  },
+  keepaliveIntervalSeconds: {
+    env: 'KEEPALIVE_INTERVAL_SECONDS',
+    default: '15',
+    schema: seconds,
+    help: 'interval of SSE keep-alive comments on held streaming requests',
+  },
+  answerBackgroundTasks: {
+    env: 'ANSWER_BACKGROUND_TASKS',
+    default: 'true',
+    schema: flag,
+    help: "answer chat UIs' title/tag/follow-up requests locally instead of forwarding them",
+  },
+  enablePrometheus: { env: 'ENABLE_PROMETHEUS', default: 'false', schema: flag, help: 'serve Prometheus metrics at GET /metrics' },
+} as const;
+
+export type OptionName = keyof typeof OPTIONS;
+
+export type Config = { readonly [K in OptionName]: z.output<(typeof OPTIONS)[K]['schema']> };
+
+export type Source = 'flag' | 'env' | 'default';
+
+export interface LoadedConfig {
+  readonly config: Config;
+  readonly sources: Readonly<Record<OptionName, Source>>;
+  readonly raw: Readonly<Record<OptionName, string>>;
+}
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+export const flagName = (name: OptionName): string => `--${kebab(name)}`;
+const isBoolean = (name: OptionName): boolean => OPTIONS[name].default === 'true' || OPTIONS[name].default === 'false';
+
+export interface ParsedArgs {
+  readonly values: Partial<Record<OptionName, string>>;
+  readonly help: boolean;
+  readonly version: boolean;
+}
+
+/** `--name value`, `--name=value`, bare `--flag` / `--no-flag` for booleans, `-h`, `-v`. */
+export function parseArgs(argv: readonly string[]): ParsedArgs {
+  const byFlag = new Map<string, OptionName>(Object.keys(OPTIONS).map((n) => [flagName(n as OptionName), n as OptionName]));
+  const values: Partial<Record<OptionName, string>> = {};
+  let help = false;
+  let version = false;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') {
+      help = true;
+      continue;
+    }
+    if (arg === '--version' || arg === '-v') {
+      version = true;
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const key = eq === -1 ? arg : arg.slice(0, eq);
+    let name = byFlag.get(key);
+    if (!name && key.startsWith('--no-')) {
+      const positive = byFlag.get(`--${key.slice(5)}`);
+      if (positive && isBoolean(positive) && eq === -1) {
+        values[positive] = 'false';
+        continue;
+      }
+    }
+    if (!name) throw new ConfigError(`unknown option '${arg}' (see --help)`);
+    if (eq !== -1) {
+      values[name] = arg.slice(eq + 1);
+    } else if (isBoolean(name) && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) {
+      values[name] = 'true';
+    } else {
+      const next = argv[++i];
+      if (next === undefined) throw new ConfigError(`option '${arg}' needs a value`);
+      values[name] = next;
+    }
+  }
+  return { values, help, version };
+}
+
+/** Resolves every option from flags, then the environment, then defaults; throws ConfigError. */
+export function loadConfig(flags: Partial<Record<OptionName, string>>, env: NodeJS.ProcessEnv): LoadedConfig {
+  const config: Record<string, unknown> = {};
+  const sources = {} as Record<OptionName, Source>;
+  const raw = {} as Record<OptionName, string>;
+  const problems: string[] = [];
+  for (const name of Object.keys(OPTIONS) as OptionName[]) {
+    const option = OPTIONS[name];
+    const fromEnv = env[option.env];
+    const source: Source = flags[name] !== undefined ? 'flag' : fromEnv !== undefined && fromEnv !== '' ? 'env' : 'default';
+    const value = source === 'flag' ? flags[name]! : source === 'env' ? fromEnv! : option.default;
+    sources[name] = source;
+    raw[name] = value;
+    const parsed = option.schema.safeParse(value);
+    if (parsed.success) {
+      config[name] = parsed.data;
+    } else {
+      const where = source === 'flag' ? flagName(name) : source === 'env' ? option.env : `default of ${option.env}`;
+      problems.push(`invalid value for ${where}: '${value}' (${option.help}; ${parsed.error.issues[0]?.message ?? 'invalid'})`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
+  return { config: config as Config, sources, raw };
+}
+
+export function timingOf(config: Config) {
+  return {
+    handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
+    turnTimeoutMs: config.turnTimeoutSeconds * 1000,
+    sessionTtlMs: config.sessionTtlSeconds * 1000,
+  };
+}

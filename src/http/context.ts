@@ -1,0 +1,20 @@
+/** What routes are given: validated configuration and the shared parts of the service. */
+import type { Config } from '../config.js';
+import type { SessionRegistry } from '../sessions/registry.js';
+import type { Metrics } from '../telemetry/metrics.js';
+
+export interface AppContext {
+  readonly config: Config;
+  readonly sessions: SessionRegistry;
+  readonly metrics: Metrics | null;
+  readonly startedAt: number;
+  /** Set when the service begins to shut down: new requests are refused. */
+  shuttingDown: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Fields of the request's one log line, filled in by the route as it learns them. */
+    turnLog: Record<string, unknown> | null;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * OpenAI Chat Completions: POST /v1/chat/completions, plain JSON and SSE
+ * (`chat.completion.chunk` frames ending with `data: [DONE]`), errors as
+ * {"error":{"message","type","param","code"}}.
+ */
+import { randomUUID } from 'node:crypto';
+import { z } from 'zod';
+import { detectBackgroundTask, type ChatText } from './background-tasks.js';
+import { estimateTokens, idempotencyKeyOf, retryCountOf, splitModel, type ParsedTurn, type ProtocolAdapter } from './adapter.js';
+import { ProxyError } from './errors.js';
+
+const part = z.looseObject({ type: z.string(), text: z.unknown().optional() });
+const message = z.looseObject({
+  role: z.string({ error: 'each message needs a role' }),
+  content: z.union([z.string(), z.array(part), z.null()]).optional(),
+});
+const request = z.looseObject({
+  model: z
+    .string({ error: 'model is required: it names the session (e.g. "npc-guard", or "npc-guard|A" to pick a side)' })
+    .min(1, 'model must not be empty')
+    .max(256, 'model is longer than 256 characters'),
+  messages: z.array(message, { error: 'messages is required and must be an array' }).min(1, 'messages must not be empty'),
+  stream: z.boolean().nullish(),
+  stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
+});
+
+type Message = z.infer<typeof message>;
+
+/** String content, or the concatenated `text` parts of a content array; other parts are ignored. */
+function textOf(content: Message['content']): string {
+  if (typeof content === 'string') return content;
+  if (!content) return '';
+  let text = '';
+  for (const p of content) if (p.type === 'text' && typeof p.text === 'string') text += p.text;
+  return text;
+}
+
+const OPENAI_ERROR_TYPES: Record<number, string> = {
+  401: 'authentication_error',
+  403: 'permission_error',
+  404: 'not_found_error',
+  408: 'timeout_error',
+  409: 'conflict_error',
+  429: 'rate_limit_error',
+};
+
+export function openAIErrorBody(error: ProxyError) {
+  const type = OPENAI_ERROR_TYPES[error.status] ?? (error.status >= 500 ? 'server_error' : 'invalid_request_error');
+  return { error: { message: error.message, type, param: error.options.param ?? null, code: error.code } };
+}
+
+const completionId = (): string => `chatcmpl-${randomUUID().replaceAll('-', '')}`;
+const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+
+function usage(turn: ParsedTurn, content: string) {
+  const completion = estimateTokens(content);
+  return { prompt_tokens: turn.promptTokens, completion_tokens: completion, total_tokens: turn.promptTokens + completion };
+}
+
+const sse = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
+
+export const openAIChat: ProtocolAdapter = {
+  name: 'openai',
+
+  parse(body, headers, { answerBackgroundTasks }): ParsedTurn {
+    const parsed = request.safeParse(body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const param = issue.path.length > 0 ? issue.path.join('.') : null;
+      const where = param && !issue.message.startsWith(String(issue.path[0])) ? `${param}: ` : '';
+      throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
+    }
+    const { model, messages } = parsed.data;
+    const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
+    const last = texts[texts.length - 1]!;
+    if (last.content.trim() === '') {
+      throw new ProxyError('invalid_request', 'The last message has no text content; there is nothing to send.', {
+        param: `messages.${texts.length - 1}.content`,
+      });
+    }
+    const system = texts.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content);
+    const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
+    const { sessionId, explicitSide } = splitModel(model);
+    let promptChars = 0;
+    for (const m of texts) promptChars += m.content.length;
+    return {
+      model,
+      sessionId,
+      stream: parsed.data.stream === true,
+      localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, parsed.data)?.reply ?? null) : null,
+      promptTokens: Math.ceil(promptChars / 4),
+      options: { includeUsage: parsed.data.stream_options?.include_usage === true },
+      turn: {
+        explicitSide,
+        assistantHistory,
+        content: last.content,
+        system: system.length > 0 ? system.join('\n\n') : null,
+        retryCount: retryCountOf(headers),
+        idempotencyKey: idempotencyKeyOf(headers),
+      },
+    };
+  },
+
+  renderReply(turn, content) {
+    return {
+      id: completionId(),
+      object: 'chat.completion',
+      created: nowSeconds(),
+      model: turn.model,
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content, refusal: null, annotations: [] },
+          logprobs: null,
+          finish_reason: 'stop',
+        },
+      ],
+      usage: usage(turn, content),
+      service_tier: 'default',
+      system_fingerprint: null,
+    };
+  },
+
+  stream: {
+    contentType: 'text/event-stream; charset=utf-8',
+    reply(turn, content) {
+      const includeUsage = turn.options['includeUsage'] === true;
+      const base = { id: completionId(), object: 'chat.completion.chunk', created: nowSeconds(), model: turn.model, system_fingerprint: null };
+      const extra = includeUsage ? { usage: null } : {};
+      const chunk = (delta: Record<string, unknown>, finish: string | null) =>
+        sse({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra });
+      let out = chunk({ role: 'assistant', content: '', refusal: null }, null);
+      out += chunk({ content }, null);
+      out += chunk({}, 'stop');
+      if (includeUsage) out += sse({ ...base, choices: [], usage: usage(turn, content) });
+      return `${out}data: [DONE]\n\n`;
+    },
+    keepAlive: () => ': keep-alive\n\n',
+    error: (error) => sse(openAIErrorBody(error)),
+  },
+
+  renderError: openAIErrorBody,
+};

@@ -1,0 +1,110 @@
+/**
+ * Which side sent a request, and is it new? (PROTOCOL.md §3)
+ *
+ * A pure decision over the session's context: the result becomes the event the session
+ * actor receives (CONNECT_x, MESSAGE_FROM_x, RETRY_FROM_x), so replaying events never has to
+ * attribute anything again.
+ */
+import { otherSide, SIDES, type SessionContext, type Side, type SideState } from '../../machines/session.logic.js';
+
+/** A chat request reduced to what attribution and delivery need, whatever its wire format. */
+export interface TurnRequest {
+  /** From a `<session>|A` / `<session>|B` model suffix. */
+  readonly explicitSide: Side | null;
+  /** The assistant messages of the request's history, in order. */
+  readonly assistantHistory: readonly string[];
+  /** The new content: the text of the last message. */
+  readonly content: string;
+  readonly system: string | null;
+  /** `X-Stainless-Retry-Count`, 0 when absent. */
+  readonly retryCount: number;
+  readonly idempotencyKey: string | null;
+}
+
+export type Attribution =
+  | { readonly kind: 'connect' | 'message' | 'retry'; readonly side: Side; readonly seen: number | null }
+  | { readonly kind: 'conflict'; readonly message: string };
+
+const sameText = (a: string, b: string): boolean => a === b || a.trim() === b.trim();
+
+/** The history shows exactly the first deliveries this side was given. */
+function historyMatches(side: SideState, history: readonly string[]): boolean {
+  if (!side.joined || history.length > side.deliveries.length) return false;
+  for (let i = 0; i < history.length; i++) {
+    if (!sameText(history[i]!, side.deliveries[i]!)) return false;
+  }
+  return true;
+}
+
+function repeatsLatestTurn(side: SideState, seen: number | null, content: string): boolean {
+  const turn = side.lastTurn;
+  return turn !== null && turn.seen === seen && turn.content === content;
+}
+
+function hasRetryHint(side: SideState, req: TurnRequest): boolean {
+  return (
+    req.retryCount >= 1 ||
+    (req.idempotencyKey !== null && side.lastTurn?.idempotencyKey === req.idempotencyKey)
+  );
+}
+
+/** Given the side, is the request a new turn or a retry of the side's latest one? */
+function classify(ctx: SessionContext, side: Side, req: TurnRequest, seen: number | null): Attribution {
+  const state = ctx.sides[side];
+  if (!state.joined) return { kind: 'connect', side, seen };
+  const retry =
+    repeatsLatestTurn(state, seen, req.content) &&
+    (state.lastTurn!.answer === null || seen !== null || hasRetryHint(state, req));
+  return { kind: retry ? 'retry' : 'message', side, seen };
+}
+
+function unknownHistory(ctx: SessionContext, side: Side | null): Attribution {
+  const who = side ? `side ${side}` : 'either side';
+  const known = ctx.sides.A.joined || ctx.sides.B.joined;
+  return {
+    kind: 'conflict',
+    message: known
+      ? `The assistant messages in this request's history do not match what session '${ctx.sessionId}' delivered to ${who}. Start a new conversation or use a new session id.`
+      : `Session '${ctx.sessionId}' has delivered nothing yet, but this request's history shows assistant messages: it belongs to an earlier conversation (one that ended, or from before a restart without a journal). Start a new conversation or use a new session id.`,
+  };
+}
+
+export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribution {
+  const history = req.assistantHistory;
+  const seen = history.length > 0 ? history.length : null;
+
+  // 1. Explicit side.
+  if (req.explicitSide) {
+    if (history.length > 0 && !historyMatches(ctx.sides[req.explicitSide], history)) {
+      return unknownHistory(ctx, req.explicitSide);
+    }
+    return classify(ctx, req.explicitSide, req, seen);
+  }
+
+  // 2. History names the side; a history matching neither is refused.
+  let candidates: readonly Side[] = SIDES;
+  if (history.length > 0) {
+    candidates = SIDES.filter((side) => historyMatches(ctx.sides[side], history));
+    if (candidates.length === 0) return unknownHistory(ctx, null);
+    if (candidates.length === 1) return classify(ctx, candidates[0]!, req, seen);
+  }
+
+  // 3. A repeat of a side's latest turn that is no longer held, or that carries a retry hint.
+  for (const side of candidates) {
+    const state = ctx.sides[side];
+    if (repeatsLatestTurn(state, seen, req.content) && (state.held === null || hasRetryHint(state, req))) {
+      return classify(ctx, side, req, seen);
+    }
+  }
+
+  // 4. Order: first to appear is A, second is B; then alternation for stateless clients.
+  const { A, B } = ctx.sides;
+  if (!A.joined && !B.joined) return classify(ctx, 'A', req, seen);
+  if (!A.joined || !B.joined) return classify(ctx, A.joined ? 'B' : 'A', req, seen);
+  const waitingA = A.held !== null;
+  const waitingB = B.held !== null;
+  let side: Side;
+  if (waitingA !== waitingB) side = waitingA ? 'B' : 'A';
+  else side = ctx.latestSide ? otherSide(ctx.latestSide) : 'A';
+  return classify(ctx, side, req, seen);
+}

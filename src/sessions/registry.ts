@@ -1,0 +1,79 @@
+/**
+ * The actor system: one session actor per session id, spawned on first use and dropped
+ * when it reaches CLOSED, so memory follows live sessions only.
+ */
+import type { InspectionEvent, SimulatedClock } from 'xstate';
+import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
+import { attributeRequest, type TurnRequest } from './attribution.js';
+import { Session, type SubmitResult } from './session.js';
+
+export interface RegistryOptions {
+  readonly timing: SessionTiming;
+  readonly maxSessions: number;
+  readonly clock?: SimulatedClock;
+  readonly inspect?: (event: InspectionEvent) => void;
+  readonly now?: () => number;
+}
+
+export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_sessions'; readonly message: string };
+
+export class SessionRegistry {
+  private readonly sessions = new Map<string, Session>();
+
+  constructor(private readonly options: RegistryOptions) {}
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(id: string): Session | undefined {
+    return this.sessions.get(id);
+  }
+
+  list(): IterableIterator<Session> {
+    return this.sessions.values();
+  }
+
+  submit(sessionId: string, request: TurnRequest, requestId: string): RegistrySubmitResult {
+    let session = this.sessions.get(sessionId);
+    if (!session) {
+      // Refuse before spawning, so a stray request never creates (or counts as) a session.
+      const verdict = attributeRequest(initialContext(sessionId, this.options.timing), request);
+      if (verdict.kind === 'conflict') return { error: 'session_conflict', message: verdict.message };
+      if (this.sessions.size >= this.options.maxSessions) {
+        return {
+          error: 'max_sessions',
+          message: `The proxy holds its maximum of ${this.options.maxSessions} live sessions; session '${sessionId}' cannot start now.`,
+        };
+      }
+      session = this.spawn(sessionId);
+    }
+    return session.submit(request, requestId);
+  }
+
+  /** Ends a session; its held requests are answered. False when there is no such session. */
+  close(sessionId: string, reason: CloseReason): boolean {
+    const session = this.sessions.get(sessionId);
+    if (!session) return false;
+    session.close(reason);
+    return true;
+  }
+
+  closeAll(reason: CloseReason): void {
+    for (const session of [...this.sessions.values()]) session.close(reason);
+  }
+
+  private spawn(sessionId: string): Session {
+    const session = new Session(sessionId, {
+      timing: this.options.timing,
+      ...(this.options.clock ? { clock: this.options.clock } : {}),
+      ...(this.options.inspect ? { inspect: this.options.inspect } : {}),
+      ...(this.options.now ? { now: this.options.now } : {}),
+      onClosed: (closed) => {
+        if (this.sessions.get(closed.id) === closed) this.sessions.delete(closed.id);
+      },
+    });
+    this.sessions.set(sessionId, session);
+    return session;
+  }
+}
