@@ -7,5 +7,6 @@ export default defineConfig({
     hookTimeout: 30_000,
     // Integration tests each start their own listening server on a free port.
     pool: 'forks',
+    reporters: ['default', './test/summary-reporter.ts'],
   },
 });

@@ -2,6 +2,7 @@
 /** The `motive-proxy` command: runs the service with settings from flags and environment. */
 import { readFileSync } from 'node:fs';
 import { ConfigError, flagName, loadConfig, OPTIONS, parseArgs, type LoadedConfig, type OptionName } from './config.js';
+import { chartSource } from './chart.js';
 import { createService } from './server.js';
 import { createLogger } from './telemetry/logger.js';
 
@@ -21,7 +22,8 @@ function help(loaded: LoadedConfig | null): string {
   });
   return `motive-proxy ${version()} — pairs two LLM clients: each one's requests become the other's replies.
 
-Usage: motive-proxy [options]
+Usage: motive-proxy [options]          run the service
+       motive-proxy chart            print the session state chart for the Stately visualizer
 
 Point two OpenAI-compatible clients at http://HOST:PORT/v1 and give both the same
 model name (the session id). The first to call waits; the second's prompt becomes its reply.
@@ -36,6 +38,10 @@ Exit codes: 0 after a clean shutdown, 1 on a failure while running, 2 for bad se
 }
 
 async function main(): Promise<void> {
+  if (process.argv[2] === 'chart') {
+    process.stdout.write(chartSource());
+    return;
+  }
   let loaded: LoadedConfig;
   let wantHelp = false;
   try {

@@ -1,0 +1,140 @@
+/**
+ * The `motive-proxy` command as users run it: --help shows every option with its effective
+ * value, bad settings exit 2 with a clear message, `npm start -- --port N` serves, and
+ * SIGTERM shuts down gracefully (held requests get 503) within 5 s.
+ * Processes run in their own process group and the whole group is signalled, because npm
+ * does not pass SIGTERM on to its child.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const cli = fileURLToPath(new URL('../dist/src/cli.js', import.meta.url));
+
+function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as { port: number }).port;
+  server.close();
+  return port;
+}
+
+async function waitForHealth(url: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`service exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${url}/health`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('service did not answer /health');
+}
+
+const started: ChildProcess[] = [];
+afterEach(() => {
+  for (const child of started.splice(0)) {
+    if (child.exitCode === null && child.pid) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+});
+
+function startService(command: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(command, args, { cwd: root, detached: true, env: { ...process.env, LOG_FORMAT: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  started.push(child);
+  return child;
+}
+
+describe('motive-proxy --help', () => {
+  it('lists every option with its environment variable and effective value, flags winning over env', async () => {
+    const { code, stdout } = await run(['--help', '--turn-timeout-seconds', '2.5'], { TURN_TIMEOUT_SECONDS: '9', MAX_SESSIONS: '7' });
+    expect(code).toBe(0);
+    for (const env of ['HOST', 'PORT', 'LOG_LEVEL', 'SESSION_TTL_SECONDS', 'HANDSHAKE_TIMEOUT_SECONDS', 'TURN_TIMEOUT_SECONDS', 'MAX_SESSIONS', 'MAX_MESSAGE_BYTES', 'ENABLE_PROMETHEUS']) {
+      expect(stdout).toContain(`env ${env}`);
+    }
+    expect(stdout).toMatch(/--turn-timeout-seconds <value>\s+env TURN_TIMEOUT_SECONDS\n.*\n\s+= 2\.5 {2}\(from flag\)/);
+    expect(stdout).toMatch(/--max-sessions <value>\s+env MAX_SESSIONS\n.*\n\s+= 7 {2}\(from env\)/);
+    expect(stdout).toMatch(/--port <value>\s+env PORT\n.*\n\s+= 8000 {2}\(from default\)/);
+  });
+
+  it('exits 2 with a message naming the setting for a bad value, an unknown flag or a missing value', async () => {
+    const bad = await run([], { PORT: 'eighty' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("invalid value for PORT: 'eighty'");
+    expect(bad.stderr).not.toMatch(/\bat .*\.js:\d+/); // no stack trace
+
+    const negative = await run(['--turn-timeout-seconds', '-1']);
+    expect(negative.code).toBe(2);
+    expect(negative.stderr).toContain('--turn-timeout-seconds');
+
+    const unknown = await run(['--prot', '9000']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("unknown option '--prot'");
+
+    const missing = await run(['--port']);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain("'--port' needs a value");
+  });
+
+  it('prints the chart for the visualizer', async () => {
+    const { code, stdout } = await run(['chart']);
+    expect(code).toBe(0);
+    expect(stdout).toContain("import { setup } from 'xstate'");
+    expect(stdout).toContain('"AWAITING_PEER"');
+  });
+});
+
+describe('running the service as a process', () => {
+  it('`npm start -- --port N` serves on N; SIGTERM to the group answers a held request 503 and exits within 5 s', async () => {
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const child = startService('npm', ['start', '--silent', '--', '--port', String(port)], { HANDSHAKE_TIMEOUT_SECONDS: '60' });
+    let log = '';
+    child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+    await waitForHealth(url, child);
+
+    const held = fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'cli-shutdown', messages: [{ role: 'user', content: 'ping' }] }),
+    });
+    // Wait until the handshake is held (the session appears waiting for a peer).
+    for (let i = 0; i < 50; i++) {
+      const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+      if (models.data.some((m) => m.id === 'cli-shutdown')) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+
+    const t0 = Date.now();
+    process.kill(-child.pid!, 'SIGTERM');
+    const response = await held;
+    expect(response.status).toBe(503);
+    const body = (await response.json()) as { error: { code: string } };
+    expect(body.error.code).toBe('shutting_down');
+    if (child.exitCode === null) await once(child, 'exit');
+    expect(Date.now() - t0).toBeLessThan(5000);
+
+    // One JSON line per request and per session transition, with ids, side and state.
+    const lines = log.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.some((l) => l['msg'] === 'session transition' && l['session_id'] === 'cli-shutdown' && l['event'] === 'CONNECT_A' && l['state'] === 'AWAITING_PEER' && l['side'] === 'A')).toBe(true);
+    expect(lines.some((l) => l['msg'] === 'request' && l['session_id'] === 'cli-shutdown' && l['status'] === 503 && typeof l['request_id'] === 'string')).toBe(true);
+  }, 60_000);
+});
