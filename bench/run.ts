@@ -1,0 +1,352 @@
+/**
+ * `npm run bench`: measures the proxy beside a raw node:http baseline relay in the same run,
+ * each served by its own process and driven by a load generator in another process, and
+ * reports every headline figure as a ratio to the baseline.
+ *
+ *   npm run bench                 the default run (under 5 minutes on 2 cores)
+ *   npm run bench -- --quick      fewer turns and sessions (under 1 minute)
+ *   npm run bench -- --smoke      a few seconds; proves the benchmark works (used by npm test)
+ *   --out DIR                     where results go (default bench/results; smoke: a temp dir)
+ *   --no-docs                     do not rewrite the table in docs/performance.md
+ */
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { HeldJob, HeldResult, Job, RelayJob, RelayResult } from './loadgen.js';
+
+type Mode = 'default' | 'quick' | 'smoke';
+type Target = 'baseline' | 'proxy';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const args = process.argv.slice(2);
+if (args.includes('--help') || args.includes('-h')) {
+  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace('/**', '').replace(/^ \* ?/gm, '') + '\n');
+  process.exit(0);
+}
+const mode: Mode = args.includes('--smoke') ? 'smoke' : args.includes('--quick') ? 'quick' : 'default';
+const outIndex = args.indexOf('--out');
+const outDir = outIndex >= 0 ? args[outIndex + 1]! : mode === 'smoke' ? mkdtempSync(join(tmpdir(), 'motive-bench-')) : join(root, 'bench/results');
+const writeDocs = mode !== 'smoke' && !args.includes('--no-docs');
+
+const PLAN = {
+  default: { relay: [1, 10, 100, 1000], turns: { 1: 4000, 10: 10000, 100: 20000, 1000: 20000 } as Record<number, number>, openLoopSeconds: 8, held: [1000, 10000] },
+  quick: { relay: [1, 10, 100, 1000], turns: { 1: 800, 10: 2000, 100: 4000, 1000: 4000 } as Record<number, number>, openLoopSeconds: 2, held: [1000] },
+  smoke: { relay: [1, 10], turns: { 1: 60, 10: 200 } as Record<number, number>, openLoopSeconds: 0.5, held: [50] },
+}[mode];
+const TURNS_PER_SESSION = 20;
+const MESSAGE_BYTES = 200;
+
+const started = Date.now();
+const log = (line: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}\n`);
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  return port;
+}
+
+interface Server {
+  readonly target: Target;
+  readonly url: string;
+  readonly process: ChildProcess;
+}
+
+async function startServer(target: Target): Promise<Server> {
+  const port = await freePort();
+  const [command, argv] =
+    target === 'baseline'
+      ? [process.execPath, [join(root, 'bench/baseline-relay.mjs'), String(port)]]
+      : [process.execPath, [join(root, 'dist/src/cli.js'), '--port', String(port)]];
+  const child = spawn(command, argv, {
+    cwd: root,
+    detached: true, // its own process group, stopped as a whole
+    stdio: ['ignore', 'ignore', 'inherit'],
+    env: {
+      ...process.env,
+      LOG_LEVEL: 'warn',
+      LOG_FORMAT: 'json',
+      HANDSHAKE_TIMEOUT_SECONDS: '600',
+      TURN_TIMEOUT_SECONDS: '600',
+      MAX_SESSIONS: '100000',
+      MAX_MESSAGE_BYTES: String(8 * 1024 * 1024),
+    },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    try {
+      if ((await fetch(`${url}/health`)).ok) return { target, url, process: child };
+    } catch {
+      // not yet listening
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${target} did not start`);
+}
+
+async function stopServer(server: Server): Promise<void> {
+  try {
+    process.kill(-server.process.pid!, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+  if (server.process.exitCode === null && server.process.signalCode === null) await once(server.process, 'exit');
+}
+
+/** CPU time (µs) and memory (KB) of a process, from /proc. */
+function usage(pid: number): { cpuMicros: number; rssKb: number; peakRssKb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime + stime
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  return { cpuMicros: (ticks * 1_000_000) / clockTicks, rssKb: kb('VmRSS'), peakRssKb: kb('VmHWM') };
+}
+const clockTicks = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** Runs a job in a fresh load-generator process; `onSetupDone` runs before the measured part. */
+function drive<T>(job: Job, onSetupDone: () => void = () => {}): Promise<{ result: T; loadgen: ChildProcess }> {
+  const loadgen = fork(join(root, 'bench/loadgen.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  return new Promise((resolve, reject) => {
+    loadgen.on('message', (msg: { ok?: boolean; setupDone?: boolean; result?: T; error?: string }) => {
+      if (msg.setupDone) {
+        onSetupDone();
+        loadgen.send({ go: true });
+      } else if (msg.ok) resolve({ result: msg.result as T, loadgen });
+      else reject(new Error(msg.error));
+    });
+    loadgen.once('exit', (code) => reject(new Error(`load generator exited with ${code}`)));
+    loadgen.send(job);
+  });
+}
+
+interface RelayCase {
+  workload: 'relay' | 'open-loop';
+  target: Target;
+  sessions: number;
+  stream: boolean;
+  offeredRate: number | null;
+  result: RelayResult;
+  serverCpuMicrosPerTurn: number;
+  serverPeakRssMb: number;
+}
+
+interface HeldCase {
+  workload: 'held';
+  target: Target;
+  sessions: number;
+  paired: boolean;
+  rssIdleMb: number;
+  rssHeldMb: number;
+  bytesPerSession: number;
+  errors: Record<string, number>;
+}
+
+async function relayCase(target: Target, sessions: number, stream: boolean, totalTurns: number, rate?: number): Promise<RelayCase> {
+  const server = await startServer(target);
+  try {
+    const job: RelayJob = {
+      kind: 'relay',
+      url: server.url,
+      sessions,
+      turnsPerSession: TURNS_PER_SESSION,
+      totalTurns,
+      stream,
+      messageBytes: MESSAGE_BYTES,
+      prefix: `bench-${sessions}`,
+      ...(rate ? { rate } : {}),
+    };
+    // Setup (every session's handshake) is outside the measured window.
+    let before = usage(server.process.pid!);
+    const { result, loadgen } = await drive<RelayResult>(job, () => (before = usage(server.process.pid!)));
+    const after = usage(server.process.pid!);
+    loadgen.kill();
+    return {
+      workload: rate ? 'open-loop' : 'relay',
+      target,
+      sessions,
+      stream,
+      offeredRate: rate ?? null,
+      result,
+      serverCpuMicrosPerTurn: (after.cpuMicros - before.cpuMicros) / Math.max(1, result.turns),
+      serverPeakRssMb: after.peakRssKb / 1024,
+    };
+  } finally {
+    await stopServer(server);
+  }
+}
+
+async function heldCase(target: Target, sessions: number, paired: boolean): Promise<HeldCase> {
+  const server = await startServer(target);
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const idle = usage(server.process.pid!);
+    const job: HeldJob = { kind: 'held', url: server.url, sessions, paired, prefix: 'held' };
+    const { result, loadgen } = await drive<HeldResult>(job);
+    const heldUsage = usage(server.process.pid!);
+    loadgen.kill();
+    return {
+      workload: 'held',
+      target,
+      sessions,
+      paired,
+      rssIdleMb: idle.rssKb / 1024,
+      rssHeldMb: heldUsage.rssKb / 1024,
+      bytesPerSession: ((heldUsage.rssKb - idle.rssKb) * 1024) / sessions,
+      errors: result.errors,
+    };
+  } finally {
+    await stopServer(server);
+  }
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const errorsOf = (e: Record<string, number>) => (Object.keys(e).length === 0 ? 'none' : Object.entries(e).map(([k, v]) => `${k}×${v}`).join(' '));
+
+async function main(): Promise<void> {
+  if (mode !== 'smoke' || !args.includes('--no-build')) {
+    log('building the production bundle (npm run build)');
+    const build = spawnSync('npm', ['run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
+    if (build.status !== 0) throw new Error('build failed');
+  }
+  const relay: RelayCase[] = [];
+  const held: HeldCase[] = [];
+  const total = PLAN.relay.length * 4 + 4 + PLAN.held.length * 4;
+  let step = 0;
+  const progress = (what: string) => log(`[${++step}/${total}] ${what}`);
+
+  for (const stream of [false, true]) {
+    for (const sessions of PLAN.relay) {
+      for (const target of ['baseline', 'proxy'] as const) {
+        const c = await relayCase(target, sessions, stream, PLAN.turns[sessions]!);
+        relay.push(c);
+        progress(
+          `relay ${stream ? 'stream' : 'json  '} S=${String(sessions).padEnd(4)} ${target.padEnd(8)} ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`,
+        );
+      }
+    }
+  }
+
+  // Open loop at half the proxy's measured maximum at S=100 (or the largest S measured).
+  const openSessions = PLAN.relay.includes(100) ? 100 : PLAN.relay[PLAN.relay.length - 1]!;
+  for (const stream of [false, true]) {
+    const max = relay.find((c) => c.target === 'proxy' && c.sessions === openSessions && c.stream === stream)!.result.turnsPerSecond;
+    const rate = Math.max(10, Math.round(max / 2));
+    for (const target of ['baseline', 'proxy'] as const) {
+      const c = await relayCase(target, openSessions, stream, Math.round(rate * PLAN.openLoopSeconds), rate);
+      relay.push(c);
+      progress(`open loop ${stream ? 'stream' : 'json  '} ${fmt(rate)} turns/s offered, S=${openSessions} ${target.padEnd(8)} p50 ${c.result.latency.p50} ms  p90 ${c.result.latency.p90} ms  p99 ${c.result.latency.p99} ms  errors ${errorsOf(c.result.errors)}`);
+    }
+  }
+
+  for (const sessions of PLAN.held) {
+    for (const paired of [false, true]) {
+      for (const target of ['baseline', 'proxy'] as const) {
+        const c = await heldCase(target, sessions, paired);
+        held.push(c);
+        progress(`held N=${sessions} ${paired ? 'paired   ' : 'handshake'} ${target.padEnd(8)} ${fmt(c.bytesPerSession)} B/session, RSS ${fmt(c.rssHeldMb, 1)} MB  errors ${errorsOf(c.errors)}`);
+      }
+    }
+  }
+
+  const report = summarize(relay, held);
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}${mode === 'default' ? '' : `-${mode}`}.json`);
+  writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
+  log(`results: ${file}`);
+  const table = markdown(report);
+  if (writeDocs) {
+    const path = join(root, 'docs/performance.md');
+    const doc = readFileSync(path, 'utf8');
+    const begin = '<!-- bench:results:begin -->';
+    const end = '<!-- bench:results:end -->';
+    writeFileSync(path, doc.slice(0, doc.indexOf(begin) + begin.length) + '\n' + table + '\n' + doc.slice(doc.indexOf(end)));
+    log('docs/performance.md updated');
+  }
+  process.stdout.write(`\n${table}\n`);
+}
+
+function summarize(relay: RelayCase[], held: HeldCase[]) {
+  const pick = (target: Target, sessions: number, stream: boolean, workload: RelayCase['workload'] = 'relay') =>
+    relay.find((c) => c.target === target && c.sessions === sessions && c.stream === stream && c.workload === workload);
+  const ratios = [];
+  for (const c of relay) {
+    if (c.target !== 'proxy') continue;
+    const base = pick('baseline', c.sessions, c.stream, c.workload)!;
+    ratios.push({
+      workload: c.workload,
+      sessions: c.sessions,
+      stream: c.stream,
+      throughputRatio: c.result.turnsPerSecond / base.result.turnsPerSecond,
+      cpuPerTurnRatio: c.serverCpuMicrosPerTurn / base.serverCpuMicrosPerTurn,
+      p50Ratio: c.result.latency.p50 / base.result.latency.p50,
+      p99Ratio: c.result.latency.p99 / base.result.latency.p99,
+    });
+  }
+  const heldRatios = held
+    .filter((c) => c.target === 'proxy')
+    .map((c) => {
+      const base = held.find((b) => b.target === 'baseline' && b.sessions === c.sessions && b.paired === c.paired)!;
+      return { sessions: c.sessions, paired: c.paired, memoryRatio: c.bytesPerSession / base.bytesPerSession, proxyRssMb: c.rssHeldMb };
+    });
+  const s100 = ratios.find((r) => r.workload === 'relay' && r.sessions === 100 && !r.stream);
+  const s1 = pick('proxy', 1, false);
+  const h10k = heldRatios.find((h) => h.sessions === 10000 && !h.paired);
+  const targets = {
+    'throughput at S=100 ≥ 75% of baseline': s100 ? { value: s100.throughputRatio, pass: s100.throughputRatio >= 0.75 } : null,
+    'server CPU per turn ≤ 1.5× baseline (S=100)': s100 ? { value: s100.cpuPerTurnRatio, pass: s100.cpuPerTurnRatio <= 1.5 } : null,
+    'relay latency S=1 p50 ≤ 0.5 ms': s1 ? { value: s1.result.latency.p50, pass: s1.result.latency.p50 <= 0.5 } : null,
+    'relay latency S=1 p99 ≤ 3 ms': s1 ? { value: s1.result.latency.p99, pass: s1.result.latency.p99 <= 3 } : null,
+    'held memory per session ≤ 2× baseline (10,000)': h10k ? { value: h10k.memoryRatio, pass: h10k.memoryRatio <= 2 } : null,
+    '10,000 held sessions under 300 MB RSS': h10k ? { value: h10k.proxyRssMb, pass: h10k.proxyRssMb < 300 } : null,
+  };
+  return {
+    date: new Date().toISOString(),
+    mode,
+    machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform} ${process.arch}` },
+    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: 'none yet', tracing: 'none yet' },
+    relay,
+    held,
+    ratios,
+    heldRatios,
+    targets,
+  };
+}
+
+function markdown(report: ReturnType<typeof summarize>): string {
+  const m = report.machine;
+  const lines = [
+    `Measured ${report.date.slice(0, 10)} (${report.mode} run) on ${m.cores} cores, ${m.cpu}, ${m.memoryGb} GB, Node ${m.node}; load generator on the same cores.`,
+    '',
+    '| workload | S | format | baseline turns/s | proxy turns/s | ratio | proxy p50 / p99 ms | baseline p50 / p99 ms | CPU µs/turn proxy / baseline | proxy peak RSS MB | errors |',
+    '| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
+  for (const r of report.ratios) {
+    const p = report.relay.find((c) => c.target === 'proxy' && c.sessions === r.sessions && c.stream === r.stream && c.workload === r.workload)!;
+    const b = report.relay.find((c) => c.target === 'baseline' && c.sessions === r.sessions && c.stream === r.stream && c.workload === r.workload)!;
+    lines.push(
+      `| ${r.workload}${p.offeredRate ? ` @ ${fmt(p.offeredRate)}/s` : ''} | ${r.sessions} | ${r.stream ? 'SSE' : 'JSON'} | ${fmt(b.result.turnsPerSecond)} | ${fmt(p.result.turnsPerSecond)} | ${fmt(r.throughputRatio, 2)} | ${p.result.latency.p50} / ${p.result.latency.p99} | ${b.result.latency.p50} / ${b.result.latency.p99} | ${fmt(p.serverCpuMicrosPerTurn)} / ${fmt(b.serverCpuMicrosPerTurn)} | ${fmt(p.serverPeakRssMb, 1)} | ${errorsOf({ ...p.result.errors, ...b.result.errors })} |`,
+    );
+  }
+  lines.push('', '| held sessions | N | baseline B/session | proxy B/session | ratio | proxy RSS MB |', '| --- | ---: | ---: | ---: | ---: | ---: |');
+  for (const h of report.heldRatios) {
+    const p = report.held.find((c) => c.target === 'proxy' && c.sessions === h.sessions && c.paired === h.paired)!;
+    const b = report.held.find((c) => c.target === 'baseline' && c.sessions === h.sessions && c.paired === h.paired)!;
+    lines.push(`| ${h.paired ? 'paired, one side held' : 'handshake held'} | ${fmt(h.sessions)} | ${fmt(b.bytesPerSession)} | ${fmt(p.bytesPerSession)} | ${fmt(h.memoryRatio, 2)} | ${fmt(p.rssHeldMb, 1)} |`);
+  }
+  lines.push('', '| target | measured | met |', '| --- | ---: | --- |');
+  for (const [name, t] of Object.entries(report.targets)) {
+    if (t) lines.push(`| ${name} | ${fmt(t.value, 2)} | ${t.pass ? 'yes' : '**no**'} |`);
+  }
+  return lines.join('\n');
+}
+
+main().catch((err) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
