@@ -217,7 +217,8 @@ function flush(d: Draft, side: Side): void {
 
 /** Holds `requestId` open for the side's latest turn, or answers it at once from the queue. */
 function attach(d: Draft, side: Side, requestId: string): void {
-  const timer: TimerKind = d.side(otherSide(side)).joined ? 'turn' : 'handshake';
+  // HANDSHAKE_TIMEOUT bounds only A's handshake; every other wait is a turn.
+  const timer: TimerKind = d.side(side).lastTurn?.handshake ? 'handshake' : 'turn';
   d.update(side, { held: { requestId, timer } });
   if (d.side(side).queue.length > 0) {
     flush(d, side);

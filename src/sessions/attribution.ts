@@ -89,10 +89,12 @@ export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribu
     if (candidates.length === 1) return classify(ctx, candidates[0]!, req, seen);
   }
 
-  // 3. A repeat of a side's latest turn that is no longer held, or that carries a retry hint.
+  // 3. A repeat of a side's latest turn whose wait ended unanswered (timed out, client gone),
+  //    or that carries a retry hint.
   for (const side of candidates) {
     const state = ctx.sides[side];
-    if (repeatsLatestTurn(state, seen, req.content) && (state.held === null || hasRetryHint(state, req))) {
+    const waitEnded = state.held === null && state.lastTurn?.answer === null;
+    if (repeatsLatestTurn(state, seen, req.content) && (waitEnded || hasRetryHint(state, req))) {
       return classify(ctx, side, req, seen);
     }
   }
