@@ -45,6 +45,21 @@ export interface SessionInput {
   timing: SessionTiming;
 }
 
+/** Turns of either side, once joined: they never change the state by themselves. */
+const TURNS = {
+  MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
+  MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
+  RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
+  RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
+} as const;
+
+/** What can end a held request's wait other than a reply. */
+const WAITS = {
+  DISCONNECT_A: { actions: ['forgetRequest', 'renewTtl'] },
+  DISCONNECT_B: { actions: ['forgetRequest', 'renewTtl'] },
+  TIMEOUT: { actions: ['timeOutRequest', 'renewTtl'] },
+} as const;
+
 const sideOf = (event: { type: string }): Side => (event.type.endsWith('A') ? 'A' : 'B');
 
 export const sessionMachine = setup({
@@ -108,13 +123,8 @@ export const sessionMachine = setup({
       on: {
         CONNECT_A: { actions: ['receiveTurn', 'renewTtl'] },
         CONNECT_B: { actions: ['receiveTurn', 'renewTtl'] },
-        MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
-        MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
-        RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
-        RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
-        DISCONNECT_A: { actions: ['forgetRequest', 'renewTtl'] },
-        DISCONNECT_B: { actions: ['forgetRequest', 'renewTtl'] },
-        TIMEOUT: { actions: ['timeOutRequest', 'renewTtl'] },
+        ...TURNS,
+        ...WAITS,
         SESSION_EXPIRED: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' },
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
@@ -122,23 +132,15 @@ export const sessionMachine = setup({
     ACTIVE: {
       always: { guard: 'nothingHeld', target: 'DORMANT' },
       on: {
-        MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
-        MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
-        RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
-        RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
-        DISCONNECT_A: { actions: ['forgetRequest', 'renewTtl'] },
-        DISCONNECT_B: { actions: ['forgetRequest', 'renewTtl'] },
-        TIMEOUT: { actions: ['timeOutRequest', 'renewTtl'] },
+        ...TURNS,
+        ...WAITS,
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
     },
     DORMANT: {
       always: { guard: 'requestHeld', target: 'ACTIVE' },
       on: {
-        MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
-        MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
-        RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
-        RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
+        ...TURNS,
         SESSION_EXPIRED: { target: 'CLOSING', actions: 'closeSession' },
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
