@@ -33,9 +33,30 @@ const outDir = outIndex >= 0 ? args[outIndex + 1]! : mode === 'smoke' ? mkdtempS
 const writeDocs = mode !== 'smoke' && !args.includes('--no-docs');
 
 const PLAN = {
-  default: { relay: [1, 10, 100, 1000], turns: { 1: 4000, 10: 10000, 100: 20000, 1000: 20000 } as Record<number, number>, openLoopSeconds: 8, held: [1000, 10000] },
-  quick: { relay: [1, 10, 100, 1000], turns: { 1: 800, 10: 2000, 100: 4000, 1000: 4000 } as Record<number, number>, openLoopSeconds: 2, held: [1000] },
-  smoke: { relay: [1, 10], turns: { 1: 60, 10: 200 } as Record<number, number>, openLoopSeconds: 0.5, held: [50] },
+  default: {
+    relay: [1, 10, 100, 1000],
+    turns: { 1: 4000, 10: 10000, 100: 20000, 1000: 20000 } as Record<number, number>,
+    openLoopSeconds: 8,
+    openLoopStreams: [false, true],
+    held: [1000, 10000],
+    heldPaired: [false, true],
+  },
+  quick: {
+    relay: [1, 10, 100, 1000],
+    turns: { 1: 800, 10: 2000, 100: 4000, 1000: 4000 } as Record<number, number>,
+    openLoopSeconds: 2,
+    openLoopStreams: [false, true],
+    held: [1000],
+    heldPaired: [false, true],
+  },
+  smoke: {
+    relay: [10],
+    turns: { 10: 200 } as Record<number, number>,
+    openLoopSeconds: 0.5,
+    openLoopStreams: [false],
+    held: [50],
+    heldPaired: [false],
+  },
 }[mode];
 const TURNS_PER_SESSION = 20;
 const MESSAGE_BYTES = 200;
@@ -216,7 +237,7 @@ async function main(): Promise<void> {
   }
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
-  const total = PLAN.relay.length * 4 + 4 + PLAN.held.length * 4;
+  const total = PLAN.relay.length * 4 + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2;
   let step = 0;
   const progress = (what: string) => log(`[${++step}/${total}] ${what}`);
 
@@ -234,7 +255,7 @@ async function main(): Promise<void> {
 
   // Open loop at half the proxy's measured maximum at S=100 (or the largest S measured).
   const openSessions = PLAN.relay.includes(100) ? 100 : PLAN.relay[PLAN.relay.length - 1]!;
-  for (const stream of [false, true]) {
+  for (const stream of PLAN.openLoopStreams) {
     const max = relay.find((c) => c.target === 'proxy' && c.sessions === openSessions && c.stream === stream)!.result.turnsPerSecond;
     const rate = Math.max(10, Math.round(max / 2));
     for (const target of ['baseline', 'proxy'] as const) {
@@ -245,7 +266,7 @@ async function main(): Promise<void> {
   }
 
   for (const sessions of PLAN.held) {
-    for (const paired of [false, true]) {
+    for (const paired of PLAN.heldPaired) {
       for (const target of ['baseline', 'proxy'] as const) {
         const c = await heldCase(target, sessions, paired);
         held.push(c);

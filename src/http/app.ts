@@ -60,7 +60,16 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     genReqId: requestIds(),
     bodyLimit: ctx.config.maxMessageBytes,
     return503OnClosing: false,
-    routerOptions: { ignoreTrailingSlash: true },
+    // A session id in a path (DELETE /v1/sessions/{id}) may be any valid model: up to 256
+    // characters, each up to 9 once percent-encoded. Fastify's default of 100 refused longer ones.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 * 9 },
+    // URLs the router cannot take (bad percent-encoding, an id longer than any session's) are
+    // answered in the contract's error shape too, not Fastify's own.
+    frameworkErrors: (err, request, reply) => {
+      const path = request.url.split('?')[0] ?? request.url;
+      const why = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 'a path segment is longer than any session id' : 'its URL is not valid percent-encoding';
+      return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${path.slice(0, 200)} (${why}).`));
+    },
   });
 
   app.decorateRequest('turnLog', null);
@@ -84,6 +93,11 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     if (ctx.metrics && typeof protocol === 'string') ctx.metrics.requests.inc({ protocol, status: String(status) });
   });
 
+  // A client that went away while held gets no response, but still gets its line.
+  app.addHook('onRequestAbort', async (request) => {
+    request.log.info({ method: request.method, url: request.url, aborted: true, ...request.turnLog }, 'request aborted by client');
+  });
+
   app.setErrorHandler((err, request, reply) => {
     const error = toProxyError(err, ctx.config.maxMessageBytes);
     if (error.status >= 500 && !(err instanceof ProxyError)) request.log.error({ err }, 'unhandled error');
@@ -103,7 +117,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   return app;
 }
 
-const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+// OPTIONS is refused too until CORS is configured (then the CORS plugin answers preflights).
+const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /** Answers 405 (with Allow) for every method a known route does not take. */
 export function refuseOtherMethods(app: FastifyInstance, url: string, allowed: readonly string[], protocol: ProtocolAdapter = openAIChat): void {

@@ -24,9 +24,15 @@ export function jsonDepthExceeds(value: unknown, limit: number): boolean {
 
 export function registerJsonBody(app: FastifyInstance): void {
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     const text = body as string;
     if (text.trim() === '') {
+      // Only POST routes take a body. Clients label body-less requests JSON too (openai-python
+      // sends Content-Type: application/json on its DELETE), which must not make them fail.
+      if (request.method !== 'POST') {
+        done(null, undefined);
+        return;
+      }
       done(new ProxyError('invalid_json', 'The request body is empty; send a JSON object.'), undefined);
       return;
     }

@@ -1,0 +1,36 @@
+/**
+ * The benchmark still works end to end (`npm run bench -- --smoke`): both the proxy and the
+ * baseline are started as processes, driven by the load generator, and every relayed turn
+ * arrives with the right content. No performance thresholds here; `npm run bench` checks those.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+it('runs the smoke benchmark and records both targets with no errors', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-smoke-'));
+  await new Promise<void>((resolve, reject) =>
+    execFile(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke', '--no-build', '--out', out], { cwd: root }, (err, _stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(),
+    ),
+  );
+  const [file] = readdirSync(out);
+  const report = JSON.parse(readFileSync(join(out, file!), 'utf8')) as {
+    relay: Array<{ target: string; result: { turns: number; errors: Record<string, number> } }>;
+    held: Array<{ target: string; errors: Record<string, number> }>;
+    ratios: Array<{ throughputRatio: number }>;
+  };
+  expect(new Set(report.relay.map((c) => c.target))).toEqual(new Set(['baseline', 'proxy']));
+  for (const c of report.relay) {
+    expect(c.result.turns).toBeGreaterThan(0);
+    expect(c.result.errors).toEqual({});
+  }
+  for (const c of report.held) expect(c.errors).toEqual({});
+  expect(report.ratios.length).toBeGreaterThan(0);
+  for (const r of report.ratios) expect(r.throughputRatio).toBeGreaterThan(0);
+}, 120_000);
