@@ -37,3 +37,4 @@ const server = createServer((req, res) => {
 server.keepAliveTimeout = 120_000;
 server.listen(Number(process.argv[2] ?? 8100), '127.0.0.1', () => process.stdout.write('listening\n'));
 process.on('SIGTERM', () => process.exit(0));
+process.on('SIGINT', () => process.exit(0));

@@ -15,7 +15,6 @@ export const sessionMachine = setup({
     forgetRequest: () => {},
     timeOutRequest: () => {},
     closeSession: () => {},
-    renewTtl: () => {},
   },
   delays: {
     handshakeTimeout: 30000,
@@ -30,17 +29,11 @@ export const sessionMachine = setup({
       "on": {
         "CONNECT_A": {
           "target": "AWAITING_PEER",
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
+          "actions": "receiveTurn"
         },
         "CONNECT_B": {
           "target": "AWAITING_PEER",
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
+          "actions": "receiveTurn"
         },
         "CLOSE": {
           "target": "CLOSING",
@@ -53,65 +46,58 @@ export const sessionMachine = setup({
         "guard": "bothSidesJoined",
         "target": "ACTIVE"
       },
-      "on": {
-        "CONNECT_A": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
-        },
-        "CONNECT_B": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
-        },
-        "MESSAGE_FROM_A": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
-        },
-        "MESSAGE_FROM_B": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
-        },
-        "RETRY_FROM_A": {
-          "actions": [
-            "retryTurn",
-            "renewTtl"
-          ]
-        },
-        "RETRY_FROM_B": {
-          "actions": [
-            "retryTurn",
-            "renewTtl"
-          ]
-        },
-        "DISCONNECT_A": {
-          "actions": [
-            "forgetRequest",
-            "renewTtl"
-          ]
-        },
-        "DISCONNECT_B": {
-          "actions": [
-            "forgetRequest",
-            "renewTtl"
-          ]
-        },
-        "TIMEOUT": {
-          "actions": [
-            "timeOutRequest",
-            "renewTtl"
-          ]
-        },
-        "SESSION_EXPIRED": {
+      "after": {
+        "sessionTtl": {
           "guard": "nothingHeld",
           "target": "CLOSING",
           "actions": "closeSession"
+        }
+      },
+      "on": {
+        "CONNECT_A": {
+          "actions": "receiveTurn",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "CONNECT_B": {
+          "actions": "receiveTurn",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "MESSAGE_FROM_A": {
+          "actions": "receiveTurn",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "MESSAGE_FROM_B": {
+          "actions": "receiveTurn",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "RETRY_FROM_A": {
+          "actions": "retryTurn",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "RETRY_FROM_B": {
+          "actions": "retryTurn",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "DISCONNECT_A": {
+          "actions": "forgetRequest",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "DISCONNECT_B": {
+          "actions": "forgetRequest",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "TIMEOUT": {
+          "actions": "timeOutRequest",
+          "target": "AWAITING_PEER",
+          "reenter": true
         },
         "CLOSE": {
           "target": "CLOSING",
@@ -126,46 +112,25 @@ export const sessionMachine = setup({
       },
       "on": {
         "MESSAGE_FROM_A": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
+          "actions": "receiveTurn"
         },
         "MESSAGE_FROM_B": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
+          "actions": "receiveTurn"
         },
         "RETRY_FROM_A": {
-          "actions": [
-            "retryTurn",
-            "renewTtl"
-          ]
+          "actions": "retryTurn"
         },
         "RETRY_FROM_B": {
-          "actions": [
-            "retryTurn",
-            "renewTtl"
-          ]
+          "actions": "retryTurn"
         },
         "DISCONNECT_A": {
-          "actions": [
-            "forgetRequest",
-            "renewTtl"
-          ]
+          "actions": "forgetRequest"
         },
         "DISCONNECT_B": {
-          "actions": [
-            "forgetRequest",
-            "renewTtl"
-          ]
+          "actions": "forgetRequest"
         },
         "TIMEOUT": {
-          "actions": [
-            "timeOutRequest",
-            "renewTtl"
-          ]
+          "actions": "timeOutRequest"
         },
         "CLOSE": {
           "target": "CLOSING",
@@ -178,34 +143,32 @@ export const sessionMachine = setup({
         "guard": "requestHeld",
         "target": "ACTIVE"
       },
-      "on": {
-        "MESSAGE_FROM_A": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
-        },
-        "MESSAGE_FROM_B": {
-          "actions": [
-            "receiveTurn",
-            "renewTtl"
-          ]
-        },
-        "RETRY_FROM_A": {
-          "actions": [
-            "retryTurn",
-            "renewTtl"
-          ]
-        },
-        "RETRY_FROM_B": {
-          "actions": [
-            "retryTurn",
-            "renewTtl"
-          ]
-        },
-        "SESSION_EXPIRED": {
+      "after": {
+        "sessionTtl": {
           "target": "CLOSING",
           "actions": "closeSession"
+        }
+      },
+      "on": {
+        "MESSAGE_FROM_A": {
+          "actions": "receiveTurn",
+          "target": "DORMANT",
+          "reenter": true
+        },
+        "MESSAGE_FROM_B": {
+          "actions": "receiveTurn",
+          "target": "DORMANT",
+          "reenter": true
+        },
+        "RETRY_FROM_A": {
+          "actions": "retryTurn",
+          "target": "DORMANT",
+          "reenter": true
+        },
+        "RETRY_FROM_B": {
+          "actions": "retryTurn",
+          "target": "DORMANT",
+          "reenter": true
         },
         "CLOSE": {
           "target": "CLOSING",

@@ -35,7 +35,6 @@ export type SessionEvent =
   | { type: 'DISCONNECT_A'; requestId: string; at: number }
   | { type: 'DISCONNECT_B'; requestId: string; at: number }
   | { type: 'TIMEOUT'; requestId: string }
-  | { type: 'SESSION_EXPIRED' }
   | { type: 'CLOSE'; reason: CloseReason };
 
 export type SessionEmitted = Extract<Effect, { type: 'reply' | 'reject' }>;
@@ -47,18 +46,28 @@ export interface SessionInput {
 
 /** Turns of either side, once joined: they never change the state by themselves. */
 const TURNS = {
-  MESSAGE_FROM_A: { actions: ['receiveTurn', 'renewTtl'] },
-  MESSAGE_FROM_B: { actions: ['receiveTurn', 'renewTtl'] },
-  RETRY_FROM_A: { actions: ['retryTurn', 'renewTtl'] },
-  RETRY_FROM_B: { actions: ['retryTurn', 'renewTtl'] },
+  MESSAGE_FROM_A: { actions: 'receiveTurn' },
+  MESSAGE_FROM_B: { actions: 'receiveTurn' },
+  RETRY_FROM_A: { actions: 'retryTurn' },
+  RETRY_FROM_B: { actions: 'retryTurn' },
 } as const;
 
 /** What can end a held request's wait other than a reply. */
 const WAITS = {
-  DISCONNECT_A: { actions: ['forgetRequest', 'renewTtl'] },
-  DISCONNECT_B: { actions: ['forgetRequest', 'renewTtl'] },
-  TIMEOUT: { actions: ['timeOutRequest', 'renewTtl'] },
+  DISCONNECT_A: { actions: 'forgetRequest' },
+  DISCONNECT_B: { actions: 'forgetRequest' },
+  TIMEOUT: { actions: 'timeOutRequest' },
 } as const;
+
+/**
+ * The same, as self-transitions that re-enter `state`: in an idle state every event is
+ * activity, and re-entry restarts the state's `sessionTtl` timer, so the TTL counts from the
+ * last activity.
+ */
+const renewing = <const S extends string, const T extends Record<string, { readonly actions: string }>>(state: S, transitions: T) =>
+  Object.fromEntries(Object.entries(transitions).map(([event, t]) => [event, { ...t, target: state, reenter: true }])) as {
+    [K in keyof T]: T[K] & { target: S; reenter: true };
+  };
 
 const sideOf = (event: { type: string }): Side => (event.type.endsWith('A') ? 'A' : 'B');
 
@@ -98,12 +107,7 @@ export const sessionMachine = setup({
     }),
     closeSession: enqueueActions(({ context, event, enqueue }) => {
       const reason: CloseReason = event.type === 'CLOSE' ? event.reason : 'expired';
-      enqueue.cancel('ttl');
       applyStep(enqueue, closeSession(context, reason));
-    }),
-    renewTtl: enqueueActions(({ enqueue }) => {
-      enqueue.cancel('ttl');
-      enqueue.raise({ type: 'SESSION_EXPIRED' }, { id: 'ttl', delay: 'sessionTtl' });
     }),
   },
 }).createMachine({
@@ -113,19 +117,17 @@ export const sessionMachine = setup({
   states: {
     EMPTY: {
       on: {
-        CONNECT_A: { target: 'AWAITING_PEER', actions: ['receiveTurn', 'renewTtl'] },
-        CONNECT_B: { target: 'AWAITING_PEER', actions: ['receiveTurn', 'renewTtl'] },
+        CONNECT_A: { target: 'AWAITING_PEER', actions: 'receiveTurn' },
+        CONNECT_B: { target: 'AWAITING_PEER', actions: 'receiveTurn' },
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
     },
     AWAITING_PEER: {
       always: { guard: 'bothSidesJoined', target: 'ACTIVE' },
+      // Inactivity: only while nothing is held (a held handshake has its own timeout).
+      after: { sessionTtl: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' } },
       on: {
-        CONNECT_A: { actions: ['receiveTurn', 'renewTtl'] },
-        CONNECT_B: { actions: ['receiveTurn', 'renewTtl'] },
-        ...TURNS,
-        ...WAITS,
-        SESSION_EXPIRED: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' },
+        ...renewing('AWAITING_PEER', { CONNECT_A: { actions: 'receiveTurn' }, CONNECT_B: { actions: 'receiveTurn' }, ...TURNS, ...WAITS }),
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
     },
@@ -139,9 +141,9 @@ export const sessionMachine = setup({
     },
     DORMANT: {
       always: { guard: 'requestHeld', target: 'ACTIVE' },
+      after: { sessionTtl: { target: 'CLOSING', actions: 'closeSession' } },
       on: {
-        ...TURNS,
-        SESSION_EXPIRED: { target: 'CLOSING', actions: 'closeSession' },
+        ...renewing('DORMANT', TURNS),
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
     },

@@ -29,6 +29,6 @@ describe('session chart export', () => {
     const { sessionMachine: exported } = (await import(chartPath.href)) as { sessionMachine: typeof sessionMachine };
     expect(Object.keys(exported.states)).toEqual(['EMPTY', 'AWAITING_PEER', 'ACTIVE', 'DORMANT', 'CLOSING', 'CLOSED']);
     expect(transitions(exported as never)).toEqual(transitions(sessionMachine as never));
-    expect(transitions(sessionMachine as never)).toContain('DORMANT --SESSION_EXPIRED--> CLOSING');
+    expect(transitions(sessionMachine as never)).toContain('DORMANT --xstate.after.sessionTtl.session.DORMANT--> CLOSING');
   });
 });

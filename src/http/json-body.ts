@@ -7,6 +7,17 @@ import { ProxyError } from '../protocols/errors.js';
 
 export const MAX_JSON_DEPTH = 64;
 
+/** Opening brackets in the text: a body with no more than `limit` cannot nest deeper. */
+function openingsAtMost(text: string, limit: number): boolean {
+  let count = 0;
+  for (const bracket of ['{', '[']) {
+    for (let i = text.indexOf(bracket); i !== -1; i = text.indexOf(bracket, i + 1)) {
+      if (++count > limit) return false;
+    }
+  }
+  return true;
+}
+
 /** Depth of a parsed JSON value, walked without recursion; stops early past `limit`. */
 export function jsonDepthExceeds(value: unknown, limit: number): boolean {
   const stack: Array<[unknown, number]> = [[value, 1]];
@@ -43,7 +54,8 @@ export function registerJsonBody(app: FastifyInstance): void {
       done(new ProxyError('invalid_json', `The request body is not valid JSON: ${(err as Error).message}`), undefined);
       return;
     }
-    if (jsonDepthExceeds(value, MAX_JSON_DEPTH)) {
+    // The walk is only needed when the text has enough brackets to nest that deep.
+    if (!openingsAtMost(text, MAX_JSON_DEPTH) && jsonDepthExceeds(value, MAX_JSON_DEPTH)) {
       done(new ProxyError('invalid_request', `The request body is nested deeper than ${MAX_JSON_DEPTH} levels.`), undefined);
       return;
     }

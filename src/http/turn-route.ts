@@ -30,7 +30,9 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
     reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished) result.disconnect();
+      if (reply.raw.writableFinished) return;
+      result.disconnect();
+      request.log.info({ request_id: request.id, method: request.method, url: request.url, aborted: true, ...request.turnLog }, 'request aborted by client');
     });
     return respond(adapter, turn, request, reply, result.outcome, keepAliveMs);
   };
