@@ -8,6 +8,8 @@
  *   npm run bench -- --smoke      a few seconds; proves the benchmark works (used by npm test)
  *   --out DIR                     where results go (default bench/results; smoke: a temp dir)
  *   --no-docs                     do not rewrite the table in docs/performance.md
+ *   --profile                     only the S=100 JSON relay, with the proxy under --cpu-prof;
+ *                                 the profile is written to the results folder
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -30,7 +32,8 @@ if (args.includes('--help') || args.includes('-h')) {
 const mode: Mode = args.includes('--smoke') ? 'smoke' : args.includes('--quick') ? 'quick' : 'default';
 const outIndex = args.indexOf('--out');
 const outDir = outIndex >= 0 ? args[outIndex + 1]! : mode === 'smoke' ? mkdtempSync(join(tmpdir(), 'motive-bench-')) : join(root, 'bench/results');
-const writeDocs = mode !== 'smoke' && !args.includes('--no-docs');
+const profile = args.includes('--profile');
+const writeDocs = mode !== 'smoke' && !profile && !args.includes('--no-docs');
 
 const PLAN = {
   default: {
@@ -83,7 +86,7 @@ async function startServer(target: Target): Promise<Server> {
   const [command, argv] =
     target === 'baseline'
       ? [process.execPath, [join(root, 'bench/baseline-relay.mjs'), String(port)]]
-      : [process.execPath, [join(root, 'dist/src/cli.js'), '--port', String(port)]];
+      : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
   const child = spawn(command, argv, {
     cwd: root,
     detached: true, // its own process group, stopped as a whole
@@ -112,7 +115,8 @@ async function startServer(target: Target): Promise<Server> {
 
 async function stopServer(server: Server): Promise<void> {
   try {
-    process.kill(-server.process.pid!, 'SIGKILL');
+    // Under --profile the proxy must exit on its own for the profile to be written.
+    process.kill(-server.process.pid!, profile && server.target === 'proxy' ? 'SIGINT' : 'SIGKILL');
   } catch {
     // already gone
   }
@@ -234,6 +238,13 @@ async function main(): Promise<void> {
     log('building the production bundle (npm run build)');
     const build = spawnSync('npm', ['run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
     if (build.status !== 0) throw new Error('build failed');
+  }
+  if (profile) {
+    mkdirSync(outDir, { recursive: true });
+    const c = await relayCase('proxy', 100, false, PLAN.turns[100] ?? 20000);
+    log(`proxy S=100: ${fmt(c.result.turnsPerSecond)} turns/s, ${fmt(c.serverCpuMicrosPerTurn)} µs CPU/turn; profile in ${outDir}`);
+    log('open the .cpuprofile in Chrome DevTools (Performance → Load profile)');
+    return;
   }
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
