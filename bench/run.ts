@@ -13,11 +13,12 @@
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writeJournalFixture } from './journal-fixture.js';
 import type { HeldJob, HeldResult, Job, RelayJob, RelayResult } from './loadgen.js';
 
 type Mode = 'default' | 'quick' | 'smoke';
@@ -43,6 +44,8 @@ const PLAN = {
     openLoopStreams: [false, true],
     held: [1000, 10000],
     heldPaired: [false, true],
+    journalTurns: 20000,
+    replayEvents: 100000,
   },
   quick: {
     relay: [1, 10, 100, 1000],
@@ -51,6 +54,8 @@ const PLAN = {
     openLoopStreams: [false, true],
     held: [1000],
     heldPaired: [false, true],
+    journalTurns: 4000,
+    replayEvents: 20000,
   },
   smoke: {
     relay: [10],
@@ -59,6 +64,8 @@ const PLAN = {
     openLoopStreams: [false],
     held: [50],
     heldPaired: [false],
+    journalTurns: 200,
+    replayEvents: 2000,
   },
 }[mode];
 const TURNS_PER_SESSION = 20;
@@ -81,7 +88,8 @@ interface Server {
   readonly process: ChildProcess;
 }
 
-async function startServer(target: Target): Promise<Server> {
+/** The proxy runs without a journal (JOURNAL_PATH=memory) unless a case says otherwise. */
+async function startServer(target: Target, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
   const [command, argv] =
     target === 'baseline'
@@ -99,10 +107,12 @@ async function startServer(target: Target): Promise<Server> {
       TURN_TIMEOUT_SECONDS: '600',
       MAX_SESSIONS: '100000',
       MAX_MESSAGE_BYTES: String(8 * 1024 * 1024),
+      JOURNAL_PATH: 'memory',
+      ...env,
     },
   });
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 1200; i++) {
     try {
       if ((await fetch(`${url}/health`)).ok) return { target, url, process: child };
     } catch {
@@ -151,7 +161,7 @@ function drive<T>(job: Job, onSetupDone: () => void = () => {}): Promise<{ resul
 }
 
 interface RelayCase {
-  workload: 'relay' | 'open-loop';
+  workload: 'relay' | 'open-loop' | 'journal-always' | 'journal-batch' | 'journal-off';
   target: Target;
   sessions: number;
   stream: boolean;
@@ -172,8 +182,16 @@ interface HeldCase {
   errors: Record<string, number>;
 }
 
-async function relayCase(target: Target, sessions: number, stream: boolean, totalTurns: number, rate?: number): Promise<RelayCase> {
-  const server = await startServer(target);
+async function relayCase(
+  target: Target,
+  sessions: number,
+  stream: boolean,
+  totalTurns: number,
+  rate?: number,
+  fsync?: 'always' | 'batch' | 'off',
+): Promise<RelayCase> {
+  const journalDir = fsync ? mkdtempSync(join(tmpdir(), 'motive-bench-journal-')) : null;
+  const server = await startServer(target, journalDir ? { JOURNAL_PATH: journalDir, JOURNAL_FSYNC: fsync! } : {});
   try {
     const job: RelayJob = {
       kind: 'relay',
@@ -192,7 +210,7 @@ async function relayCase(target: Target, sessions: number, stream: boolean, tota
     const after = usage(server.process.pid!);
     loadgen.kill();
     return {
-      workload: rate ? 'open-loop' : 'relay',
+      workload: fsync ? `journal-${fsync}` : rate ? 'open-loop' : 'relay',
       target,
       sessions,
       stream,
@@ -203,6 +221,35 @@ async function relayCase(target: Target, sessions: number, stream: boolean, tota
     };
   } finally {
     await stopServer(server);
+    if (journalDir) rmSync(journalDir, { recursive: true, force: true });
+  }
+}
+
+interface ReplayCase {
+  events: number;
+  sessions: number;
+  restored: number;
+  /** From spawn to the first answered /health. */
+  startMs: number;
+  /** Recovery itself (read, replay, compaction), as the service reports it. */
+  recoveryMs: number;
+}
+
+async function replayCase(events: number): Promise<ReplayCase> {
+  const dir = mkdtempSync(join(tmpdir(), 'motive-bench-replay-'));
+  try {
+    const { sessions } = writeJournalFixture(dir, events);
+    const t0 = Date.now();
+    const server = await startServer('proxy', { JOURNAL_PATH: dir });
+    const startMs = Date.now() - t0;
+    try {
+      const health = (await (await fetch(`${server.url}/health`)).json()) as { journal: { recovery: { restored: number; ms: number } } };
+      return { events, sessions, restored: health.journal.recovery.restored, startMs, recoveryMs: health.journal.recovery.ms };
+    } finally {
+      await stopServer(server);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -248,7 +295,7 @@ async function main(): Promise<void> {
   }
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
-  const total = PLAN.relay.length * 4 + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2;
+  const total = PLAN.relay.length * 4 + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2 + 3 + 1;
   let step = 0;
   const progress = (what: string) => log(`[${++step}/${total}] ${what}`);
 
@@ -286,7 +333,17 @@ async function main(): Promise<void> {
     }
   }
 
-  const report = summarize(relay, held);
+  // The journal: the S=100 JSON relay (S=10 in a smoke run) with each flush policy on disk.
+  const journalSessions = PLAN.relay.includes(100) ? 100 : PLAN.relay[0]!;
+  for (const fsync of ['off', 'batch', 'always'] as const) {
+    const c = await relayCase('proxy', journalSessions, false, PLAN.journalTurns, undefined, fsync);
+    relay.push(c);
+    progress(`journal ${fsync.padEnd(6)} S=${journalSessions} proxy ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`);
+  }
+  const replay = await replayCase(PLAN.replayEvents);
+  progress(`replay of ${fmt(replay.events)} journal events (${fmt(replay.sessions)} sessions): recovery ${fmt(replay.recoveryMs)} ms, start to first /health ${fmt(replay.startMs)} ms, ${fmt(replay.restored)} restored`);
+
+  const report = summarize(relay, held, replay, journalSessions);
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}${mode === 'default' ? '' : `-${mode}`}.json`);
   writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
@@ -303,13 +360,14 @@ async function main(): Promise<void> {
   process.stdout.write(`\n${table}\n`);
 }
 
-function summarize(relay: RelayCase[], held: HeldCase[]) {
+function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, journalSessions: number) {
   const pick = (target: Target, sessions: number, stream: boolean, workload: RelayCase['workload'] = 'relay') =>
     relay.find((c) => c.target === target && c.sessions === sessions && c.stream === stream && c.workload === workload);
   const ratios = [];
   for (const c of relay) {
     if (c.target !== 'proxy') continue;
-    const base = pick('baseline', c.sessions, c.stream, c.workload)!;
+    // Journal cases compare with the baseline of the plain relay at the same S.
+    const base = pick('baseline', c.sessions, c.stream, c.workload.startsWith('journal') ? 'relay' : c.workload)!;
     ratios.push({
       workload: c.workload,
       sessions: c.sessions,
@@ -329,8 +387,12 @@ function summarize(relay: RelayCase[], held: HeldCase[]) {
   const s100 = ratios.find((r) => r.workload === 'relay' && r.sessions === 100 && !r.stream);
   const s1 = pick('proxy', 1, false);
   const h10k = heldRatios.find((h) => h.sessions === 10000 && !h.paired);
+  const batch = ratios.find((r) => r.workload === 'journal-batch' && r.sessions === 100);
   const targets = {
     'throughput at S=100 ≥ 75% of baseline': s100 ? { value: s100.throughputRatio, pass: s100.throughputRatio >= 0.75 } : null,
+    'throughput at S=100, journal batch, ≥ 60% of baseline': batch ? { value: batch.throughputRatio, pass: batch.throughputRatio >= 0.6 } : null,
+    'replay of 100,000 journal events under 2 s (ms)':
+      replay.events >= 100000 ? { value: replay.recoveryMs, pass: replay.recoveryMs < 2000 && replay.restored === replay.sessions } : null,
     'server CPU per turn ≤ 1.5× baseline (S=100)': s100 ? { value: s100.cpuPerTurnRatio, pass: s100.cpuPerTurnRatio <= 1.5 } : null,
     'relay latency S=1 p50 ≤ 0.5 ms': s1 ? { value: s1.result.latency.p50, pass: s1.result.latency.p50 <= 0.5 } : null,
     'relay latency S=1 p99 ≤ 3 ms': s1 ? { value: s1.result.latency.p99, pass: s1.result.latency.p99 <= 3 } : null,
@@ -341,9 +403,10 @@ function summarize(relay: RelayCase[], held: HeldCase[]) {
     date: new Date().toISOString(),
     mode,
     machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform} ${process.arch}` },
-    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: 'none yet', tracing: 'none yet' },
+    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: `memory, except the journal cases (S=${journalSessions})`, tracing: 'none yet' },
     relay,
     held,
+    replay,
     ratios,
     heldRatios,
     targets,
@@ -360,7 +423,8 @@ function markdown(report: ReturnType<typeof summarize>): string {
   ];
   for (const r of report.ratios) {
     const p = report.relay.find((c) => c.target === 'proxy' && c.sessions === r.sessions && c.stream === r.stream && c.workload === r.workload)!;
-    const b = report.relay.find((c) => c.target === 'baseline' && c.sessions === r.sessions && c.stream === r.stream && c.workload === r.workload)!;
+    const baseWorkload = r.workload.startsWith('journal') ? 'relay' : r.workload;
+    const b = report.relay.find((c) => c.target === 'baseline' && c.sessions === r.sessions && c.stream === r.stream && c.workload === baseWorkload)!;
     lines.push(
       `| ${r.workload}${p.offeredRate ? ` @ ${fmt(p.offeredRate)}/s` : ''} | ${r.sessions} | ${r.stream ? 'SSE' : 'JSON'} | ${fmt(b.result.turnsPerSecond)} | ${fmt(p.result.turnsPerSecond)} | ${fmt(r.throughputRatio, 2)} | ${p.result.latency.p50} / ${p.result.latency.p99} | ${b.result.latency.p50} / ${b.result.latency.p99} | ${fmt(p.serverCpuMicrosPerTurn)} / ${fmt(b.serverCpuMicrosPerTurn)} | ${fmt(p.serverPeakRssMb, 1)} | ${errorsOf({ ...p.result.errors, ...b.result.errors })} |`,
     );
@@ -371,6 +435,8 @@ function markdown(report: ReturnType<typeof summarize>): string {
     const b = report.held.find((c) => c.target === 'baseline' && c.sessions === h.sessions && c.paired === h.paired)!;
     lines.push(`| ${h.paired ? 'paired, one side held' : 'handshake held'} | ${fmt(h.sessions)} | ${fmt(b.bytesPerSession)} | ${fmt(p.bytesPerSession)} | ${fmt(h.memoryRatio, 2)} | ${fmt(p.rssHeldMb, 1)} |`);
   }
+  const r = report.replay;
+  lines.push('', `Journal replay on start: ${fmt(r.events)} events of ${fmt(r.sessions)} sessions, ${fmt(r.restored)} restored, recovery ${fmt(r.recoveryMs)} ms (start to first answered /health ${fmt(r.startMs)} ms).`);
   lines.push('', '| target | measured | met |', '| --- | ---: | --- |');
   for (const [name, t] of Object.entries(report.targets)) {
     if (t) lines.push(`| ${name} | ${fmt(t.value, 2)} | ${t.pass ? 'yes' : '**no**'} |`);

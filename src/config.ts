@@ -51,6 +51,18 @@ export const OPTIONS = {
     schema: flag,
     help: "answer chat UIs' title/tag/follow-up requests locally instead of forwarding them",
   },
+  journalPath: {
+    env: 'JOURNAL_PATH',
+    default: './data/journal',
+    schema: z.string().min(1),
+    help: "directory of the event journal ('memory' keeps nothing on disk)",
+  },
+  journalFsync: {
+    env: 'JOURNAL_FSYNC',
+    default: 'batch',
+    schema: z.enum(['always', 'batch', 'off']),
+    help: 'journal flushing: always (fsync each record), batch (group commit), off (leave it to the OS)',
+  },
   enablePrometheus: { env: 'ENABLE_PROMETHEUS', default: 'false', schema: flag, help: 'serve Prometheus metrics at GET /metrics' },
 } as const;
 

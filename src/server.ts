@@ -7,6 +7,10 @@ import type { SimulatedClock } from 'xstate';
 import { timingOf, type Config } from './config.js';
 import { buildApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
+import { Journal } from './journal/journal.js';
+import type { JournalRecord } from './journal/records.js';
+import { recoverSessions } from './journal/recovery.js';
+import { openJournal } from './journal/store.js';
 import { SessionRegistry } from './sessions/registry.js';
 import type { Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
@@ -27,15 +31,32 @@ export interface ServiceOptions {
 
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   const listeners: TransitionListener[] = [logTransitions(logger)];
+  const store = await openJournal<JournalRecord>(config.journalPath, {
+    fsync: config.journalFsync,
+    onWarning: (message) => logger.warn({ journal: config.journalPath }, message),
+  });
+  const journal = new Journal(store, logger);
+  const transitions = transitionTap(listeners);
+  const timing = timingOf(config);
   const sessions = new SessionRegistry({
-    timing: timingOf(config),
+    timing,
     maxSessions: config.maxSessions,
-    inspect: transitionTap(listeners),
+    journal,
+    // The one tap on the actor system: journal records, then log lines and metrics.
+    inspect: (event) => {
+      journal.tap(event);
+      transitions(event);
+    },
     ...(options.clock ? { clock: options.clock } : {}),
   });
+  const recovery = await recoverSessions(journal, sessions, { ttlMs: timing.sessionTtlMs, now: Date.now() });
+  journal.recovery = recovery;
+  if (recovery.records > 0) {
+    logger.info({ journal: config.journalPath, ...recovery }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
+  }
   const metrics = config.enablePrometheus ? new Metrics(sessions) : null;
   if (metrics) listeners.push(metrics.onTransition);
-  const ctx: AppContext = { config, sessions, metrics, startedAt: Date.now(), shuttingDown: false };
+  const ctx: AppContext = { config, sessions, metrics, journal, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
@@ -49,7 +70,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
       ctx.shuttingDown = true;
       logger.info({ live_sessions: sessions.size }, 'shutting down: answering held requests');
       sessions.closeAll('shutdown');
+      // Held requests are answered once the journal has their records; let those answers be
+      // written before closing, so that their connections are idle when the server closes.
+      await journal.durable().catch(() => undefined);
+      await new Promise((resolve) => setImmediate(resolve));
       await app.close();
+      await journal.close();
       logger.info('stopped');
     })();
     return closing;

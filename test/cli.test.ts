@@ -7,7 +7,10 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -106,7 +109,8 @@ describe('running the service as a process', () => {
   it('`npm start -- --port N` serves on N; SIGTERM to the group answers a held request 503 and exits within 5 s', async () => {
     const port = await freePort();
     const url = `http://127.0.0.1:${port}`;
-    const child = startService('npm', ['start', '--silent', '--', '--port', String(port)], { HANDSHAKE_TIMEOUT_SECONDS: '60' });
+    const journal = mkdtempSync(join(tmpdir(), 'cli-journal-'));
+    const child = startService('npm', ['start', '--silent', '--', '--port', String(port)], { HANDSHAKE_TIMEOUT_SECONDS: '60', JOURNAL_PATH: journal });
     let log = '';
     child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
     await waitForHealth(url, child);

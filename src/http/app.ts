@@ -83,6 +83,12 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     sendError(request, reply, new ProxyError('shutting_down', 'The proxy is shutting down; retry shortly.', { retryAfterSeconds: 1 }));
   });
 
+  // While shutting down, no connection is kept alive for another request.
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (ctx.shuttingDown) reply.header('connection', 'close');
+    done(null, payload);
+  });
+
   // One log line per request, with what the route learned about its session.
   app.addHook('onResponse', (request, reply, done) => {
     const status = (request.turnLog?.['stream_status'] as number | undefined) ?? reply.statusCode;

@@ -1,5 +1,6 @@
 /** What routes are given: validated configuration and the shared parts of the service. */
 import type { Config } from '../config.js';
+import type { Journal } from '../journal/journal.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
 
@@ -7,6 +8,7 @@ export interface AppContext {
   readonly config: Config;
   readonly sessions: SessionRegistry;
   readonly metrics: Metrics | null;
+  readonly journal: Journal;
   readonly startedAt: number;
   /** Set when the service begins to shut down: new requests are refused. */
   shuttingDown: boolean;

@@ -20,6 +20,7 @@ export const ERROR_STATUS = {
   internal_error: 500,
   max_sessions: 503,
   shutting_down: 503,
+  journal_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -60,4 +61,5 @@ export const WAIT_ENDED: Record<string, string> = {
   turn_timeout: 'The other side did not answer before the turn timeout. Retry the same request to keep waiting; nothing is lost.',
   session_closed: 'The session was closed while this request was waiting.',
   shutting_down: 'The proxy is shutting down. Retry shortly; with a durable journal the retry re-attaches.',
+  journal_unavailable: 'The event journal could not record this turn, so its answer is withheld. Retry; the session keeps it.',
 };

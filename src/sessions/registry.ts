@@ -3,9 +3,12 @@
  * when it reaches CLOSED, so memory follows live sessions only.
  */
 import type { InspectionEvent, SimulatedClock } from 'xstate';
+import type { SessionEvent } from '../../machines/session.machine.js';
+import type { Journal } from '../journal/journal.js';
+import { ReplayClock } from '../journal/replay-clock.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
-import { Session, type SubmitResult } from './session.js';
+import { Session, type SessionOptions, type SubmitResult } from './session.js';
 
 export interface RegistryOptions {
   readonly timing: SessionTiming;
@@ -13,6 +16,7 @@ export interface RegistryOptions {
   readonly clock?: SimulatedClock;
   readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
+  readonly journal?: Journal;
 }
 
 export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_sessions'; readonly message: string };
@@ -32,6 +36,23 @@ export class SessionRegistry {
 
   list(): IterableIterator<Session> {
     return this.sessions.values();
+  }
+
+  ids(): IterableIterator<string> {
+    return this.sessions.keys();
+  }
+
+  /** Rebuilds a session from its journaled events (recovery on start). */
+  restore(sessionId: string, events: readonly SessionEvent[], lastSeq: number): Session {
+    const clock = new ReplayClock();
+    const journal = this.options.journal;
+    journal?.beginReplay(sessionId);
+    const session = this.spawn(sessionId, clock);
+    session.replay(events);
+    journal?.endReplay(sessionId, lastSeq);
+    clock.resume();
+    session.releaseHeld();
+    return session;
   }
 
   submit(sessionId: string, request: TurnRequest, requestId: string): RegistrySubmitResult {
@@ -63,14 +84,18 @@ export class SessionRegistry {
     for (const session of [...this.sessions.values()]) session.close(reason);
   }
 
-  private spawn(sessionId: string): Session {
+  private spawn(sessionId: string, clock: SessionOptions['clock'] = this.options.clock): Session {
+    const journal = this.options.journal;
     const session = new Session(sessionId, {
       timing: this.options.timing,
-      ...(this.options.clock ? { clock: this.options.clock } : {}),
+      ...(clock ? { clock } : {}),
+      ...(journal ? { durable: () => journal.durable() } : {}),
       ...(this.options.inspect ? { inspect: this.options.inspect } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),
       onClosed: (closed) => {
-        if (this.sessions.get(closed.id) === closed) this.sessions.delete(closed.id);
+        if (this.sessions.get(closed.id) !== closed) return;
+        this.sessions.delete(closed.id);
+        journal?.sessionClosed(closed.id, () => new Set(this.sessions.keys()));
       },
     });
     this.sessions.set(sessionId, session);

@@ -5,14 +5,15 @@
  * event attribution chose, and turns the actor's emitted replies back into per-request
  * outcomes for the HTTP layer.
  */
-import { createActor, type Actor, type InspectionEvent, type SimulatedClock } from 'xstate';
+import { createActor, type Actor, type InspectionEvent } from 'xstate';
+import type { Clock } from '../journal/replay-clock.js';
 import type { RejectCode, SessionContext, SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
 
 export type Outcome =
   | { readonly type: 'reply'; readonly content: string; readonly delivery: number; readonly repeat: boolean }
-  | { readonly type: 'reject'; readonly code: RejectCode }
+  | { readonly type: 'reject'; readonly code: RejectCode | 'journal_unavailable' }
   /** The client went away first; nothing was written to it. */
   | { readonly type: 'disconnected' };
 
@@ -29,7 +30,9 @@ export type SubmitResult = Submission | { readonly error: 'session_conflict'; re
 
 export interface SessionOptions {
   readonly timing: SessionTiming;
-  readonly clock?: SimulatedClock;
+  readonly clock?: Clock;
+  /** Resolves when what the session did so far is in the journal; replies wait for it. */
+  readonly durable?: () => Promise<void>;
   readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
   readonly onClosed: (session: Session) => void;
@@ -39,12 +42,14 @@ export class Session {
   private readonly actor: Actor<typeof sessionMachine>;
   private readonly waiting = new Map<string, (outcome: Outcome) => void>();
   private readonly now: () => number;
+  private readonly durable: (() => Promise<void>) | undefined;
 
   constructor(
     readonly id: string,
     options: SessionOptions,
   ) {
     this.now = options.now ?? Date.now;
+    this.durable = options.durable;
     this.actor = createActor(sessionMachine, {
       input: { sessionId: id, timing: options.timing },
       ...(options.clock ? { clock: options.clock } : {}),
@@ -99,6 +104,19 @@ export class Session {
     };
   }
 
+  /** Rebuilds the session from its journaled events; replies and timers stay silent meanwhile. */
+  replay(events: readonly SessionEvent[]): void {
+    for (const event of events) this.actor.send(event);
+  }
+
+  /** After a restart no request is held any more: their clients will retry and re-attach. */
+  releaseHeld(): void {
+    for (const side of ['A', 'B'] as const) {
+      const held = this.context.sides[side].held;
+      if (held) this.actor.send({ type: side === 'A' ? 'DISCONNECT_A' : 'DISCONNECT_B', requestId: held.requestId, at: this.now() });
+    }
+  }
+
   close(reason: 'deleted' | 'expired' | 'shutdown'): void {
     if (!this.closed) this.actor.send({ type: 'CLOSE', reason });
   }
@@ -107,10 +125,15 @@ export class Session {
     const resolve = this.waiting.get(event.requestId);
     if (!resolve) return;
     this.waiting.delete(event.requestId);
-    resolve(
+    const outcome: Outcome =
       event.type === 'reply'
         ? { type: 'reply', content: event.content, delivery: event.delivery, repeat: event.repeat }
-        : { type: 'reject', code: event.code },
+        : { type: 'reject', code: event.code };
+    if (!this.durable) return resolve(outcome);
+    // Nothing is written to a client before the journal holds it.
+    this.durable().then(
+      () => resolve(outcome),
+      () => resolve({ type: 'reject', code: 'journal_unavailable' }),
     );
   }
 }

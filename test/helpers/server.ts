@@ -13,7 +13,7 @@ export interface TestServer {
 }
 
 export async function startTestServer(settings: Partial<Record<OptionName, string>> = {}): Promise<TestServer> {
-  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', logFormat: 'json', ...settings }, {});
+  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', logFormat: 'json', journalPath: 'memory', ...settings }, {});
   const service = await createService(config, createLogger(config));
   return {
     url: service.url,

@@ -10,6 +10,7 @@ export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
       status: ctx.shuttingDown ? 'shutting_down' : 'ok',
       uptime_seconds: Math.round((Date.now() - ctx.startedAt) / 1000),
       sessions: { live: ctx.sessions.size, max: ctx.config.maxSessions, by_state: byState },
+      journal: { path: ctx.config.journalPath, ...ctx.journal.store.stats(), recovery: ctx.journal.recovery },
     };
   });
   refuseOtherMethods(app, '/health', ['GET']);

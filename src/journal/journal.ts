@@ -1,0 +1,127 @@
+/**
+ * The journal's single tap on the actor system (XState inspection): every event a session
+ * actor accepts becomes a record, and every reply it emits a MessageDelivered record. Replies
+ * wait for `durable()`, so a delivery is in the journal before the response that carries it.
+ */
+import type { InspectionEvent } from 'xstate';
+import type { SessionContext } from '../../machines/session.logic.js';
+import type { SessionEmitted, SessionEvent } from '../../machines/session.machine.js';
+import type { Logger } from '../telemetry/logger.js';
+import { RECORD_VERSION, recordTypeOf, sideOf, type JournalRecord } from './records.js';
+import type { JournalStore } from './store.js';
+
+export class Journal {
+  private readonly seqs = new Map<string, number>();
+  private readonly replaying = new Set<string>();
+  private last: Promise<void> = Promise.resolve();
+  private closedSinceCompaction = 0;
+  private compacting: Promise<unknown> | null = null;
+  /** What recovery found on start, for /health. */
+  recovery: { records: number; restored: number; dropped: number; ms: number } | null = null;
+
+  constructor(
+    readonly store: JournalStore<JournalRecord>,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Resolves when every record appended so far is as durable as the fsync policy promises. */
+  durable(): Promise<void> {
+    return this.last;
+  }
+
+  readonly tap = (inspection: InspectionEvent): void => {
+    if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.action') return;
+    const context = (inspection.actorRef.getSnapshot() as { context?: SessionContext } | undefined)?.context;
+    if (!context || this.replaying.has(context.sessionId)) return;
+    if (inspection.type === '@xstate.event') {
+      const event = inspection.event as SessionEvent;
+      const type = recordTypeOf(event.type);
+      if (!type) return;
+      const turn = 'turn' in event ? event.turn : null;
+      const request = turn?.requestId ?? ('requestId' in event ? event.requestId : null);
+      this.append({
+        v: RECORD_VERSION,
+        session: context.sessionId,
+        seq: this.nextSeq(context.sessionId),
+        type,
+        side: sideOf(event.type),
+        at: this.now(),
+        request,
+        trace: null,
+        ...(turn ? { content: turn.content } : {}),
+        event,
+      });
+      return;
+    }
+    const action = inspection.action as { type: string; params?: { event?: SessionEmitted } };
+    const emitted = action.type === 'xstate.emit' ? action.params?.event : undefined;
+    if (emitted?.type !== 'reply' || emitted.repeat) return;
+    this.append({
+      v: RECORD_VERSION,
+      session: context.sessionId,
+      seq: this.nextSeq(context.sessionId),
+      type: 'MessageDelivered',
+      side: emitted.side,
+      at: this.now(),
+      request: emitted.requestId,
+      trace: null,
+      content: emitted.content,
+    });
+  };
+
+  /** Replay rebuilds a session without writing what it replays. */
+  beginReplay(sessionId: string): void {
+    this.replaying.add(sessionId);
+  }
+
+  endReplay(sessionId: string, lastSeq: number): void {
+    this.replaying.delete(sessionId);
+    this.seqs.set(sessionId, lastSeq);
+  }
+
+  /** A session reached CLOSED: its records go at the next compaction. */
+  sessionClosed(sessionId: string, liveSessions: () => ReadonlySet<string>): void {
+    this.seqs.delete(sessionId);
+    this.closedSinceCompaction++;
+    if (this.compacting || this.closedSinceCompaction < Math.max(1000, 2 * liveSessions().size)) return;
+    this.closedSinceCompaction = 0;
+    this.compacting = this.compact(liveSessions()).finally(() => (this.compacting = null));
+  }
+
+  /** Keeps only the current incarnation of the given sessions. */
+  async compact(live: ReadonlySet<string>): Promise<{ kept: number; dropped: number }> {
+    const starts = new Map<string, number>();
+    let index = 0;
+    for await (const record of this.store.read()) {
+      if (record.seq === 1) starts.set(record.session, index);
+      index++;
+    }
+    let position = 0;
+    const result = await this.store.compact((record) => {
+      const keep = live.has(record.session) && position >= (starts.get(record.session) ?? 0);
+      position++;
+      return keep;
+    });
+    this.logger.info({ kept: result.kept, dropped: result.dropped }, 'journal compacted');
+    return result;
+  }
+
+  async close(): Promise<void> {
+    await this.compacting;
+    await this.last.catch(() => undefined);
+    await this.store.close();
+  }
+
+  private nextSeq(sessionId: string): number {
+    const seq = (this.seqs.get(sessionId) ?? 0) + 1;
+    this.seqs.set(sessionId, seq);
+    return seq;
+  }
+
+  private append(record: JournalRecord): void {
+    const written = this.store.append(record);
+    written.catch((err: Error) => this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`));
+    this.last = written;
+  }
+}

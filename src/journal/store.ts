@@ -1,0 +1,159 @@
+/**
+ * The event journal's storage contract and its in-memory store. A store keeps opaque records
+ * in append order; it reads only `session` and `seq`, the rest belongs to the caller.
+ */
+
+export type FsyncPolicy = 'always' | 'batch' | 'off';
+
+export interface JournalRecordBase {
+  readonly session: string;
+  readonly seq: number;
+}
+
+export interface JournalStore<R extends JournalRecordBase = JournalRecordBase> {
+  /** Appends in call order. The promise resolves when the record is as durable as the policy promises:
+   *  'always' – written and fsynced (one fsync per record);
+   *  'batch'  – written and fsynced, fsyncs of records appended close together are grouped (group commit: records
+   *             appended while a write+fsync is in flight go in the next single write+fsync, after batchWindowMs);
+   *  'off'    – handed to the OS with write(), no fsync (survives a process crash, not power loss).
+   *  Rejects if the write fails; a failed store refuses further appends with a clear error. */
+  append(record: R): Promise<void>;
+  /** Every stored record in append order, skipping a torn last line and any corrupt line (each reported through onWarning). */
+  read(): AsyncIterable<R>;
+  /** Rewrites the journal keeping only records for which keep(record) is true (to drop closed/expired sessions).
+   *  Atomic: write a new file, fsync, rename over, fsync the directory. Appends that arrive meanwhile are queued and
+   *  written after it, unfiltered. */
+  compact(keep: (record: R) => boolean): Promise<{ kept: number; dropped: number }>;
+  /** Resolves when everything appended so far is as durable as the policy promises. */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+  /** For health: bytes on disk (0 for memory), records appended since open, and appends still pending. */
+  stats(): JournalStats;
+}
+
+export interface JournalStats {
+  readonly bytes: number;
+  readonly appended: number;
+  readonly pending: number;
+  readonly policy: FsyncPolicy | 'memory';
+}
+
+export interface StoreOptions {
+  readonly fsync: FsyncPolicy;
+  /** 'batch' only: how long the first append after a quiet spell waits for company. Default 2. */
+  readonly batchWindowMs?: number;
+  readonly onWarning?: (message: string) => void;
+  /** Test hook: called after every fsync of the journal file made for appends. */
+  readonly onSync?: () => void;
+}
+
+export type JournalErrorCode = 'journal_closed' | 'journal_failed' | 'invalid_record';
+
+export class JournalError extends Error {
+  override readonly name = 'JournalError';
+
+  constructor(
+    readonly code: JournalErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The one shape check a store makes: without a session id and a seq a record cannot be replayed. */
+export function isJournalRecord(value: unknown): value is JournalRecordBase {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const { session, seq } = value as Record<string, unknown>;
+  return typeof session === 'string' && typeof seq === 'number' && Number.isFinite(seq);
+}
+
+/** Serialises a record to one journal line (JSON escapes every newline inside strings). */
+export function encodeRecord(record: unknown): string {
+  if (!isJournalRecord(record)) {
+    throw new JournalError('invalid_record', 'A journal record needs a string `session` and a finite number `seq`.');
+  }
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(record);
+  } catch (error) {
+    throw new JournalError('invalid_record', `A journal record must be JSON-serialisable: ${describeError(error)}`, { cause: error });
+  }
+  if (json === undefined) throw new JournalError('invalid_record', 'A journal record must serialise to JSON.');
+  return json;
+}
+
+/** Parses one journal line back into a record, or says why it is not one. */
+export function decodeRecord(line: string): { record: JournalRecordBase } | { problem: string } {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return { problem: `skipped a corrupt line (not valid JSON): ${preview(line)}` };
+  }
+  if (isJournalRecord(value)) return { record: value };
+  return { problem: `skipped a line that is not a journal record (needs a string session and a number seq): ${preview(line)}` };
+}
+
+export function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function preview(text: string): string {
+  return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
+}
+
+export async function openJournal<R extends JournalRecordBase = JournalRecordBase>(
+  path: string,
+  options: StoreOptions,
+): Promise<JournalStore<R>> {
+  if (path === 'memory') return new MemoryStore<R>();
+  // Loaded on demand so an in-memory setup never touches the file code.
+  const { FileStore } = await import('./file-store.js');
+  return FileStore.open<R>(path, options);
+}
+
+/** Keeps records in process memory: nothing survives a restart. For tests and `JOURNAL_PATH=memory`. */
+export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implements JournalStore<R> {
+  private records: R[] = [];
+  private appended = 0;
+  private closed = false;
+
+  append(record: R): Promise<void> {
+    if (this.closed) return Promise.reject(closedError());
+    try {
+      // A JSON round trip stores what a file store would give back, and detaches the caller's object.
+      this.records.push(JSON.parse(encodeRecord(record)) as R);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    this.appended += 1;
+    return Promise.resolve();
+  }
+
+  async *read(): AsyncIterable<R> {
+    // A snapshot, so appends during iteration neither show up nor disturb it.
+    yield* this.records.slice();
+  }
+
+  async compact(keep: (record: R) => boolean): Promise<{ kept: number; dropped: number }> {
+    if (this.closed) throw closedError();
+    const before = this.records.length;
+    this.records = this.records.filter((record) => keep(record));
+    return { kept: this.records.length, dropped: before - this.records.length };
+  }
+
+  async flush(): Promise<void> {}
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  stats(): JournalStats {
+    return { bytes: 0, appended: this.appended, pending: 0, policy: 'memory' };
+  }
+}
+
+export function closedError(): JournalError {
+  return new JournalError('journal_closed', 'The journal is closed; it accepts no more appends.');
+}
