@@ -55,7 +55,10 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger.info({ journal: config.journalPath, ...recovery }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
   }
   const metrics = config.enablePrometheus ? new Metrics(sessions) : null;
-  if (metrics) listeners.push(metrics.onTransition);
+  if (metrics) {
+    listeners.push(metrics.onTransition);
+    journal.onAppended = (seconds) => metrics.journalAppend.observe(seconds);
+  }
   const ctx: AppContext = { config, sessions, metrics, journal, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 

@@ -29,6 +29,20 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
     }
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
+    const metrics = ctx.metrics;
+    if (metrics) {
+      if (result.kind !== 'retry') metrics.messages.inc({ protocol: adapter.name, direction: 'in' });
+      const started = performance.now();
+      const handshake = result.side === 'A' && result.kind === 'connect';
+      void result.outcome.then((outcome) => {
+        if (outcome.type === 'reply') {
+          metrics.messages.inc({ protocol: adapter.name, direction: 'out' });
+          (handshake ? metrics.handshakeTime : metrics.turnLatency).observe(performance.now() - started);
+        } else if (outcome.type === 'reject' && outcome.code.endsWith('_timeout')) {
+          metrics.timeouts.inc({ kind: outcome.code === 'handshake_timeout' ? 'handshake' : 'turn' });
+        }
+      });
+    }
     reply.raw.on('close', () => {
       if (reply.raw.writableFinished) return;
       result.disconnect();
@@ -79,6 +93,7 @@ async function respond(
     } else {
       const error = waitError(outcome.code);
       status = error.status;
+      request.turnLog = { ...request.turnLog, error: error.code };
       res.end(adapter.stream.error(error));
     }
   } finally {

@@ -19,6 +19,9 @@ export class Journal {
   /** What recovery found on start, for /health. */
   recovery: { records: number; restored: number; dropped: number; ms: number } | null = null;
 
+  /** Told how long each append took to become durable, in seconds (for metrics). */
+  onAppended: ((seconds: number) => void) | null = null;
+
   constructor(
     readonly store: JournalStore<JournalRecord>,
     private readonly logger: Logger,
@@ -121,6 +124,11 @@ export class Journal {
 
   private append(record: JournalRecord): void {
     const written = this.store.append(record);
+    const observe = this.onAppended;
+    if (observe) {
+      const started = performance.now();
+      written.then(() => observe((performance.now() - started) / 1000), () => undefined);
+    }
     written.catch((err: Error) => this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`));
     this.last = written;
   }

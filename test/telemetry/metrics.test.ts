@@ -1,7 +1,8 @@
 /**
- * ENABLE_PROMETHEUS: GET /metrics serves Prometheus text with request counts by status,
- * session events by type and resulting state, live sessions by state and wait times; without
- * the setting the route does not exist.
+ * ENABLE_PROMETHEUS: GET /metrics serves Prometheus text whose numbers move as a conversation
+ * runs: requests by status, messages by protocol and direction, handshake and turn latency
+ * histograms, timeouts by kind, errors by code, journal appends, session events and live
+ * sessions by state. Without the setting the route does not exist.
  */
 import { describe, expect, it } from 'vitest';
 import { uniqueId, until, useServers } from '../http/support.js';
@@ -10,7 +11,7 @@ const start = useServers();
 
 describe('Prometheus metrics', () => {
   it('counts a paired conversation in /metrics when enabled', async () => {
-    const server = await start({ enablePrometheus: 'true' });
+    const server = await start({ enablePrometheus: 'true', turnTimeoutSeconds: '0.3' });
     const model = uniqueId('metrics');
     const a = server.client();
     const b = server.client();
@@ -27,14 +28,28 @@ describe('Prometheus metrics', () => {
     expect(text).toMatch(/^motiveproxy_requests_total\{protocol="openai",status="200"\} 1$/m);
     expect(text).toMatch(/^motiveproxy_session_events_total\{event="CONNECT_A",state="AWAITING_PEER"\} 1$/m);
     expect(text).toMatch(/^motiveproxy_session_events_total\{event="CONNECT_B",state="ACTIVE"\} 1$/m);
-    expect(text).toMatch(/^motiveproxy_sessions\{state="ACTIVE"\} 1$/m);
+    expect(text).toMatch(/^motiveproxy_sessions_active\{state="ACTIVE"\} 1$/m);
+    expect(text).toMatch(/^motiveproxy_messages_total\{protocol="openai",direction="in"\} 2$/m);
+    expect(text).toMatch(/^motiveproxy_messages_total\{protocol="openai",direction="out"\} 1$/m);
+    expect(text).toMatch(/^motiveproxy_handshake_time_ms_count 1$/m);
+    expect(text).toMatch(/^motiveproxy_journal_append_seconds_count [1-9]\d*$/m);
     expect(text).toMatch(/^motiveproxy_process_cpu_seconds_total /m);
 
+    // B's wait runs out (the SDK retries twice and each retry times out too).
+    await expect(held).rejects.toMatchObject({ status: 408 });
+    const later = await (await fetch(`${server.url}/metrics`)).text();
+    expect(later).toMatch(/^motiveproxy_timeouts_total\{kind="turn"\} 3$/m);
+    expect(later).toMatch(/^motiveproxy_errors_total\{code="turn_timeout"\} 3$/m);
+
+    const again = b.chat.completions.create({ model, messages: [{ role: 'user', content: 'b1' }] }, { maxRetries: 0 });
+    await until(() => server.service.ctx.sessions.get(model)?.state === 'ACTIVE', 'B is held again');
     await fetch(`${server.url}/v1/sessions/${model}`, { method: 'DELETE' });
-    await expect(held).rejects.toMatchObject({ status: 410 });
+    await expect(again).rejects.toMatchObject({ status: 410 });
     const after = await (await fetch(`${server.url}/metrics`)).text();
     expect(after).toMatch(/^motiveproxy_requests_total\{protocol="openai",status="410"\} 1$/m);
-    expect(after).not.toMatch(/^motiveproxy_sessions\{state="ACTIVE"\}/m);
+    expect(after).toMatch(/^motiveproxy_errors_total\{code="session_closed"\} 1$/m);
+    expect(after).toMatch(/^motiveproxy_messages_total\{protocol="openai",direction="in"\} 2$/m); // retries are not new messages
+    expect(after).not.toMatch(/^motiveproxy_sessions_active\{state="ACTIVE"\}/m);
   });
 
   it('has no /metrics route when disabled', async () => {
