@@ -100,6 +100,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     }
     const protocol = request.turnLog?.['protocol'];
     if (ctx.metrics && typeof protocol === 'string') ctx.metrics.requests.inc({ protocol, status: String(status) });
+    const code = request.turnLog?.['error'];
+    if (ctx.metrics && typeof code === 'string') ctx.metrics.errors.inc({ code });
     done();
   });
 
