@@ -63,6 +63,13 @@ export const OPTIONS = {
     schema: z.enum(['always', 'batch', 'off']),
     help: 'journal flushing: always (fsync each record), batch (group commit), off (leave it to the OS)',
   },
+  inspect: {
+    env: 'INSPECT',
+    default: 'false',
+    schema: flag,
+    help: 'stream every session actor to the Stately inspector (open http://localhost:INSPECT_PORT)',
+  },
+  inspectPort: { env: 'INSPECT_PORT', default: '8080', schema: z.coerce.number().int().min(1).max(65535), help: 'port of the local Stately inspector bridge' },
   enablePrometheus: { env: 'ENABLE_PROMETHEUS', default: 'false', schema: flag, help: 'serve Prometheus metrics at GET /metrics' },
 } as const;
 

@@ -14,6 +14,7 @@ import { openJournal } from './journal/store.js';
 import { SessionRegistry } from './sessions/registry.js';
 import type { Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
+import { startStatelyInspection } from './telemetry/stately.js';
 import { logTransitions, transitionTap, type TransitionListener } from './telemetry/transitions.js';
 
 export interface Service {
@@ -37,16 +38,24 @@ export async function createService(config: Config, logger: Logger, options: Ser
   });
   const journal = new Journal(store, logger);
   const transitions = transitionTap(listeners);
+  const stately = config.inspect ? startStatelyInspection(config.inspectPort) : null;
+  if (stately) logger.info({ url: stately.url }, `Stately inspection: open ${stately.url} to watch sessions live`);
   const timing = timingOf(config);
   const sessions = new SessionRegistry({
     timing,
     maxSessions: config.maxSessions,
     journal,
     // The one tap on the actor system: journal records, then log lines and metrics.
-    inspect: (event) => {
-      journal.tap(event);
-      transitions(event);
-    },
+    inspect: stately
+      ? (event) => {
+          journal.tap(event);
+          transitions(event);
+          stately.inspect(event);
+        }
+      : (event) => {
+          journal.tap(event);
+          transitions(event);
+        },
     ...(options.clock ? { clock: options.clock } : {}),
   });
   const recovery = await recoverSessions(journal, sessions, { ttlMs: timing.sessionTtlMs, now: Date.now() });
@@ -79,6 +88,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await new Promise((resolve) => setImmediate(resolve));
       await app.close();
       await journal.close();
+      stately?.stop();
       logger.info('stopped');
     })();
     return closing;
