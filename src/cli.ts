@@ -5,6 +5,8 @@ import { ConfigError, flagName, loadConfig, OPTIONS, parseArgs, type LoadedConfi
 import { chartSource } from './chart.js';
 import { createService } from './server.js';
 import { createLogger } from './telemetry/logger.js';
+import { Tracing, tracingRequested } from './telemetry/tracing.js';
+import { TRANSCRIPT_USAGE, transcriptCommand } from './transcript-command.js';
 
 const SHUTDOWN_GRACE_MS = 5000;
 
@@ -24,6 +26,8 @@ function help(loaded: LoadedConfig | null): string {
 
 Usage: motive-proxy [options]          run the service
        motive-proxy chart            print the session state chart for the Stately visualizer
+       ${TRANSCRIPT_USAGE}
+                                     print a session's transcript from the journal (no server needed)
 
 Point two OpenAI-compatible clients at http://HOST:PORT/v1 and give both the same
 model name (the session id). The first to call waits; the second's prompt becomes its reply.
@@ -40,6 +44,13 @@ Exit codes: 0 after a clean shutdown, 1 on a failure while running, 2 for bad se
 async function main(): Promise<void> {
   if (process.argv[2] === 'chart') {
     process.stdout.write(chartSource());
+    return;
+  }
+  if (process.argv[2] === 'transcript') {
+    const { code, stdout, stderr } = await transcriptCommand(process.argv.slice(3), process.env);
+    process.stdout.write(stdout);
+    process.stderr.write(stderr);
+    process.exitCode = code;
     return;
   }
   let loaded: LoadedConfig;
@@ -68,7 +79,9 @@ async function main(): Promise<void> {
   const logger = createLogger(config);
   let service;
   try {
-    service = await createService(config, logger);
+    // Tracing starts before the app is built, so every request is instrumented.
+    const tracing = tracingRequested(process.env) ? await Tracing.start(process.env) : null;
+    service = await createService(config, logger, { tracing });
   } catch (err) {
     logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
     process.exitCode = 1;

@@ -15,6 +15,7 @@ import { SessionRegistry } from './sessions/registry.js';
 import type { Logger } from './telemetry/logger.js';
 import { Metrics } from './telemetry/metrics.js';
 import { startStatelyInspection } from './telemetry/stately.js';
+import type { Tracing } from './telemetry/tracing.js';
 import { logTransitions, transitionTap, type TransitionListener } from './telemetry/transitions.js';
 
 export interface Service {
@@ -27,6 +28,8 @@ export interface Service {
 
 export interface ServiceOptions {
   readonly clock?: SimulatedClock;
+  /** OpenTelemetry, when the process started it (see telemetry/tracing.ts). */
+  readonly tracing?: Tracing | null;
   readonly listen?: boolean;
 }
 
@@ -36,7 +39,9 @@ export async function createService(config: Config, logger: Logger, options: Ser
     fsync: config.journalFsync,
     onWarning: (message) => logger.warn({ journal: config.journalPath }, message),
   });
+  const tracing = options.tracing ?? null;
   const journal = new Journal(store, logger);
+  if (tracing) journal.traceOf = (requestId) => tracing.traceOf(requestId);
   const transitions = transitionTap(listeners);
   const stately = config.inspect ? startStatelyInspection(config.inspectPort) : null;
   if (stately) logger.info({ url: stately.url }, `Stately inspection: open ${stately.url} to watch sessions live`);
@@ -46,16 +51,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     maxSessions: config.maxSessions,
     journal,
     // The one tap on the actor system: journal records, then log lines and metrics.
-    inspect: stately
-      ? (event) => {
-          journal.tap(event);
-          transitions(event);
-          stately.inspect(event);
-        }
-      : (event) => {
-          journal.tap(event);
-          transitions(event);
-        },
+    inspect: (event) => {
+      journal.tap(event);
+      transitions(event);
+      tracing?.tap(event);
+      stately?.inspect(event);
+    },
     ...(options.clock ? { clock: options.clock } : {}),
   });
   const recovery = await recoverSessions(journal, sessions, { ttlMs: timing.sessionTtlMs, now: Date.now() });
@@ -68,7 +69,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     listeners.push(metrics.onTransition);
     journal.onAppended = (seconds) => metrics.journalAppend.observe(seconds);
   }
-  const ctx: AppContext = { config, sessions, metrics, journal, startedAt: Date.now(), shuttingDown: false };
+  const ctx: AppContext = { config, sessions, metrics, journal, tracing, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
@@ -89,6 +90,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await app.close();
       await journal.close();
       stately?.stop();
+      await tracing?.shutdown();
       logger.info('stopped');
     })();
     return closing;

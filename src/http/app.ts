@@ -10,6 +10,7 @@ import type { ProtocolAdapter } from '../protocols/adapter.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { AppContext } from './context.js';
 import { registerJsonBody } from './json-body.js';
+import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
@@ -74,6 +75,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     },
   });
 
+  // First, so that it sees every route and hook defined after it.
+  if (ctx.tracing) await app.register(ctx.tracing.fastify.plugin() as never);
   app.decorateRequest('turnLog', null);
   registerJsonBody(app);
 
@@ -100,6 +103,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     }
     const protocol = request.turnLog?.['protocol'];
     if (ctx.metrics && typeof protocol === 'string') ctx.metrics.requests.inc({ protocol, status: String(status) });
+    ctx.tracing?.forget(request.id);
     const code = request.turnLog?.['error'];
     if (ctx.metrics && typeof code === 'string') ctx.metrics.errors.inc({ code });
     done();
@@ -120,6 +124,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(modelRoutes, { ctx });
   await app.register(sessionRoutes, { ctx });
   await app.register(healthRoutes, { ctx });
+  await app.register(adminRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;
 }

@@ -3,12 +3,14 @@ import type { Config } from '../config.js';
 import type { Journal } from '../journal/journal.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/tracing.js';
 
 export interface AppContext {
   readonly config: Config;
   readonly sessions: SessionRegistry;
   readonly metrics: Metrics | null;
   readonly journal: Journal;
+  readonly tracing: Tracing | null;
   readonly startedAt: number;
   /** Set when the service begins to shut down: new requests are refused. */
   shuttingDown: boolean;

@@ -23,12 +23,14 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
       return respond(adapter, turn, request, reply, Promise.resolve({ type: 'reply', content: turn.localReply, delivery: -1, repeat: false }), keepAliveMs);
     }
 
+    ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
     const result = ctx.sessions.submit(turn.sessionId, turn.turn, request.id);
     if ('error' in result) {
       throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});
     }
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
+    ctx.tracing?.annotate(request, { side: result.side });
     const metrics = ctx.metrics;
     if (metrics) {
       if (result.kind !== 'retry') metrics.messages.inc({ protocol: adapter.name, direction: 'in' });

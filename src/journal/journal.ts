@@ -19,6 +19,9 @@ export class Journal {
   /** What recovery found on start, for /health. */
   recovery: { records: number; restored: number; dropped: number; ms: number } | null = null;
 
+  /** The trace id of a request's span, when tracing is on. */
+  traceOf: ((requestId: string | null) => string | null) | null = null;
+
   /** Told how long each append took to become durable, in seconds (for metrics). */
   onAppended: ((seconds: number) => void) | null = null;
 
@@ -51,7 +54,7 @@ export class Journal {
         side: sideOf(event.type),
         at: this.now(),
         request,
-        trace: null,
+        trace: this.traceOf?.(request) ?? null,
         ...(turn ? { content: turn.content } : {}),
         event,
       });
@@ -68,7 +71,7 @@ export class Journal {
       side: emitted.side,
       at: this.now(),
       request: emitted.requestId,
-      trace: null,
+      trace: this.traceOf?.(emitted.requestId) ?? null,
       content: emitted.content,
     });
   };

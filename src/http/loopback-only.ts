@@ -1,0 +1,30 @@
+/**
+ * Admin routes answer trusted callers only. Until API keys exist, trusted means "on this
+ * machine": a request from a loopback address that no proxy relayed (a reverse proxy on the
+ * same host would make every caller look local, so forwarding headers disqualify). Anyone
+ * else gets the same 404 an unknown route gets, so the routes are not revealed.
+ */
+import { isIPv4 } from 'node:net';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ProxyError } from '../protocols/errors.js';
+import { sendError } from './app.js';
+
+const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
+
+/** 127.0.0.0/8, ::1, and IPv4-mapped ::ffff:127.x.y.z. */
+export function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  const lower = address.toLowerCase();
+  if (lower === '::1') return true;
+  const v4 = lower.startsWith('::ffff:') ? lower.slice(7) : lower;
+  return isIPv4(v4) && v4.startsWith('127.');
+}
+
+/** An onRequest hook: answers 404 not_found unless the request comes straight from loopback. */
+export async function loopbackOnly(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+  // The socket's address, not request.ip: that one follows X-Forwarded-For if trustProxy is ever set.
+  const relayed = FORWARDING_HEADERS.some((name) => request.headers[name] !== undefined);
+  if (!relayed && isLoopback(request.socket.remoteAddress)) return undefined;
+  request.turnLog = { ...request.turnLog, refused: 'not a loopback caller' };
+  return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
+}

@@ -1,0 +1,194 @@
+/**
+ * A session's conversation as read back from the journal: who said what, when, on which of
+ * their turns, under which system prompt, and how the session ended. Built by folding the
+ * records of the session's latest incarnation, the same way session.logic.ts builds the live
+ * transcript, plus the deliveries the proxy made. Rendered as JSON (a stable, documented
+ * shape, below) or as a Markdown document for people.
+ */
+import type { Side } from '../../machines/session.logic.js';
+import type { SessionEvent } from '../../machines/session.machine.js';
+import { RECORD_VERSION, type JournalRecord } from './records.js';
+import type { JournalStore } from './store.js';
+
+/** system: a side's system prompt, recorded when it changes; handshake: A's first turn (never forwarded);
+ *  message: a turn's new content; delivery: what one response gave a side (queued messages joined). */
+export type TranscriptLineKind = 'system' | 'handshake' | 'message' | 'delivery';
+
+export interface TranscriptLine {
+  /** ms since the epoch */
+  readonly at: number;
+  readonly side: Side;
+  readonly kind: TranscriptLineKind;
+  /** The side's turn it belongs to (for a delivery: the receiving side's turn it answers), from 1. */
+  readonly turn: number;
+  readonly content: string;
+}
+
+/** open: live (or interrupted by a shutdown, reason 'shutdown': it resumes after a restart while its TTL lasts);
+ *  closed: ended by DELETE (reason 'deleted'); expired: its inactivity TTL ran out. */
+export interface TranscriptOutcome {
+  readonly status: 'open' | 'closed' | 'expired';
+  readonly reason: 'deleted' | 'expired' | 'shutdown' | null;
+  readonly at: number | null;
+}
+
+export interface Transcript {
+  readonly session: string;
+  readonly startedAt: number;
+  readonly lastActivityAt: number;
+  readonly turns: Readonly<Record<Side, number>>;
+  readonly outcome: TranscriptOutcome;
+  readonly lines: readonly TranscriptLine[];
+}
+
+/** Anything records can be read from: a JournalStore, or a journal file read directly. */
+export type RecordSource = Pick<JournalStore<JournalRecord>, 'read'>;
+
+/**
+ * The records of one session's latest incarnation, in journal order; empty if the journal has
+ * none. A record with seq 1 starts a new incarnation (the id was used again after a close).
+ */
+export async function loadSessionRecords(source: RecordSource, sessionId: string): Promise<JournalRecord[]> {
+  let records: JournalRecord[] = [];
+  for await (const record of source.read()) {
+    if (record.session !== sessionId || record.v !== RECORD_VERSION) continue;
+    if (record.seq === 1) records = [];
+    records.push(record);
+  }
+  return records;
+}
+
+/** Folds one session's records into its transcript; null when there are none. */
+export function buildTranscript(records: readonly JournalRecord[]): Transcript | null {
+  const latest = latestIncarnation(records);
+  const first = latest[0];
+  if (!first) return null;
+  const turns: Record<Side, number> = { A: 0, B: 0 };
+  const systems: Record<Side, string | null> = { A: null, B: null };
+  const lines: TranscriptLine[] = [];
+  let outcome: TranscriptOutcome = { status: 'open', reason: null, at: null };
+  let lastActivityAt = first.at;
+  for (const record of latest) {
+    const event = record.event as SessionEvent | undefined;
+    const side = record.side;
+    switch (record.type) {
+      case 'SideConnected':
+      case 'MessageSent': {
+        if (!side || !event || !('turn' in event)) break;
+        const { turn: payload } = event;
+        const turn = (turns[side] += 1);
+        if (payload.system !== null && payload.system !== systems[side]) {
+          systems[side] = payload.system;
+          lines.push({ at: payload.at, side, kind: 'system', turn, content: payload.system });
+        }
+        // As in session.logic.ts: A's first turn is its handshake, recorded but never forwarded.
+        const kind = side === 'A' && turn === 1 ? 'handshake' : 'message';
+        lines.push({ at: payload.at, side, kind, turn, content: payload.content });
+        outcome = { status: 'open', reason: null, at: null };
+        break;
+      }
+      case 'MessageDelivered':
+        if (side) lines.push({ at: record.at, side, kind: 'delivery', turn: turns[side], content: record.content ?? '' });
+        break;
+      case 'SessionExpired':
+        outcome = { status: 'expired', reason: 'expired', at: record.at };
+        break;
+      case 'SessionClosed': {
+        const reason = event?.type === 'CLOSE' ? event.reason : null;
+        // A graceful shutdown is not an end: recovery brings the session back (PROTOCOL.md §4).
+        if (reason === 'shutdown') outcome = { status: 'open', reason, at: record.at };
+        else outcome = reason === 'expired' ? { status: 'expired', reason, at: record.at } : { status: 'closed', reason: 'deleted', at: record.at };
+        break;
+      }
+    }
+    lastActivityAt = Math.max(lastActivityAt, record.at);
+  }
+  return { session: first.session, startedAt: first.at, lastActivityAt, turns, outcome, lines };
+}
+
+function latestIncarnation(records: readonly JournalRecord[]): readonly JournalRecord[] {
+  for (let i = records.length - 1; i >= 0; i--) if (records[i]!.seq === 1) return records.slice(i);
+  return records;
+}
+
+/** The JSON form (GET /admin/sessions/:id/transcript, `motive-proxy transcript --format json`). Times are ISO 8601. */
+export interface TranscriptJson {
+  readonly object: 'session.transcript';
+  readonly session: string;
+  readonly started_at: string;
+  readonly last_activity_at: string;
+  readonly outcome: { readonly status: TranscriptOutcome['status']; readonly reason: TranscriptOutcome['reason']; readonly at: string | null };
+  readonly turns: Readonly<Record<Side, number>>;
+  readonly entries: ReadonlyArray<{ readonly at: string; readonly side: Side; readonly kind: TranscriptLineKind; readonly turn: number; readonly content: string }>;
+}
+
+export function toJson(transcript: Transcript): TranscriptJson {
+  const { outcome } = transcript;
+  return {
+    object: 'session.transcript',
+    session: transcript.session,
+    started_at: iso(transcript.startedAt),
+    last_activity_at: iso(transcript.lastActivityAt),
+    outcome: { status: outcome.status, reason: outcome.reason, at: outcome.at === null ? null : iso(outcome.at) },
+    turns: { ...transcript.turns },
+    entries: transcript.lines.map((line) => ({ at: iso(line.at), side: line.side, kind: line.kind, turn: line.turn, content: line.content })),
+  };
+}
+
+/** A readable document: system prompts as blockquotes, each message under a `**A** · turn 2 · time` line. */
+export function toMarkdown(transcript: Transcript): string {
+  const { turns } = transcript;
+  const parts = [
+    `# Transcript of session ${inlineCode(transcript.session)}`,
+    [
+      `- Outcome: ${describeOutcome(transcript.outcome)}`,
+      `- Started: ${iso(transcript.startedAt)}; last activity: ${iso(transcript.lastActivityAt)}`,
+      `- Turns: A ${turns.A}, B ${turns.B}`,
+    ].join('\n'),
+  ];
+  for (const line of transcript.lines) {
+    const heading = `turn ${line.turn} · ${iso(line.at)}`;
+    switch (line.kind) {
+      case 'system':
+        parts.push(quote(`**System prompt (side ${line.side})** · from ${heading}\n\n${line.content}`));
+        break;
+      case 'handshake':
+        parts.push(`**${line.side}** · ${heading} · handshake (not forwarded)\n\n${line.content}`);
+        break;
+      case 'message':
+        parts.push(`**${line.side}** · ${heading}\n\n${line.content}`);
+        break;
+      case 'delivery':
+        // The text is already above, as the other side's messages; only who got it, and when.
+        parts.push(`_→ delivered to ${line.side}, answering its turn ${line.turn} · ${iso(line.at)}_`);
+        break;
+    }
+  }
+  return `${parts.join('\n\n')}\n`;
+}
+
+function describeOutcome(outcome: TranscriptOutcome): string {
+  const at = outcome.at === null ? '' : iso(outcome.at);
+  if (outcome.status === 'expired') return `expired (inactivity) at ${at}`;
+  if (outcome.status === 'closed') return `closed (${outcome.reason ?? 'deleted'}) at ${at}`;
+  if (outcome.reason === 'shutdown') return `open (the proxy shut down at ${at}; the session resumes after a restart)`;
+  return 'open';
+}
+
+const iso = (ms: number): string => new Date(ms).toISOString();
+
+function quote(text: string): string {
+  return text
+    .split('\n')
+    .map((line) => (line === '' ? '>' : `> ${line}`))
+    .join('\n');
+}
+
+/** Inline code that survives backticks and line breaks in the text. */
+function inlineCode(text: string): string {
+  const flat = text.replace(/\r?\n/g, ' ');
+  const longest = Math.max(0, ...Array.from(flat.matchAll(/`+/g), (m) => m[0].length));
+  const fence = '`'.repeat(longest + 1);
+  const pad = flat.startsWith('`') || flat.endsWith('`') ? ' ' : '';
+  return `${fence}${pad}${flat}${pad}${fence}`;
+}

@@ -1,0 +1,118 @@
+/**
+ * OpenTelemetry, for real: the service runs as a process with OTEL_EXPORTER_OTLP_ENDPOINT
+ * pointing at an OTLP/HTTP receiver in this test, and a two-turn conversation through the
+ * official openai SDK must arrive as request spans carrying the session's attributes, one
+ * `session.transition` event per chart transition, and links between the request whose
+ * message was delivered and the request that received it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+
+const cli = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url));
+
+type AnyValue = { stringValue?: string; intValue?: number | string; boolValue?: boolean };
+type Attr = { key: string; value: AnyValue };
+interface OtlpSpan {
+  traceId: string;
+  spanId: string;
+  name: string;
+  attributes?: Attr[];
+  events?: Array<{ name: string; attributes?: Attr[] }>;
+  links?: Array<{ traceId: string; spanId: string; attributes?: Attr[] }>;
+}
+
+const attr = (attrs: Attr[] | undefined, key: string) => {
+  const v = attrs?.find((a) => a.key === key)?.value;
+  return v?.stringValue ?? v?.intValue ?? v?.boolValue;
+};
+
+let receiver: Server | null = null;
+let child: ChildProcess | null = null;
+afterEach(() => {
+  receiver?.close();
+  if (child?.pid && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+});
+
+async function otlpReceiver(): Promise<{ url: string; spans: OtlpSpan[]; serviceNames: Set<string>; contentTypes: Set<string> }> {
+  const spans: OtlpSpan[] = [];
+  const serviceNames = new Set<string>();
+  const contentTypes = new Set<string>();
+  receiver = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      contentTypes.add(String(req.headers['content-type']));
+      if (req.url === '/v1/traces') {
+        const payload = JSON.parse(body) as {
+          resourceSpans: Array<{ resource: { attributes: Attr[] }; scopeSpans: Array<{ spans: OtlpSpan[] }> }>;
+        };
+        for (const rs of payload.resourceSpans) {
+          serviceNames.add(String(attr(rs.resource.attributes, 'service.name')));
+          for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+        }
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  receiver.listen(0, '127.0.0.1');
+  await once(receiver, 'listening');
+  return { url: `http://127.0.0.1:${(receiver.address() as { port: number }).port}`, spans, serviceNames, contentTypes };
+}
+
+describe('OpenTelemetry traces', () => {
+  it('exports request spans with session attributes, transition events and who-answered-whom links', async () => {
+    const otlp = await otlpReceiver();
+    const port = 20000 + Math.floor(Math.random() * 10000);
+    child = spawn(process.execPath, [cli, '--port', String(port)], {
+      detached: true,
+      stdio: 'ignore',
+      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: '50', JOURNAL_PATH: 'memory', LOG_LEVEL: 'warn' },
+    });
+    const url = `http://127.0.0.1:${port}`;
+    for (let i = 0; i < 200; i++) {
+      if ((await fetch(`${url}/health`).catch(() => null))?.ok) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const client = () => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k', maxRetries: 0 });
+    const model = 'traced';
+    const hs = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'ping' }] });
+    await new Promise((r) => setTimeout(r, 150));
+    const b1 = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'b1' }] });
+    expect((await hs).choices[0]!.message.content).toBe('b1');
+    const a1 = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'ping' }, { role: 'assistant', content: 'b1' }, { role: 'user', content: 'a1' }] });
+    expect((await b1).choices[0]!.message.content).toBe('a1');
+    const b2 = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'b1' }, { role: 'assistant', content: 'a1' }, { role: 'user', content: 'b2' }] });
+    expect((await a1).choices[0]!.message.content).toBe('b2');
+    b2.catch(() => undefined);
+    await fetch(`${url}/v1/sessions/${model}`, { method: 'DELETE' });
+    process.kill(-child.pid!, 'SIGTERM'); // graceful: the SDK flushes its spans
+    await once(child, 'exit');
+
+    expect(otlp.contentTypes.has('application/json')).toBe(true);
+    expect(otlp.serviceNames).toEqual(new Set(['motive-proxy']));
+    const turns = otlp.spans.filter((s) => attr(s.attributes, 'session.id') === model);
+    expect(turns).toHaveLength(4); // ping, b1, a1, b2
+    for (const s of turns) expect(attr(s.attributes, 'protocol')).toBe('openai');
+    expect(turns.map((s) => attr(s.attributes, 'session.side')).sort()).toEqual(['A', 'A', 'B', 'B']);
+
+    const transitions = turns.flatMap((s) => (s.events ?? []).filter((e) => e.name === 'session.transition'));
+    const steps = transitions.map((e) => `${attr(e.attributes, 'state.from')}->${attr(e.attributes, 'state.to')}`);
+    expect(steps).toContain('EMPTY->AWAITING_PEER');
+    expect(steps).toContain('AWAITING_PEER->ACTIVE');
+
+    // B's first request delivered b1 to A's handshake: each links to the other.
+    const byId = new Map(turns.map((s) => [s.spanId, s]));
+    const linked = turns.flatMap((s) => (s.links ?? []).map((l) => [s, byId.get(l.spanId), attr(l.attributes, 'motiveproxy.link')] as const));
+    expect(linked.filter(([, target]) => target).length).toBeGreaterThanOrEqual(6); // three deliveries, linked both ways
+    for (const [from, to, kind] of linked) {
+      if (!to) continue;
+      expect(attr(from.attributes, 'session.side')).not.toBe(attr(to.attributes, 'session.side'));
+      expect(['delivered_to', 'answered_by']).toContain(kind);
+    }
+  }, 30_000);
+});
