@@ -14,6 +14,7 @@
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -161,7 +162,7 @@ function drive<T>(job: Job, onSetupDone: () => void = () => {}): Promise<{ resul
 }
 
 interface RelayCase {
-  workload: 'relay' | 'open-loop' | 'journal-always' | 'journal-batch' | 'journal-off';
+  workload: 'relay' | 'open-loop' | 'journal-always' | 'journal-batch' | 'journal-off' | 'tracing-on';
   target: Target;
   sessions: number;
   stream: boolean;
@@ -189,9 +190,12 @@ async function relayCase(
   totalTurns: number,
   rate?: number,
   fsync?: 'always' | 'batch' | 'off',
+  otlpUrl?: string,
 ): Promise<RelayCase> {
   const journalDir = fsync ? mkdtempSync(join(tmpdir(), 'motive-bench-journal-')) : null;
-  const server = await startServer(target, journalDir ? { JOURNAL_PATH: journalDir, JOURNAL_FSYNC: fsync! } : {});
+  const env: Record<string, string> = journalDir ? { JOURNAL_PATH: journalDir, JOURNAL_FSYNC: fsync! } : {};
+  if (otlpUrl) Object.assign(env, { OTEL_EXPORTER_OTLP_ENDPOINT: otlpUrl, OTEL_BSP_SCHEDULE_DELAY: '200' });
+  const server = await startServer(target, env);
   try {
     const job: RelayJob = {
       kind: 'relay',
@@ -210,7 +214,7 @@ async function relayCase(
     const after = usage(server.process.pid!);
     loadgen.kill();
     return {
-      workload: fsync ? `journal-${fsync}` : rate ? 'open-loop' : 'relay',
+      workload: otlpUrl ? 'tracing-on' : fsync ? `journal-${fsync}` : rate ? 'open-loop' : 'relay',
       target,
       sessions,
       stream,
@@ -251,6 +255,24 @@ async function replayCase(events: number): Promise<ReplayCase> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** A minimal OTLP/HTTP receiver: accepts trace exports and counts the spans. */
+async function otlpReceiver(): Promise<{ url: string; spans(): number; close(): void }> {
+  let spans = 0;
+  const server = createHttpServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => (body += c));
+    req.on('end', () => {
+      spans += (body.match(/"spanId"/g) ?? []).length;
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  return { url: `http://127.0.0.1:${port}`, spans: () => spans, close: () => server.close() };
 }
 
 async function heldCase(target: Target, sessions: number, paired: boolean): Promise<HeldCase> {
@@ -295,7 +317,7 @@ async function main(): Promise<void> {
   }
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
-  const total = PLAN.relay.length * 4 + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2 + 3 + 1;
+  const total = PLAN.relay.length * 4 + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2 + 3 + 1 + 1;
   let step = 0;
   const progress = (what: string) => log(`[${++step}/${total}] ${what}`);
 
@@ -340,6 +362,12 @@ async function main(): Promise<void> {
     relay.push(c);
     progress(`journal ${fsync.padEnd(6)} S=${journalSessions} proxy ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`);
   }
+  // Tracing on, exporting every span to a local OTLP/HTTP receiver (this process), vs off.
+  const receiver = await otlpReceiver();
+  const traced = await relayCase('proxy', journalSessions, false, PLAN.journalTurns, undefined, undefined, receiver.url);
+  relay.push(traced);
+  receiver.close();
+  progress(`tracing on S=${journalSessions} proxy ${fmt(traced.result.turnsPerSecond).padStart(6)} turns/s  p50 ${traced.result.latency.p50} ms  cpu ${fmt(traced.serverCpuMicrosPerTurn)} µs/turn  ${fmt(receiver.spans())} spans received  errors ${errorsOf(traced.result.errors)}`);
   const replay = await replayCase(PLAN.replayEvents);
   progress(`replay of ${fmt(replay.events)} journal events (${fmt(replay.sessions)} sessions): recovery ${fmt(replay.recoveryMs)} ms, start to first /health ${fmt(replay.startMs)} ms, ${fmt(replay.restored)} restored`);
 
@@ -367,7 +395,7 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
   for (const c of relay) {
     if (c.target !== 'proxy') continue;
     // Journal cases compare with the baseline of the plain relay at the same S.
-    const base = pick('baseline', c.sessions, c.stream, c.workload.startsWith('journal') ? 'relay' : c.workload)!;
+    const base = pick('baseline', c.sessions, c.stream, c.workload.startsWith('journal') || c.workload === 'tracing-on' ? 'relay' : c.workload)!;
     ratios.push({
       workload: c.workload,
       sessions: c.sessions,
@@ -388,9 +416,13 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
   const s1 = pick('proxy', 1, false);
   const h10k = heldRatios.find((h) => h.sessions === 10000 && !h.paired);
   const batch = ratios.find((r) => r.workload === 'journal-batch' && r.sessions === 100);
+  const untraced = relay.find((c) => c.target === 'proxy' && c.workload === 'relay' && c.sessions === journalSessions && !c.stream);
+  const tracedCase = relay.find((c) => c.workload === 'tracing-on');
+  const tracingCost = untraced && tracedCase ? 1 - tracedCase.result.turnsPerSecond / untraced.result.turnsPerSecond : null;
   const targets = {
     'throughput at S=100 ≥ 75% of baseline': s100 ? { value: s100.throughputRatio, pass: s100.throughputRatio >= 0.75 } : null,
     'throughput at S=100, journal batch, ≥ 60% of baseline': batch ? { value: batch.throughputRatio, pass: batch.throughputRatio >= 0.6 } : null,
+    'tracing on costs ≤ 15% of throughput (cost)': tracingCost !== null && journalSessions === 100 ? { value: tracingCost, pass: tracingCost <= 0.15 } : null,
     'replay of 100,000 journal events under 2 s (ms)':
       replay.events >= 100000 ? { value: replay.recoveryMs, pass: replay.recoveryMs < 2000 && replay.restored === replay.sessions } : null,
     'server CPU per turn ≤ 1.5× baseline (S=100)': s100 ? { value: s100.cpuPerTurnRatio, pass: s100.cpuPerTurnRatio <= 1.5 } : null,
@@ -403,7 +435,7 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
     date: new Date().toISOString(),
     mode,
     machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform} ${process.arch}` },
-    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: `memory, except the journal cases (S=${journalSessions})`, tracing: 'none yet' },
+    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: `memory, except the journal cases (S=${journalSessions})`, tracing: 'off, except the tracing-on case (OTLP/HTTP to a local receiver)' },
     relay,
     held,
     replay,
@@ -423,7 +455,7 @@ function markdown(report: ReturnType<typeof summarize>): string {
   ];
   for (const r of report.ratios) {
     const p = report.relay.find((c) => c.target === 'proxy' && c.sessions === r.sessions && c.stream === r.stream && c.workload === r.workload)!;
-    const baseWorkload = r.workload.startsWith('journal') ? 'relay' : r.workload;
+    const baseWorkload = r.workload.startsWith('journal') || r.workload === 'tracing-on' ? 'relay' : r.workload;
     const b = report.relay.find((c) => c.target === 'baseline' && c.sessions === r.sessions && c.stream === r.stream && c.workload === baseWorkload)!;
     lines.push(
       `| ${r.workload}${p.offeredRate ? ` @ ${fmt(p.offeredRate)}/s` : ''} | ${r.sessions} | ${r.stream ? 'SSE' : 'JSON'} | ${fmt(b.result.turnsPerSecond)} | ${fmt(p.result.turnsPerSecond)} | ${fmt(r.throughputRatio, 2)} | ${p.result.latency.p50} / ${p.result.latency.p99} | ${b.result.latency.p50} / ${b.result.latency.p99} | ${fmt(p.serverCpuMicrosPerTurn)} / ${fmt(b.serverCpuMicrosPerTurn)} | ${fmt(p.serverPeakRssMb, 1)} | ${errorsOf({ ...p.result.errors, ...b.result.errors })} |`,
