@@ -23,11 +23,12 @@ export function writeJournalFixture(dir: string, events: number): { sessions: nu
     push('SideConnected', 'B', `${s}-b0`, { type: 'CONNECT_B', turn: turn(`${s}-b0`, text('b0'), null) }, text('b0'));
     push('MessageDelivered', 'A', `${s}-a0`, undefined, text('b0'));
     const seen = { A: 1, B: 0 };
-    for (let t = 1; seq < perSession - 1; t++) {
+    for (let t = 1; seq < perSession; t++) {
       const side = t % 2 === 1 ? 'A' : 'B';
       const other = side === 'A' ? 'B' : 'A';
       const content = text(`${side}${t}`);
       push('MessageSent', side, `${s}-${side}${t}`, { type: `MESSAGE_FROM_${side}`, turn: turn(`${s}-${side}${t}`, content, seen[side] || null) }, content);
+      if (seq === perSession) break; // the last message is still waiting for its answer
       push('MessageDelivered', other, `${s}-${other}${t - 1}`, undefined, content);
       seen[other]++;
     }

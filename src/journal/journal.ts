@@ -12,7 +12,7 @@ import type { JournalStore } from './store.js';
 
 export class Journal {
   private readonly seqs = new Map<string, number>();
-  private readonly replaying = new Set<string>();
+  private readonly replayingSessions = new Set<string>();
   private last: Promise<void> = Promise.resolve();
   private closedSinceCompaction = 0;
   private compacting: Promise<unknown> | null = null;
@@ -39,7 +39,7 @@ export class Journal {
   readonly tap = (inspection: InspectionEvent): void => {
     if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.action') return;
     const context = (inspection.actorRef.getSnapshot() as { context?: SessionContext } | undefined)?.context;
-    if (!context || this.replaying.has(context.sessionId)) return;
+    if (!context || this.replayingSessions.has(context.sessionId)) return;
     if (inspection.type === '@xstate.event') {
       const event = inspection.event as SessionEvent;
       const type = recordTypeOf(event.type);
@@ -76,13 +76,18 @@ export class Journal {
     });
   };
 
+  /** True while any session is being rebuilt: what the actors do then is history, not news. */
+  get replaying(): boolean {
+    return this.replayingSessions.size > 0;
+  }
+
   /** Replay rebuilds a session without writing what it replays. */
   beginReplay(sessionId: string): void {
-    this.replaying.add(sessionId);
+    this.replayingSessions.add(sessionId);
   }
 
   endReplay(sessionId: string, lastSeq: number): void {
-    this.replaying.delete(sessionId);
+    this.replayingSessions.delete(sessionId);
     this.seqs.set(sessionId, lastSeq);
   }
 

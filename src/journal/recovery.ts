@@ -30,6 +30,10 @@ export async function recoverSessions(journal: Journal, sessions: SessionRegistr
   }
   let restored = 0;
   let dropped = 0;
+  // Records of earlier incarnations of an id are garbage too.
+  let kept = 0;
+  for (const list of incarnations.values()) kept += list.length;
+  let garbage = records - kept;
   for (const [id, list] of incarnations) {
     const last = list[list.length - 1]!;
     const closed = list.some(
@@ -37,6 +41,7 @@ export async function recoverSessions(journal: Journal, sessions: SessionRegistr
     );
     if (closed || options.now - last.at >= options.ttlMs) {
       dropped++;
+      garbage += list.length;
       continue;
     }
     // A graceful shutdown is not an end: the session carries on after the restart.
@@ -45,6 +50,7 @@ export async function recoverSessions(journal: Journal, sessions: SessionRegistr
     sessions.restore(id, events, last.seq);
     restored++;
   }
-  await journal.compact(new Set(sessions.ids()));
+  // Rewriting the journal is only worth it when it holds something no live session needs.
+  if (garbage > 0) await journal.compact(new Set(sessions.ids()));
   return { records, restored, dropped, ms: Math.round(performance.now() - started) };
 }
