@@ -3,21 +3,13 @@
  * of the local bridge (here a plain WebSocket client, as the bridge page is) receives each
  * session actor's snapshots as the conversation moves through the chart.
  */
-import { createServer } from 'node:net';
 import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/net.js';
 import WebSocket from 'ws';
 import { uniqueId, until, useServers } from '../http/support.js';
 
 const start = useServers();
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
-}
 
 describe('Stately inspection', () => {
   it('relays session snapshots to a viewer of the inspector bridge', async () => {
