@@ -62,6 +62,7 @@ export class Tracing {
 
   /** Part of the actor system's inspection tap. */
   readonly tap = (inspection: InspectionEvent): void => {
+    if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.snapshot' && inspection.type !== '@xstate.action') return;
     const context = (inspection.actorRef.getSnapshot() as { context?: SessionContext } | undefined)?.context;
     if (!context) return;
     if (inspection.type === '@xstate.event') {
