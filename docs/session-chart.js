@@ -99,6 +99,10 @@ export const sessionMachine = setup({
           "target": "AWAITING_PEER",
           "reenter": true
         },
+        "RESUMED": {
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
         "CLOSE": {
           "target": "CLOSING",
           "actions": "closeSession"
@@ -167,6 +171,10 @@ export const sessionMachine = setup({
         },
         "RETRY_FROM_B": {
           "actions": "retryTurn",
+          "target": "DORMANT",
+          "reenter": true
+        },
+        "RESUMED": {
           "target": "DORMANT",
           "reenter": true
         },

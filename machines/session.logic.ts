@@ -306,3 +306,9 @@ export function closeSession(ctx: SessionContext, reason: CloseReason): Step {
   for (const side of SIDES) release(d, side, code);
   return d.finish();
 }
+
+/** After a restart no request is held: what each would have received stays queued. */
+export function releaseAll(ctx: SessionContext): SessionContext {
+  if (!isHeld(ctx)) return ctx;
+  return { ...ctx, sides: { A: { ...ctx.sides.A, held: null }, B: { ...ctx.sides.B, held: null } } };
+}

@@ -9,6 +9,7 @@
 import { enqueueActions, setup } from 'xstate';
 import {
   bothJoined,
+  releaseAll,
   closeSession,
   disconnect,
   initialContext,
@@ -35,7 +36,9 @@ export type SessionEvent =
   | { type: 'DISCONNECT_A'; requestId: string; at: number }
   | { type: 'DISCONNECT_B'; requestId: string; at: number }
   | { type: 'TIMEOUT'; requestId: string }
-  | { type: 'CLOSE'; reason: CloseReason };
+  | { type: 'CLOSE'; reason: CloseReason }
+  /** The session was rebuilt from its journal after a restart (starts its idle timer). */
+  | { type: 'RESUMED' };
 
 export type SessionEmitted = Extract<Effect, { type: 'reply' | 'reject' }>;
 
@@ -128,6 +131,7 @@ export const sessionMachine = setup({
       after: { sessionTtl: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' } },
       on: {
         ...renewing('AWAITING_PEER', { CONNECT_A: { actions: 'receiveTurn' }, CONNECT_B: { actions: 'receiveTurn' }, ...TURNS, ...WAITS }),
+        RESUMED: { target: 'AWAITING_PEER', reenter: true },
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
     },
@@ -144,6 +148,7 @@ export const sessionMachine = setup({
       after: { sessionTtl: { target: 'CLOSING', actions: 'closeSession' } },
       on: {
         ...renewing('DORMANT', TURNS),
+        RESUMED: { target: 'DORMANT', reenter: true },
         CLOSE: { target: 'CLOSING', actions: 'closeSession' },
       },
     },
@@ -180,3 +185,37 @@ function applyStep(enqueue: Enqueue, step: Step): void {
   }
 }
 
+
+/**
+ * Replay: the context and state that `events` lead to, folded through the same logic the
+ * chart's actions call, without an actor, timers or replies. Held requests do not survive
+ * a restart, so the result holds none.
+ */
+export function replayEvents(sessionId: string, timing: SessionTiming, events: readonly SessionEvent[]): { context: SessionContext; state: 'AWAITING_PEER' | 'DORMANT' } {
+  let ctx = initialContext(sessionId, timing);
+  for (const event of events) {
+    switch (event.type) {
+      case 'CONNECT_A':
+      case 'CONNECT_B':
+      case 'MESSAGE_FROM_A':
+      case 'MESSAGE_FROM_B':
+        ctx = receiveTurn(ctx, sideOf(event), event.turn).context;
+        break;
+      case 'RETRY_FROM_A':
+      case 'RETRY_FROM_B':
+        ctx = retryTurn(ctx, sideOf(event), event.requestId, event.at).context;
+        break;
+      case 'DISCONNECT_A':
+      case 'DISCONNECT_B':
+        ctx = disconnect(ctx, sideOf(event), event.requestId, event.at).context;
+        break;
+      case 'TIMEOUT':
+        ctx = timeOut(ctx, event.requestId).context;
+        break;
+      default:
+        break; // CLOSE and RESUMED change no session data
+    }
+  }
+  ctx = releaseAll(ctx);
+  return { context: ctx, state: bothJoined(ctx) ? 'DORMANT' : 'AWAITING_PEER' };
+}

@@ -52,8 +52,6 @@ export async function createService(config: Config, logger: Logger, options: Ser
     journal,
     // The one tap on the actor system: journal records, then log lines and metrics.
     inspect: (event) => {
-      // Replayed history is neither journaled again nor logged, traced or inspected.
-      if (journal.replaying) return;
       journal.tap(event);
       transitions(event);
       tracing?.tap(event);

@@ -12,7 +12,6 @@ import type { JournalStore } from './store.js';
 
 export class Journal {
   private readonly seqs = new Map<string, number>();
-  private readonly replayingSessions = new Set<string>();
   private last: Promise<void> = Promise.resolve();
   private closedSinceCompaction = 0;
   private compacting: Promise<unknown> | null = null;
@@ -39,7 +38,7 @@ export class Journal {
   readonly tap = (inspection: InspectionEvent): void => {
     if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.action') return;
     const context = (inspection.actorRef.getSnapshot() as { context?: SessionContext } | undefined)?.context;
-    if (!context || this.replayingSessions.has(context.sessionId)) return;
+    if (!context) return;
     if (inspection.type === '@xstate.event') {
       const event = inspection.event as SessionEvent;
       const type = recordTypeOf(event.type);
@@ -76,18 +75,8 @@ export class Journal {
     });
   };
 
-  /** True while any session is being rebuilt: what the actors do then is history, not news. */
-  get replaying(): boolean {
-    return this.replayingSessions.size > 0;
-  }
-
-  /** Replay rebuilds a session without writing what it replays. */
-  beginReplay(sessionId: string): void {
-    this.replayingSessions.add(sessionId);
-  }
-
-  endReplay(sessionId: string, lastSeq: number): void {
-    this.replayingSessions.delete(sessionId);
+  /** A session rebuilt from the journal carries on numbering its records after `lastSeq`. */
+  resume(sessionId: string, lastSeq: number): void {
     this.seqs.set(sessionId, lastSeq);
   }
 

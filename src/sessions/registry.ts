@@ -3,9 +3,8 @@
  * when it reaches CLOSED, so memory follows live sessions only.
  */
 import type { InspectionEvent, SimulatedClock } from 'xstate';
-import type { SessionEvent } from '../../machines/session.machine.js';
+import { replayEvents, type SessionEvent } from '../../machines/session.machine.js';
 import type { Journal } from '../journal/journal.js';
-import { ReplayClock } from '../journal/replay-clock.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
 import { Session, type SessionOptions, type SubmitResult } from './session.js';
@@ -44,15 +43,8 @@ export class SessionRegistry {
 
   /** Rebuilds a session from its journaled events (recovery on start). */
   restore(sessionId: string, events: readonly SessionEvent[], lastSeq: number): Session {
-    const clock = new ReplayClock();
-    const journal = this.options.journal;
-    journal?.beginReplay(sessionId);
-    const session = this.spawn(sessionId, clock);
-    session.replay(events);
-    journal?.endReplay(sessionId, lastSeq);
-    clock.resume();
-    session.releaseHeld();
-    return session;
+    this.options.journal?.resume(sessionId, lastSeq);
+    return this.spawn(sessionId, { restore: replayEvents(sessionId, this.options.timing, events) });
   }
 
   submit(sessionId: string, request: TurnRequest, requestId: string): RegistrySubmitResult {
@@ -84,11 +76,12 @@ export class SessionRegistry {
     for (const session of [...this.sessions.values()]) session.close(reason);
   }
 
-  private spawn(sessionId: string, clock: SessionOptions['clock'] = this.options.clock): Session {
+  private spawn(sessionId: string, extra: Pick<SessionOptions, 'restore'> = {}): Session {
     const journal = this.options.journal;
     const session = new Session(sessionId, {
+      ...extra,
       timing: this.options.timing,
-      ...(clock ? { clock } : {}),
+      ...(this.options.clock ? { clock: this.options.clock } : {}),
       ...(journal ? { durable: () => journal.durable() } : {}),
       ...(this.options.inspect ? { inspect: this.options.inspect } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),

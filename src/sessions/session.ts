@@ -5,8 +5,7 @@
  * event attribution chose, and turns the actor's emitted replies back into per-request
  * outcomes for the HTTP layer.
  */
-import { createActor, type Actor, type InspectionEvent } from 'xstate';
-import type { Clock } from '../journal/replay-clock.js';
+import { createActor, type Actor, type InspectionEvent, type SimulatedClock } from 'xstate';
 import type { RejectCode, SessionContext, SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
@@ -30,7 +29,9 @@ export type SubmitResult = Submission | { readonly error: 'session_conflict'; re
 
 export interface SessionOptions {
   readonly timing: SessionTiming;
-  readonly clock?: Clock;
+  readonly clock?: SimulatedClock;
+  /** Start from this context and state (a session rebuilt from its journal). */
+  readonly restore?: { readonly context: SessionContext; readonly state: 'AWAITING_PEER' | 'DORMANT' };
   /** Resolves when what the session did so far is in the journal; replies wait for it. */
   readonly durable?: () => Promise<void>;
   readonly inspect?: (event: InspectionEvent) => void;
@@ -52,6 +53,7 @@ export class Session {
     this.durable = options.durable;
     this.actor = createActor(sessionMachine, {
       input: { sessionId: id, timing: options.timing },
+      ...(options.restore ? { snapshot: sessionMachine.resolveState({ value: options.restore.state, context: options.restore.context }) } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.inspect ? { inspect: options.inspect } : {}),
     });
@@ -59,6 +61,8 @@ export class Session {
     this.actor.on('reject', (e) => this.settle(e));
     this.actor.subscribe({ complete: () => options.onClosed(this) });
     this.actor.start();
+    // A restored session re-enters its idle state, which starts its TTL anew.
+    if (options.restore) this.actor.send({ type: 'RESUMED' });
   }
 
   get state(): SessionStateName {
@@ -102,19 +106,6 @@ export class Session {
         this.actor.send({ type: side === 'A' ? 'DISCONNECT_A' : 'DISCONNECT_B', requestId, at: this.now() });
       },
     };
-  }
-
-  /** Rebuilds the session from its journaled events; replies and timers stay silent meanwhile. */
-  replay(events: readonly SessionEvent[]): void {
-    for (const event of events) this.actor.send(event);
-  }
-
-  /** After a restart no request is held any more: their clients will retry and re-attach. */
-  releaseHeld(): void {
-    for (const side of ['A', 'B'] as const) {
-      const held = this.context.sides[side].held;
-      if (held) this.actor.send({ type: side === 'A' ? 'DISCONNECT_A' : 'DISCONNECT_B', requestId: held.requestId, at: this.now() });
-    }
   }
 
   close(reason: 'deleted' | 'expired' | 'shutdown'): void {
