@@ -12,6 +12,7 @@ export const sessionMachine = setup({
   actions: {
     receiveTurn: () => {},
     retryTurn: () => {},
+    listen: () => {},
     forgetRequest: () => {},
     timeOutRequest: () => {},
     closeSession: () => {},
@@ -84,6 +85,16 @@ export const sessionMachine = setup({
           "target": "AWAITING_PEER",
           "reenter": true
         },
+        "LISTEN_A": {
+          "actions": "listen",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
+        "LISTEN_B": {
+          "actions": "listen",
+          "target": "AWAITING_PEER",
+          "reenter": true
+        },
         "DISCONNECT_A": {
           "actions": "forgetRequest",
           "target": "AWAITING_PEER",
@@ -126,6 +137,12 @@ export const sessionMachine = setup({
         },
         "RETRY_FROM_B": {
           "actions": "retryTurn"
+        },
+        "LISTEN_A": {
+          "actions": "listen"
+        },
+        "LISTEN_B": {
+          "actions": "listen"
         },
         "DISCONNECT_A": {
           "actions": "forgetRequest"
@@ -171,6 +188,16 @@ export const sessionMachine = setup({
         },
         "RETRY_FROM_B": {
           "actions": "retryTurn",
+          "target": "DORMANT",
+          "reenter": true
+        },
+        "LISTEN_A": {
+          "actions": "listen",
+          "target": "DORMANT",
+          "reenter": true
+        },
+        "LISTEN_B": {
+          "actions": "listen",
           "target": "DORMANT",
           "reenter": true
         },

@@ -29,7 +29,8 @@ export type TimerKind = 'handshake' | 'turn';
 /** A request held open, waiting for the other side. */
 export interface Held {
   readonly requestId: string;
-  readonly timer: TimerKind;
+  /** 'none': a persistent connection's wait (a WebSocket side), which never times out. */
+  readonly timer: TimerKind | 'none';
 }
 
 export interface SideState {
@@ -79,6 +80,8 @@ export interface TurnPayload {
   readonly idempotencyKey: string | null;
   readonly system: string | null;
   readonly at: number;
+  /** The request's wait has no timer (a persistent connection: a WebSocket side). */
+  readonly untimed?: boolean;
 }
 
 export type RejectCode =
@@ -216,13 +219,13 @@ function flush(d: Draft, side: Side): void {
 }
 
 /** Holds `requestId` open for the side's latest turn, or answers it at once from the queue. */
-function attach(d: Draft, side: Side, requestId: string): void {
+function attach(d: Draft, side: Side, requestId: string, timed = true): void {
   // HANDSHAKE_TIMEOUT bounds only A's handshake; every other wait is a turn.
-  const timer: TimerKind = d.side(side).lastTurn?.handshake ? 'handshake' : 'turn';
+  const timer: TimerKind | 'none' = !timed ? 'none' : d.side(side).lastTurn?.handshake ? 'handshake' : 'turn';
   d.update(side, { held: { requestId, timer } });
   if (d.side(side).queue.length > 0) {
     flush(d, side);
-  } else {
+  } else if (timer !== 'none') {
     d.effects.push({ type: 'arm', requestId, timer });
   }
 }
@@ -257,7 +260,7 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
     d.update(peer, { queue: [...d.side(peer).queue, turn.content] });
     flush(d, peer);
   }
-  attach(d, side, turn.requestId);
+  attach(d, side, turn.requestId, turn.untimed !== true);
   return d.finish();
 }
 
@@ -278,6 +281,19 @@ export function retryTurn(ctx: SessionContext, side: Side, requestId: string, at
   return d.finish();
 }
 
+/**
+ * A persistent connection of a joined side waits for what comes next without sending a turn
+ * (a WebSocket side after each delivery). Its wait has no timer; what is queued comes at once.
+ */
+export function listen(ctx: SessionContext, side: Side, requestId: string, at: number): Step {
+  const d = new Draft(ctx);
+  if (!d.side(side).joined || d.side(side).lastTurn === null) return d.finish();
+  d.touch(at);
+  release(d, side, 'superseded');
+  attach(d, side, requestId, false);
+  return d.finish();
+}
+
 /** The client of a held request went away: nothing is lost, its answer stays queued. */
 export function disconnect(ctx: SessionContext, side: Side, requestId: string, at: number): Step {
   const d = new Draft(ctx);
@@ -294,6 +310,7 @@ export function timeOut(ctx: SessionContext, requestId: string): Step {
   const side = heldSide(ctx, requestId);
   if (!side) return d.finish();
   const timer = d.side(side).held?.timer ?? 'turn';
+  if (timer === 'none') return d.finish();
   release(d, side, timer === 'handshake' ? 'handshake_timeout' : 'turn_timeout');
   return d.finish();
 }

@@ -14,6 +14,7 @@ import {
   disconnect,
   initialContext,
   isHeld,
+  listen,
   receiveTurn,
   retryTurn,
   timeOut,
@@ -33,6 +34,9 @@ export type SessionEvent =
   | { type: 'MESSAGE_FROM_B'; turn: TurnPayload }
   | { type: 'RETRY_FROM_A'; requestId: string; at: number }
   | { type: 'RETRY_FROM_B'; requestId: string; at: number }
+  /** A persistent connection of a joined side waits for its next delivery (no turn, no timer). */
+  | { type: 'LISTEN_A'; requestId: string; at: number }
+  | { type: 'LISTEN_B'; requestId: string; at: number }
   | { type: 'DISCONNECT_A'; requestId: string; at: number }
   | { type: 'DISCONNECT_B'; requestId: string; at: number }
   | { type: 'TIMEOUT'; requestId: string }
@@ -53,6 +57,8 @@ const TURNS = {
   MESSAGE_FROM_B: { actions: 'receiveTurn' },
   RETRY_FROM_A: { actions: 'retryTurn' },
   RETRY_FROM_B: { actions: 'retryTurn' },
+  LISTEN_A: { actions: 'listen' },
+  LISTEN_B: { actions: 'listen' },
 } as const;
 
 /** What can end a held request's wait other than a reply. */
@@ -99,6 +105,10 @@ export const sessionMachine = setup({
     retryTurn: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'RETRY_FROM_A' && event.type !== 'RETRY_FROM_B') return;
       applyStep(enqueue, retryTurn(context, sideOf(event), event.requestId, event.at));
+    }),
+    listen: enqueueActions(({ context, event, enqueue }) => {
+      if (event.type !== 'LISTEN_A' && event.type !== 'LISTEN_B') return;
+      applyStep(enqueue, listen(context, sideOf(event), event.requestId, event.at));
     }),
     forgetRequest: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'DISCONNECT_A' && event.type !== 'DISCONNECT_B') return;
@@ -204,6 +214,10 @@ export function replayEvents(sessionId: string, timing: SessionTiming, events: r
       case 'RETRY_FROM_A':
       case 'RETRY_FROM_B':
         ctx = retryTurn(ctx, sideOf(event), event.requestId, event.at).context;
+        break;
+      case 'LISTEN_A':
+      case 'LISTEN_B':
+        ctx = listen(ctx, sideOf(event), event.requestId, event.at).context;
         break;
       case 'DISCONNECT_A':
       case 'DISCONNECT_B':

@@ -3,9 +3,10 @@
  * request (streaming: headers at once, keep-alives while held), render what comes back.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { ParsedTurn, ProtocolAdapter } from '../protocols/adapter.js';
+import type { Side } from '../../machines/session.logic.js';
+import type { ParsedTurn, ProtocolAdapter, WireRequest } from '../protocols/adapter.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
-import type { Outcome } from '../sessions/session.js';
+import type { Outcome, Submission } from '../sessions/session.js';
 import type { AppContext } from './context.js';
 
 export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
@@ -15,12 +16,19 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
     if (request.body === undefined) {
       throw new ProxyError('unsupported_media_type', 'Send the request as JSON with Content-Type: application/json.');
     }
-    const turn = adapter.parse(request.body, request.headers, { answerBackgroundTasks: ctx.config.answerBackgroundTasks });
+    const wire: WireRequest = {
+      body: request.body,
+      headers: request.headers,
+      params: request.params as Record<string, string | undefined>,
+      query: request.query as Record<string, unknown>,
+    };
+    const turn = adapter.parse(wire, { answerBackgroundTasks: ctx.config.answerBackgroundTasks });
     request.turnLog = { session_id: turn.sessionId, protocol: adapter.name };
 
     if (turn.localReply !== null) {
       request.turnLog.background = true;
-      return respond(adapter, turn, request, reply, Promise.resolve({ type: 'reply', content: turn.localReply, delivery: -1, repeat: false }), keepAliveMs);
+      const local: Outcome = { type: 'reply', content: turn.localReply, delivery: -1, repeat: false };
+      return respond(adapter, turn, request, reply, { side: null, outcome: Promise.resolve(local) }, keepAliveMs);
     }
 
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
@@ -50,7 +58,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
       result.disconnect();
       request.log.info({ request_id: request.id, method: request.method, url: request.url, aborted: true, ...request.turnLog }, 'request aborted by client');
     });
-    return respond(adapter, turn, request, reply, result.outcome, keepAliveMs);
+    return respond(adapter, turn, request, reply, result, keepAliveMs);
   };
 }
 
@@ -58,17 +66,20 @@ function waitError(code: Exclude<Outcome, { type: 'reply' | 'disconnected' }>['c
   return new ProxyError(code as ErrorCode, WAIT_ENDED[code] ?? code);
 }
 
+type Waiting = { readonly side: Side | null; readonly outcome: Promise<Outcome>; readonly onPreview?: Submission['onPreview'] };
+
 async function respond(
   adapter: ProtocolAdapter,
   turn: ParsedTurn,
   request: FastifyRequest,
   reply: FastifyReply,
-  pending: Promise<Outcome>,
+  waiting: Waiting,
   keepAliveMs: number,
 ): Promise<unknown> {
+  const { side, outcome: pending } = waiting;
   if (!turn.stream) {
     const outcome = await pending;
-    if (outcome.type === 'reply') return reply.send(adapter.renderReply(turn, outcome.content));
+    if (outcome.type === 'reply') return reply.send(adapter.renderReply(turn, { content: outcome.content, side, delivery: outcome.delivery }));
     if (outcome.type === 'reject') throw waitError(outcome.code);
     return reply; // the client is gone; there is nobody to answer
   }
@@ -83,20 +94,34 @@ async function respond(
     'x-accel-buffering': 'no',
     'x-request-id': request.id,
   });
+  const writer = adapter.stream.writer(turn);
+  const opening = writer.open();
+  if (opening) res.write(opening);
   res.flushHeaders();
-  const keepAlive = setInterval(() => res.write(adapter.stream.keepAlive()), keepAliveMs);
+  const keepAlive = setInterval(() => res.write(writer.keepAlive()), keepAliveMs);
   keepAlive.unref();
+  // What the other side typed live, already written here; the delivery starts with it.
+  let previewed = '';
+  waiting.onPreview?.((text) => {
+    if (res.destroyed) return;
+    previewed += text;
+    res.write(writer.delta(text));
+  });
   let status = 200;
   try {
     const outcome = await pending;
     if (outcome.type === 'disconnected' || res.destroyed) return reply;
     if (outcome.type === 'reply') {
-      res.end(adapter.stream.reply(turn, outcome.content));
+      const { content } = outcome;
+      // A preview is always a prefix of its delivery (typing only appends); should that ever
+      // not hold, the whole delivery is sent rather than a piece of it.
+      const rest = content.startsWith(previewed) ? content.slice(previewed.length) : content;
+      res.end((rest ? writer.delta(rest) : '') + writer.end({ content, side, delivery: outcome.delivery }));
     } else {
       const error = waitError(outcome.code);
       status = error.status;
       request.turnLog = { ...request.turnLog, error: error.code };
-      res.end(adapter.stream.error(error));
+      res.end(writer.error(error));
     }
   } finally {
     clearInterval(keepAlive);

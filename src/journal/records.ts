@@ -12,6 +12,7 @@ export type RecordType =
   | 'SideConnected'
   | 'MessageSent'
   | 'RetryReceived'
+  | 'ListenStarted'
   | 'ClientDisconnected'
   | 'TimedOut'
   | 'SessionExpired'
@@ -42,6 +43,8 @@ const TYPES: Record<string, RecordType> = {
   MESSAGE_FROM_B: 'MessageSent',
   RETRY_FROM_A: 'RetryReceived',
   RETRY_FROM_B: 'RetryReceived',
+  LISTEN_A: 'ListenStarted',
+  LISTEN_B: 'ListenStarted',
   DISCONNECT_A: 'ClientDisconnected',
   DISCONNECT_B: 'ClientDisconnected',
   TIMEOUT: 'TimedOut',

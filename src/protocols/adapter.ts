@@ -8,6 +8,15 @@ import type { Side } from '../../machines/session.logic.js';
 import type { TurnRequest } from '../sessions/attribution.js';
 import type { ProxyError } from './errors.js';
 
+/** The parts of an HTTP request an adapter reads. */
+export interface WireRequest {
+  readonly body: unknown;
+  readonly headers: IncomingHttpHeaders;
+  /** Path parameters of the adapter's route (e.g. the session in a Gemini or Azure path). */
+  readonly params: Readonly<Record<string, string | undefined>>;
+  readonly query: Readonly<Record<string, unknown>>;
+}
+
 export interface ParsedTurn {
   /** The `model` exactly as the client sent it; echoed in responses. */
   readonly model: string;
@@ -22,26 +31,59 @@ export interface ParsedTurn {
   readonly options: Readonly<Record<string, unknown>>;
 }
 
+/** What a response carries: one delivery to one side. */
+export interface Reply {
+  readonly content: string;
+  /** The side it was delivered to; null for a reply the proxy made itself (background task). */
+  readonly side: Side | null;
+  /** 0-based index of the delivery among the side's deliveries; -1 for the proxy's own replies. */
+  readonly delivery: number;
+}
+
 export interface ParseOptions {
   /** Recognise chat UIs' background requests and answer them locally. */
   readonly answerBackgroundTasks: boolean;
 }
 
+/** One streaming response, written frame by frame. Each method returns the bytes to write. */
+export interface StreamWriter {
+  /** Frames that go out with the headers, before anything is known (may be ''). */
+  open(): string;
+  /** A frame that keeps a held stream open; clients ignore it. */
+  keepAlive(): string;
+  /** More text of the reply: live typing of the other side, then the rest of the delivery. */
+  delta(text: string): string;
+  /** Ends the stream properly. `reply.content` is the whole delivery, deltas included. */
+  end(reply: Reply): string;
+  /** The in-stream error that ends a stream whose headers were already sent. */
+  error(error: ProxyError): string;
+}
+
+/** A session a client could join (waiting for its peer), for model lists. */
+export interface JoinableSession {
+  readonly id: string;
+  /** When the session started, ms since the epoch. */
+  readonly createdAt: number;
+}
+
 export interface ProtocolAdapter {
+  /** Short name, used in logs, metrics and traces. */
   readonly name: string;
-  parse(body: unknown, headers: IncomingHttpHeaders, options: ParseOptions): ParsedTurn;
-  /** The complete (non-streaming) response body carrying `content`. */
-  renderReply(turn: ParsedTurn, content: string): unknown;
+  /** POST routes (Fastify syntax) whose requests are chat turns in this format. */
+  readonly routes: readonly string[];
+  parse(request: WireRequest, options: ParseOptions): ParsedTurn;
+  /** The complete (non-streaming) response body. */
+  renderReply(turn: ParsedTurn, reply: Reply): unknown;
   readonly stream: {
     readonly contentType: string;
-    /** The frames that carry `content` and end the stream properly. */
-    reply(turn: ParsedTurn, content: string): string;
-    /** A frame that keeps a held stream open; ignored by clients. */
-    keepAlive(): string;
-    /** The in-stream error that ends a stream whose headers were already sent. */
-    error(error: ProxyError): string;
+    writer(turn: ParsedTurn): StreamWriter;
   };
   renderError(error: ProxyError): unknown;
+  /** A GET route listing joinable sessions in this protocol's model-list shape. */
+  readonly models?: {
+    readonly route: string;
+    render(sessions: readonly JoinableSession[]): unknown;
+  };
 }
 
 /** `<session>|A` / `<session>|B` names the side explicitly; anything else is the session id. */

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { estimateTokens, idempotencyKeyOf, retryCountOf, splitModel, type ParsedTurn, type ProtocolAdapter } from './adapter.js';
+import { idempotencyKeyOf, retryCountOf, splitModel, estimateTokens, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const part = z.looseObject({ type: z.string(), text: z.unknown().optional() });
@@ -23,6 +23,9 @@ const request = z.looseObject({
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
 });
+
+/** Azure-style deployments name the session in the path; `model` in the body is optional. */
+const deploymentRequest = request.extend({ model: z.string().optional() });
 
 type Message = z.infer<typeof message>;
 
@@ -59,49 +62,57 @@ function usage(turn: ParsedTurn, content: string) {
 
 const sse = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
 
+/**
+ * Parses a Chat Completions body. `sessionFromPath` is the session named by the route instead
+ * of `model` (Azure-style deployments); the body's model is then optional.
+ */
+export function parseChatCompletion({ body, headers }: WireRequest, { answerBackgroundTasks }: { answerBackgroundTasks: boolean }, sessionFromPath?: string): ParsedTurn {
+  const parsed = (sessionFromPath === undefined ? request : deploymentRequest).safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const param = issue.path.length > 0 ? issue.path.join('.') : null;
+    const where = param && !issue.message.startsWith(String(issue.path[0])) ? `${param}: ` : '';
+    throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
+  }
+  const { messages } = parsed.data;
+  const model = sessionFromPath ?? (parsed.data.model as string);
+  const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
+  const last = texts[texts.length - 1]!;
+  if (last.content.trim() === '') {
+    throw new ProxyError('invalid_request', 'The last message has no text content; there is nothing to send.', {
+      param: `messages.${texts.length - 1}.content`,
+    });
+  }
+  const system = texts.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content);
+  const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
+  const { sessionId, explicitSide } = splitModel(model);
+  let promptChars = 0;
+  for (const m of texts) promptChars += m.content.length;
+  return {
+    model,
+    sessionId,
+    stream: parsed.data.stream === true,
+    localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, parsed.data)?.reply ?? null) : null,
+    promptTokens: Math.ceil(promptChars / 4),
+    options: { includeUsage: parsed.data.stream_options?.include_usage === true },
+    turn: {
+      explicitSide,
+      assistantHistory,
+      content: last.content,
+      system: system.length > 0 ? system.join('\n\n') : null,
+      retryCount: retryCountOf(headers),
+      idempotencyKey: idempotencyKeyOf(headers),
+    },
+  };
+}
+
 export const openAIChat: ProtocolAdapter = {
   name: 'openai',
+  routes: ['/v1/chat/completions'],
 
-  parse(body, headers, { answerBackgroundTasks }): ParsedTurn {
-    const parsed = request.safeParse(body);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      const param = issue.path.length > 0 ? issue.path.join('.') : null;
-      const where = param && !issue.message.startsWith(String(issue.path[0])) ? `${param}: ` : '';
-      throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
-    }
-    const { model, messages } = parsed.data;
-    const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
-    const last = texts[texts.length - 1]!;
-    if (last.content.trim() === '') {
-      throw new ProxyError('invalid_request', 'The last message has no text content; there is nothing to send.', {
-        param: `messages.${texts.length - 1}.content`,
-      });
-    }
-    const system = texts.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content);
-    const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
-    const { sessionId, explicitSide } = splitModel(model);
-    let promptChars = 0;
-    for (const m of texts) promptChars += m.content.length;
-    return {
-      model,
-      sessionId,
-      stream: parsed.data.stream === true,
-      localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, parsed.data)?.reply ?? null) : null,
-      promptTokens: Math.ceil(promptChars / 4),
-      options: { includeUsage: parsed.data.stream_options?.include_usage === true },
-      turn: {
-        explicitSide,
-        assistantHistory,
-        content: last.content,
-        system: system.length > 0 ? system.join('\n\n') : null,
-        retryCount: retryCountOf(headers),
-        idempotencyKey: idempotencyKeyOf(headers),
-      },
-    };
-  },
+  parse: (request, options) => parseChatCompletion(request, options),
 
-  renderReply(turn, content) {
+  renderReply(turn, { content }) {
     return {
       id: completionId(),
       object: 'chat.completion',
@@ -123,21 +134,39 @@ export const openAIChat: ProtocolAdapter = {
 
   stream: {
     contentType: 'text/event-stream; charset=utf-8',
-    reply(turn, content) {
+    writer(turn) {
       const includeUsage = turn.options['includeUsage'] === true;
       const base = { id: completionId(), object: 'chat.completion.chunk', created: nowSeconds(), model: turn.model, system_fingerprint: null };
       const extra = includeUsage ? { usage: null } : {};
       const chunk = (delta: Record<string, unknown>, finish: string | null) =>
         sse({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra });
-      let out = chunk({ role: 'assistant', content: '', refusal: null }, null);
-      out += chunk({ content }, null);
-      out += chunk({}, 'stop');
-      if (includeUsage) out += sse({ ...base, choices: [], usage: usage(turn, content) });
-      return `${out}data: [DONE]\n\n`;
+      let started = false;
+      const start = (): string => {
+        if (started) return '';
+        started = true;
+        return chunk({ role: 'assistant', content: '', refusal: null }, null);
+      };
+      return {
+        open: () => '',
+        keepAlive: () => ': keep-alive\n\n',
+        delta: (text) => start() + chunk({ content: text }, null),
+        end({ content }) {
+          let out = start() + chunk({}, 'stop');
+          if (includeUsage) out += sse({ ...base, choices: [], usage: usage(turn, content) });
+          return `${out}data: [DONE]\n\n`;
+        },
+        error: (error) => sse(openAIErrorBody(error)),
+      };
     },
-    keepAlive: () => ': keep-alive\n\n',
-    error: (error) => sse(openAIErrorBody(error)),
   },
 
   renderError: openAIErrorBody,
+
+  models: {
+    route: '/v1/models',
+    render: (sessions) => ({
+      object: 'list',
+      data: sessions.map((s) => ({ id: s.id, object: 'model', created: Math.floor(s.createdAt / 1000), owned_by: 'motive-proxy' })),
+    }),
+  },
 };

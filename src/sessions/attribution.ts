@@ -19,6 +19,14 @@ export interface TurnRequest {
   /** `X-Stainless-Retry-Count`, 0 when absent. */
   readonly retryCount: number;
   readonly idempotencyKey: string | null;
+  /**
+   * The request names a delivery it continues from instead of re-sending history (OpenAI
+   * Responses' previous_response_id): the side it was made to and how many deliveries that
+   * side had been given with it.
+   */
+  readonly continues?: { readonly side: Side; readonly seen: number } | null;
+  /** Every request is a new turn, never a retry (a persistent connection's message frames). */
+  readonly alwaysNew?: boolean;
 }
 
 export type Attribution =
@@ -52,6 +60,7 @@ function hasRetryHint(side: SideState, req: TurnRequest): boolean {
 function classify(ctx: SessionContext, side: Side, req: TurnRequest, seen: number | null): Attribution {
   const state = ctx.sides[side];
   if (!state.joined) return { kind: 'connect', side, seen };
+  if (req.alwaysNew) return { kind: 'message', side, seen };
   const retry =
     repeatsLatestTurn(state, seen, req.content) &&
     (state.lastTurn!.answer === null || seen !== null || hasRetryHint(state, req));
@@ -71,6 +80,20 @@ function unknownHistory(ctx: SessionContext, side: Side | null): Attribution {
 
 export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribution {
   const history = req.assistantHistory;
+
+  // 0. A named earlier delivery (previous_response_id) names the side and what it has seen.
+  if (req.continues) {
+    const { side, seen } = req.continues;
+    const state = ctx.sides[side];
+    if ((req.explicitSide && req.explicitSide !== side) || !state.joined || state.deliveries.length < seen) {
+      return {
+        kind: 'conflict',
+        message: `The previous response this request continues from is not one session '${ctx.sessionId}' gave${req.explicitSide && req.explicitSide !== side ? ` to side ${req.explicitSide}` : ''}: it belongs to another conversation, or one that ended. Start a new conversation or use a new session id.`,
+      };
+    }
+    return classify(ctx, side, req, seen + history.length);
+  }
+
   const seen = history.length > 0 ? history.length : null;
 
   // 1. Explicit side.

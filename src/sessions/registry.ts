@@ -47,7 +47,7 @@ export class SessionRegistry {
     return this.spawn(sessionId, { restore: replayEvents(sessionId, this.options.timing, events) });
   }
 
-  submit(sessionId: string, request: TurnRequest, requestId: string): RegistrySubmitResult {
+  submit(sessionId: string, request: TurnRequest, requestId: string, options: { untimed?: boolean } = {}): RegistrySubmitResult {
     let session = this.sessions.get(sessionId);
     if (!session) {
       // Refuse before spawning, so a stray request never creates (or counts as) a session.
@@ -61,7 +61,7 @@ export class SessionRegistry {
       }
       session = this.spawn(sessionId);
     }
-    return session.submit(request, requestId);
+    return session.submit(request, requestId, options);
   }
 
   /** Ends a session; its held requests are answered. False when there is no such session. */

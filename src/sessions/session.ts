@@ -23,6 +23,11 @@ export interface Submission {
   readonly outcome: Promise<Outcome>;
   /** The client went away before the outcome: nothing is lost, the answer stays queued. */
   disconnect(): void;
+  /**
+   * Live text the other side is typing (a WebSocket side's `typing` frames) while this request
+   * is held: a preview, not a delivery. The delivery that follows starts with all of it.
+   */
+  onPreview(listener: (text: string) => void): void;
 }
 
 export type SubmitResult = Submission | { readonly error: 'session_conflict'; readonly message: string };
@@ -42,6 +47,7 @@ export interface SessionOptions {
 export class Session {
   private readonly actor: Actor<typeof sessionMachine>;
   private readonly waiting = new Map<string, (outcome: Outcome) => void>();
+  private readonly previews = new Map<string, (text: string) => void>();
   private readonly now: () => number;
   private readonly durable: (() => Promise<void>) | undefined;
 
@@ -78,7 +84,7 @@ export class Session {
   }
 
   /** Attributes the request and sends the resulting event; the outcome follows the actor. */
-  submit(request: TurnRequest, requestId: string): SubmitResult {
+  submit(request: TurnRequest, requestId: string, options: { untimed?: boolean } = {}): SubmitResult {
     const attribution = attributeRequest(this.context, request);
     if (attribution.kind === 'conflict') return { error: 'session_conflict', message: attribution.message };
     const { side, kind, seen } = attribution;
@@ -88,11 +94,46 @@ export class Session {
     if (kind === 'retry') {
       event = { type: side === 'A' ? 'RETRY_FROM_A' : 'RETRY_FROM_B', requestId, at };
     } else {
-      const turn = { requestId, seen, content: request.content, idempotencyKey: request.idempotencyKey, system: request.system, at };
+      const turn = {
+        requestId,
+        seen,
+        content: request.content,
+        idempotencyKey: request.idempotencyKey,
+        system: request.system,
+        at,
+        ...(options.untimed ? { untimed: true } : {}),
+      };
       const type = kind === 'connect' ? (side === 'A' ? 'CONNECT_A' : 'CONNECT_B') : side === 'A' ? 'MESSAGE_FROM_A' : 'MESSAGE_FROM_B';
       event = { type, turn };
     }
     this.actor.send(event);
+    return this.submission(side, kind, requestId, outcome);
+  }
+
+  /**
+   * A persistent connection of a joined side waits for its next delivery without a new turn
+   * (no timer). Null when the side has not joined yet: its first message must come first.
+   */
+  listen(side: Side, requestId: string): Submission | null {
+    if (!this.context.sides[side].joined) return null;
+    const outcome = new Promise<Outcome>((resolve) => this.waiting.set(requestId, resolve));
+    this.actor.send({ type: side === 'A' ? 'LISTEN_A' : 'LISTEN_B', requestId, at: this.now() });
+    return this.submission(side, 'message', requestId, outcome);
+  }
+
+  /**
+   * `side` is typing: forwards `text` (new characters only) to the other side's held request
+   * as a preview. Not journaled and not a delivery. False when nobody is held to see it.
+   */
+  preview(side: Side, text: string): boolean {
+    const held = this.context.sides[side === 'A' ? 'B' : 'A'].held;
+    const listener = held ? this.previews.get(held.requestId) : undefined;
+    if (!listener) return false;
+    listener(text);
+    return true;
+  }
+
+  private submission(side: Side, kind: Submission['kind'], requestId: string, outcome: Promise<Outcome>): Submission {
     return {
       side,
       kind,
@@ -101,9 +142,13 @@ export class Session {
         const resolve = this.waiting.get(requestId);
         if (!resolve) return;
         this.waiting.delete(requestId);
+        this.previews.delete(requestId);
         resolve({ type: 'disconnected' });
         if (this.closed) return;
         this.actor.send({ type: side === 'A' ? 'DISCONNECT_A' : 'DISCONNECT_B', requestId, at: this.now() });
+      },
+      onPreview: (listener) => {
+        if (this.waiting.has(requestId)) this.previews.set(requestId, listener);
       },
     };
   }
@@ -116,6 +161,7 @@ export class Session {
     const resolve = this.waiting.get(event.requestId);
     if (!resolve) return;
     this.waiting.delete(event.requestId);
+    this.previews.delete(event.requestId);
     const outcome: Outcome =
       event.type === 'reply'
         ? { type: 'reply', content: event.content, delivery: event.delivery, repeat: event.repeat }

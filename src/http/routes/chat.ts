@@ -1,10 +1,16 @@
 import type { FastifyInstance } from 'fastify';
-import { openAIChat } from '../../protocols/openai-chat.js';
+import { PROTOCOLS } from '../../protocols/index.js';
 import { refuseOtherMethods } from '../app.js';
 import type { AppContext } from '../context.js';
 import { turnHandler } from '../turn-route.js';
 
+/** The chat routes of every protocol adapter; each answers errors in its own shape. */
 export async function chatRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
-  app.post('/v1/chat/completions', { config: { protocol: openAIChat } }, turnHandler(openAIChat, ctx));
-  refuseOtherMethods(app, '/v1/chat/completions', ['POST']);
+  for (const adapter of PROTOCOLS) {
+    const handler = turnHandler(adapter, ctx);
+    for (const url of adapter.routes) {
+      app.post(url, { config: { protocol: adapter } }, handler);
+      refuseOtherMethods(app, url, ['POST'], adapter);
+    }
+  }
 }
