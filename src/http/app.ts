@@ -3,6 +3,7 @@
  * Listening and shutdown live in server.ts so tests can build the app on any port.
  */
 import { randomBytes } from 'node:crypto';
+import websocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { openAIChat } from '../protocols/openai-chat.js';
 import { ProxyError } from '../protocols/errors.js';
@@ -14,6 +15,7 @@ import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
+import { realtimeRoutes } from './routes/realtime.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { metricsRoutes } from './routes/metrics.js';
 
@@ -120,7 +122,10 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`)),
   );
 
+  // Frames over MAX_MESSAGE_BYTES get an error frame; only far larger ones drop the connection.
+  await app.register(websocket, { options: { maxPayload: ctx.config.maxMessageBytes + 1024 * 1024 } });
   await app.register(chatRoutes, { ctx });
+  await app.register(realtimeRoutes, { ctx });
   await app.register(modelRoutes, { ctx });
   await app.register(sessionRoutes, { ctx });
   await app.register(healthRoutes, { ctx });

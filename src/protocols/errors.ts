@@ -16,6 +16,7 @@ export const ERROR_STATUS = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   invalid_request: 422,
+  upgrade_required: 426,
   rate_limited: 429,
   internal_error: 500,
   max_sessions: 503,

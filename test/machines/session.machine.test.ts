@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, SimulatedClock } from 'xstate';
 import type { CloseReason, RejectCode, SessionTiming, TurnPayload } from '../../machines/session.logic.js';
-import { sessionMachine, type SessionEmitted, type SessionStateName } from '../../machines/session.machine.js';
+import { replayEvents, sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
 
 const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 60_000 };
 
@@ -63,6 +63,8 @@ function harness(timing: SessionTiming = TIMING) {
     retryB: (id: string) => actor.send({ type: 'RETRY_FROM_B', requestId: id, at: clock.now() }),
     disconnectA: (id: string) => actor.send({ type: 'DISCONNECT_A', requestId: id, at: clock.now() }),
     disconnectB: (id: string) => actor.send({ type: 'DISCONNECT_B', requestId: id, at: clock.now() }),
+    listenA: (id: string) => actor.send({ type: 'LISTEN_A', requestId: id, at: clock.now() }),
+    listenB: (id: string) => actor.send({ type: 'LISTEN_B', requestId: id, at: clock.now() }),
     close: (reason: CloseReason) => actor.send({ type: 'CLOSE', reason }),
   };
 }
@@ -682,5 +684,63 @@ describe('CLOSE', () => {
     s.connectA('a-new', 'ping');
     expect(s.take()).toEqual([]);
     expect(s.value).toBe('CLOSED');
+  });
+});
+
+describe('LISTEN (a persistent connection: the WebSocket side)', () => {
+  it('waits without a timer and is answered with the next delivery, then goes DORMANT', () => {
+    const s = opened();
+    s.messageA('a-1', 'a1'); // delivered to B's held b-1
+    expect(s.take()).toEqual([reply('B', 'b-1', 'a1', 0)]);
+    s.listenB('b-listen');
+    s.advance(TIMING.turnTimeoutMs * 10); // A's turn times out; B's listen has no timer
+    expect(s.take()).toEqual([reject('A', 'a-1', 'turn_timeout')]);
+    expect(s.value).toBe('ACTIVE');
+    s.messageA('a-2', 'a2');
+    expect(s.take()).toEqual([reply('B', 'b-listen', 'a2', 1)]);
+  });
+
+  it('answers at once with everything queued', () => {
+    const s = opened();
+    s.messageA('a-1', 'a1');
+    s.take();
+    s.messageA('a-2', 'a2'); // supersedes a-1; B is not waiting, so it queues
+    expect(s.take()).toEqual([reject('A', 'a-1', 'superseded')]);
+    s.listenB('b-listen');
+    expect(s.take()).toEqual([reply('B', 'b-listen', 'a2', 1)]);
+    expect(s.value).toBe('ACTIVE'); // A's a-2 is still held
+  });
+
+  it('a turn that asks for no timer (untimed) never times out either', () => {
+    const s = opened();
+    s.messageB('b-2', 'b2', { untimed: true });
+    expect(s.take()).toEqual([reject('B', 'b-1', 'superseded')]);
+    s.advance(TIMING.turnTimeoutMs * 10);
+    expect(s.take()).toEqual([]);
+    expect(s.ctx.sides.B.held).toEqual({ requestId: 'b-2', timer: 'none' });
+  });
+
+  it('is ignored for a side that has not joined, and is superseded by the side\'s next turn', () => {
+    const s = harness();
+    s.connectA('a-hs', 'ping');
+    s.listenB('b-listen');
+    expect(s.ctx.sides.B.held).toBeNull();
+    s.listenA('a-listen'); // replaces the held handshake
+    expect(s.take()).toEqual([reject('A', 'a-hs', 'superseded')]);
+    s.messageA('a-1', 'more');
+    expect(s.take()).toEqual([reject('A', 'a-listen', 'superseded')]);
+  });
+
+  it('replays: a delivery made to a LISTEN wait is a delivery after a restart too', () => {
+    const events: SessionEvent[] = [
+      { type: 'CONNECT_A', turn: { requestId: 'a-hs', seen: null, content: 'ping', idempotencyKey: null, system: null, at: 1 } },
+      { type: 'CONNECT_B', turn: { requestId: 'b-1', seen: null, content: 'b1', idempotencyKey: null, system: null, at: 2 } },
+      { type: 'LISTEN_A', requestId: 'a-listen', at: 3 },
+      { type: 'MESSAGE_FROM_B', turn: { requestId: 'b-2', seen: null, content: 'b2', idempotencyKey: null, system: null, at: 4 } },
+    ];
+    const { context, state } = replayEvents('npc', TIMING, events);
+    expect(context.sides.A.deliveries).toEqual(['b1', 'b2']);
+    expect(context.sides.A.queue).toEqual([]);
+    expect(state).toBe('DORMANT');
   });
 });

@@ -388,3 +388,42 @@ describe('rule 3 applies only to a turn whose wait ended unanswered', () => {
     expect(c.attribute({ content: 'x', retryCount: 1 })).toEqual(verdict('retry', 'A'));
   });
 });
+
+describe('a request that continues from a named delivery (previous_response_id)', () => {
+  function opened() {
+    const s = conversation();
+    s.send({ content: 'ping' }); // A's handshake
+    s.send({ content: 'b1' }); // B: answers the handshake
+    s.send({ content: 'a1', assistantHistory: ['b1'] }); // A: delivered to B
+    return s;
+  }
+
+  it('names the side and what it has seen, with no history in the request', () => {
+    const s = opened();
+    expect(s.attribute({ content: 'a2', continues: { side: 'A', seen: 1 } })).toEqual({ kind: 'message', side: 'A', seen: 1 });
+    expect(s.attribute({ content: 'b2', continues: { side: 'B', seen: 1 } })).toEqual({ kind: 'message', side: 'B', seen: 1 });
+  });
+
+  it('is a retry when it repeats the latest turn with the same continuation', () => {
+    const s = opened();
+    expect(s.attribute({ content: 'a1', continues: { side: 'A', seen: 1 } })).toEqual({ kind: 'retry', side: 'A', seen: 1 });
+  });
+
+  it('refuses a delivery the side was never given, or an explicit side that contradicts it', () => {
+    const s = opened();
+    expect(s.attribute({ content: 'x', continues: { side: 'B', seen: 5 } })).toMatchObject({ kind: 'conflict' });
+    expect(s.attribute({ content: 'x', continues: { side: 'A', seen: 1 }, explicitSide: 'B' })).toMatchObject({ kind: 'conflict' });
+    const fresh = conversation();
+    expect(fresh.attribute({ content: 'x', continues: { side: 'A', seen: 1 } })).toMatchObject({ kind: 'conflict' });
+  });
+});
+
+describe('a persistent connection (alwaysNew)', () => {
+  it('sends the same text twice as two turns, never a retry', () => {
+    const s = conversation();
+    s.send({ content: 'ping', explicitSide: 'A' });
+    s.send({ content: 'b1', explicitSide: 'B', alwaysNew: true });
+    expect(s.attribute({ content: 'b1', explicitSide: 'B' })).toMatchObject({ kind: 'retry', side: 'B' });
+    expect(s.attribute({ content: 'b1', explicitSide: 'B', alwaysNew: true })).toEqual({ kind: 'message', side: 'B', seen: null });
+  });
+});

@@ -1,0 +1,194 @@
+/**
+ * The WebSocket side: GET /v1/realtime?session=<id>&side=A|B upgraded to a WebSocket.
+ *
+ * A persistent participant: each `message` frame is a new turn of its side (never a retry),
+ * each delivery to its side is pushed the moment it is made, and `typing` frames are shown
+ * live to the other side's held streaming request. Between messages the connection keeps a
+ * LISTEN wait on the session (no timer), so nothing needs re-sending and nothing times out.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { WebSocket } from 'ws';
+import type { Side } from '../../../machines/session.logic.js';
+import { ProxyError } from '../../protocols/errors.js';
+import { connectQuery, frame, FrameError, parseFrame, type ClientFrame, type ServerFrame } from '../../protocols/websocket.js';
+import type { Submission } from '../../sessions/session.js';
+import { sendError } from '../app.js';
+import type { AppContext } from '../context.js';
+
+/** Close codes: normal after the session closed, "service restart" when shutting down. */
+const CLOSE_NORMAL = 1000;
+const CLOSE_RESTART = 1012;
+const CLOSE_POLICY = 1008;
+const CLOSE_UNAVAILABLE = 1011;
+
+export async function realtimeRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
+  app.route({
+    method: 'GET',
+    url: '/v1/realtime',
+    handler: async (request, reply) =>
+      sendError(request, reply, new ProxyError('upgrade_required', 'GET /v1/realtime is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket).')),
+    wsHandler: (socket, request) => new Participant(ctx, socket, request).start(),
+  });
+}
+
+class Participant {
+  private sessionId = '';
+  private side: Side = 'A';
+  private waiting: Submission | null = null;
+  private draft = '';
+  private requests = 0;
+
+  constructor(
+    private readonly ctx: AppContext,
+    private readonly socket: WebSocket,
+    private readonly request: FastifyRequest,
+  ) {}
+
+  start(): void {
+    const query = connectQuery.safeParse(this.request.query);
+    const session = query.success ? (query.data.session ?? query.data.model) : undefined;
+    if (!query.success || session === undefined) {
+      const message = query.success ? 'Name the session: /v1/realtime?session=<id>&side=A|B.' : query.error.issues[0]!.message;
+      this.send({ type: 'error', code: 'invalid_request', message });
+      this.socket.close(CLOSE_POLICY, 'invalid query');
+      return;
+    }
+    this.sessionId = session;
+    const current = this.ctx.sessions.get(session);
+    const requested = query.data.side as Side | undefined;
+    if (requested) {
+      this.side = requested;
+    } else if (current && current.context.sides.A.joined) {
+      if (current.context.sides.B.joined) {
+        this.send({ type: 'error', code: 'invalid_request', message: `Both sides of session '${session}' have joined: name yours with &side=A or &side=B.` });
+        this.socket.close(CLOSE_POLICY, 'side required');
+        return;
+      }
+      this.side = 'B';
+    }
+    this.log('websocket connected');
+    this.socket.on('message', (data, isBinary) => this.onFrame(isBinary ? null : data.toString('utf8')));
+    this.socket.on('close', () => {
+      this.waiting?.disconnect();
+      this.waiting = null;
+      this.log('websocket closed');
+    });
+    const delivered = current?.context.sides[this.side].deliveries ?? [];
+    this.send({ type: 'ready', session, side: this.side, state: current?.state ?? 'EMPTY', deliveries: delivered.length });
+    // A reconnecting client names how many deliveries it has; the rest come again, in order.
+    const since = query.data.since;
+    if (since !== undefined) for (let i = since; i < delivered.length; i++) this.send({ type: 'delivery', content: delivered[i]!, index: i });
+    // A side that already joined receives what is queued for it at once, then each delivery.
+    this.listen();
+  }
+
+  private onFrame(data: string | null): void {
+    let parsed: ClientFrame;
+    try {
+      if (data === null) throw new FrameError('invalid_request', 'Send text frames holding JSON; binary frames are not understood.');
+      if (Buffer.byteLength(data) > this.ctx.config.maxMessageBytes) {
+        throw new FrameError('payload_too_large', `The frame is larger than MAX_MESSAGE_BYTES (${this.ctx.config.maxMessageBytes} bytes).`);
+      }
+      parsed = parseFrame(data);
+    } catch (err) {
+      const e = err instanceof FrameError ? err : new FrameError('invalid_request', String(err));
+      this.send({ type: 'error', code: e.code, message: e.message });
+      return;
+    }
+    switch (parsed.type) {
+      case 'ping':
+        this.send({ type: 'pong', id: parsed.id ?? null });
+        return;
+      case 'typing':
+        this.draft += parsed.delta;
+        if (parsed.delta) this.ctx.sessions.get(this.sessionId)?.preview(this.side, parsed.delta);
+        return;
+      case 'message':
+        this.say(this.draft + (parsed.content ?? ''), parsed.id ?? null);
+        return;
+    }
+  }
+
+  private say(content: string, id: string | null): void {
+    if (this.ctx.shuttingDown) {
+      this.send({ type: 'error', code: 'shutting_down', message: 'The proxy is shutting down; send this again after it restarts.', id });
+      return;
+    }
+    if (content.trim() === '') {
+      this.send({ type: 'error', code: 'invalid_request', message: 'The message has no text; there is nothing to send.', id });
+      return;
+    }
+    const result = this.ctx.sessions.submit(
+      this.sessionId,
+      { explicitSide: this.side, assistantHistory: [], content, system: null, retryCount: 0, idempotencyKey: null, alwaysNew: true },
+      this.nextRequestId(),
+      { untimed: true },
+    );
+    if ('error' in result) {
+      this.send({ type: 'error', code: result.error, message: result.message, id });
+      return;
+    }
+    this.draft = '';
+    this.ctx.metrics?.messages.inc({ protocol: 'websocket', direction: 'in' });
+    this.send({ type: 'accepted', id, content, turn: result.kind === 'connect' ? 'connect' : 'message' });
+    this.wait(result);
+  }
+
+  /** Keeps a wait on the session so the next delivery is pushed the moment it is made. */
+  private listen(): void {
+    const session = this.ctx.sessions.get(this.sessionId);
+    const submission = session?.listen(this.side, this.nextRequestId());
+    if (submission) this.wait(submission);
+  }
+
+  private wait(submission: Submission): void {
+    this.waiting = submission;
+    submission.onPreview((delta) => this.send({ type: 'typing', delta }));
+    void submission.outcome.then((outcome) => {
+      if (this.waiting !== submission) return; // replaced by this connection's own newer wait
+      this.waiting = null;
+      switch (outcome.type) {
+        case 'disconnected':
+          return;
+        case 'reply':
+          this.ctx.metrics?.messages.inc({ protocol: 'websocket', direction: 'out' });
+          this.send({ type: 'delivery', content: outcome.content, index: outcome.delivery });
+          this.listen();
+          return;
+        case 'reject':
+          if (outcome.code === 'session_closed' || outcome.code === 'shutting_down') {
+            const message =
+              outcome.code === 'session_closed'
+                ? `Session '${this.sessionId}' was closed.`
+                : 'The proxy is shutting down; reconnect after it restarts (with a journal, the session comes back).';
+            this.send({ type: 'closed', reason: outcome.code, message });
+            this.socket.close(outcome.code === 'session_closed' ? CLOSE_NORMAL : CLOSE_RESTART, outcome.code);
+          } else if (outcome.code === 'superseded') {
+            this.send({
+              type: 'error',
+              code: 'superseded',
+              message: `Another connection or request now speaks for side ${this.side}; this one receives nothing until it sends a message.`,
+            });
+          } else {
+            // journal_unavailable: the delivery is withheld. Reconnecting with ?since=<count>
+            // sends it again once the journal works.
+            this.send({ type: 'error', code: outcome.code, message: 'The journal could not record a delivery, so it is withheld: reconnect with ?since=<deliveries you have> to receive it.' });
+            this.socket.close(CLOSE_UNAVAILABLE, outcome.code);
+          }
+          return;
+      }
+    });
+  }
+
+  private nextRequestId(): string {
+    return `${this.request.id}.${++this.requests}`;
+  }
+
+  private send(f: ServerFrame): void {
+    if (this.socket.readyState === this.socket.OPEN) this.socket.send(frame(f));
+  }
+
+  private log(msg: string): void {
+    this.request.log.info({ request_id: this.request.id, session_id: this.sessionId, side: this.side, protocol: 'websocket' }, msg);
+  }
+}
