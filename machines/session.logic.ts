@@ -42,6 +42,8 @@ export interface SideState {
   readonly lastTurn: Turn | null;
   readonly held: Held | null;
   readonly system: string | null;
+  /** Fingerprint of the API key the side joined with (null without keys): it binds the side. */
+  readonly client: string | null;
 }
 
 export type TranscriptKind = 'system' | 'handshake' | 'message';
@@ -82,6 +84,8 @@ export interface TurnPayload {
   readonly at: number;
   /** The request's wait has no timer (a persistent connection: a WebSocket side). */
   readonly untimed?: boolean;
+  /** Fingerprint of the client's API key, when keys are configured (never the key itself). */
+  readonly client?: string | null;
 }
 
 export type RejectCode =
@@ -117,6 +121,7 @@ const emptySide: SideState = {
   lastTurn: null,
   held: null,
   system: null,
+  client: null,
 };
 
 export function initialContext(sessionId: string, timing: SessionTiming): SessionContext {
@@ -244,6 +249,7 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
   const handshake = side === 'A' && !state.joined;
   d.update(side, {
     joined: true,
+    client: state.joined ? state.client : (turn.client ?? null),
     lastTurn: {
       seq,
       seen: turn.seen,

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /** The `motive-proxy` command: runs the service with settings from flags and environment. */
 import { readFileSync } from 'node:fs';
-import { ConfigError, flagName, loadConfig, OPTIONS, parseArgs, type LoadedConfig, type OptionName } from './config.js';
+import { ConfigError, flagName, isSecret, loadConfig, OPTIONS, parseArgs, type LoadedConfig, type OptionName } from './config.js';
 import { chartSource } from './chart.js';
 import { createService } from './server.js';
 import { createLogger } from './telemetry/logger.js';
@@ -18,7 +18,8 @@ function version(): string {
 function help(loaded: LoadedConfig | null): string {
   const lines = (Object.keys(OPTIONS) as OptionName[]).map((name) => {
     const option = OPTIONS[name];
-    const value = loaded ? `${loaded.raw[name]}  (from ${loaded.sources[name]})` : option.default;
+    const shown = (raw: string): string => (isSecret(name) ? (raw ? '(set, hidden)' : '(not set)') : raw);
+    const value = loaded ? `${shown(loaded.raw[name])}  (from ${loaded.sources[name]})` : shown(option.default);
     const kind = option.default === 'true' || option.default === 'false' ? '[=true|false]' : ' <value>';
     return `  ${flagName(name)}${kind}   env ${option.env}\n      ${option.help}\n      = ${value}`;
   });
@@ -28,6 +29,9 @@ Usage: motive-proxy [options]          run the service
        motive-proxy chart            print the session state chart for the Stately visualizer
        ${TRANSCRIPT_USAGE}
                                      print a session's transcript from the journal (no server needed)
+       motive-proxy e2e [--scenario NAME ...|--all] [options]
+                                     run real clients through a real service and report
+                                     (motive-proxy e2e --help lists the scenarios)
 
 Point two OpenAI-compatible clients at http://HOST:PORT/v1 and give both the same
 model name (the session id). The first to call waits; the second's prompt becomes its reply.
@@ -51,6 +55,11 @@ async function main(): Promise<void> {
     process.stdout.write(stdout);
     process.stderr.write(stderr);
     process.exitCode = code;
+    return;
+  }
+  if (process.argv[2] === 'e2e') {
+    const { e2eCommand } = await import('./e2e/command.js');
+    process.exitCode = await e2eCommand(process.argv.slice(3), process.env, version());
     return;
   }
   let loaded: LoadedConfig;

@@ -13,7 +13,16 @@ const flag = z.preprocess((v) => {
   return v;
 }, z.boolean({ error: 'expected true or false' }));
 
-/** One row per setting: how it is named, what it means, how it is checked. */
+const perMinute = z.coerce.number().int().min(0);
+/** Comma-separated; blanks dropped. */
+const keyList = z.string().transform((s) =>
+  s
+    .split(',')
+    .map((k) => k.trim())
+    .filter(Boolean),
+);
+
+/** One row per setting: how it is named, what it means, how it is checked. `secret` values are never printed. */
 export const OPTIONS = {
   host: { env: 'HOST', default: '127.0.0.1', schema: z.string().min(1), help: 'address to listen on (0.0.0.0 for every interface)' },
   port: { env: 'PORT', default: '8000', schema: z.coerce.number().int().min(0).max(65535), help: 'TCP port to listen on (0 picks a free one)' },
@@ -71,9 +80,59 @@ export const OPTIONS = {
   },
   inspectPort: { env: 'INSPECT_PORT', default: '8080', schema: z.coerce.number().int().min(1).max(65535), help: 'port of the local Stately inspector bridge' },
   enablePrometheus: { env: 'ENABLE_PROMETHEUS', default: 'false', schema: flag, help: 'serve Prometheus metrics at GET /metrics' },
+  apiKeys: {
+    env: 'API_KEYS',
+    default: '',
+    schema: keyList,
+    help: 'client API keys, comma-separated; when set (or API_KEYS_FILE), every client must send one',
+    secret: true,
+  },
+  apiKeysFile: { env: 'API_KEYS_FILE', default: '', schema: z.string(), help: 'file of client API keys, one per line (# starts a comment)' },
+  adminApiKey: {
+    env: 'ADMIN_API_KEY',
+    default: '',
+    schema: z.string(),
+    help: 'key for /admin routes, /metrics and the console admin actions (without it they answer on loopback only)',
+    secret: true,
+  },
+  metricsPublic: { env: 'METRICS_PUBLIC', default: 'false', schema: flag, help: 'serve /metrics without the admin key' },
+  corsOrigins: {
+    env: 'CORS_ORIGINS',
+    default: '',
+    schema: z.string(),
+    help: "origins that browsers may call from, comma-separated ('*' for any); CORS is off when empty",
+  },
+  trustProxy: {
+    env: 'TRUST_PROXY',
+    default: '',
+    schema: z.string(),
+    help: 'addresses or CIDRs of reverse proxies whose X-Forwarded-For is trusted (comma-separated)',
+  },
+  rateLimitPerMinute: { env: 'RATE_LIMIT_PER_MINUTE', default: '0', schema: perMinute, help: 'requests a minute per client key (per IP without keys); 0: no limit' },
+  sessionRateLimitPerMinute: { env: 'SESSION_RATE_LIMIT_PER_MINUTE', default: '0', schema: perMinute, help: 'chat requests a minute per session; 0: no limit' },
+  newSessionsPerMinute: { env: 'NEW_SESSIONS_PER_MINUTE', default: '0', schema: perMinute, help: 'new sessions a minute per client key (per IP without keys); 0: no limit' },
+  maxHeldPerClient: { env: 'MAX_HELD_PER_CLIENT', default: '0', schema: perMinute, help: 'requests held open at once per client key (per IP without keys); 0: no limit' },
+  maxEventLoopDelayMs: {
+    env: 'MAX_EVENT_LOOP_DELAY_MS',
+    default: '1000',
+    schema: z.coerce.number().min(0),
+    help: 'event-loop delay beyond which new requests get 503 with Retry-After; 0: never',
+  },
+  maxRssBytes: { env: 'MAX_RSS_BYTES', default: '0', schema: z.coerce.number().int().min(0), help: 'resident memory beyond which new requests get 503; 0: never' },
+  headersTimeoutSeconds: { env: 'HEADERS_TIMEOUT_SECONDS', default: '10', schema: seconds, help: "time a client has to send a request's headers" },
+  bodyTimeoutSeconds: { env: 'BODY_TIMEOUT_SECONDS', default: '30', schema: seconds, help: 'time a client has to send a whole request (headers and body)' },
+  // For testing the e2e harness only (src/e2e/fault.ts): a deliberately faulty build.
+  faultInjection: {
+    env: 'FAULT_INJECTION',
+    default: 'off',
+    schema: z.enum(['off', 'duplicate-delivery', 'drop-delivery']),
+    help: 'FOR TESTING THE E2E HARNESS ONLY: duplicate-delivery sends one message twice, drop-delivery loses one; never set it in production',
+  },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
+
+export const isSecret = (name: OptionName): boolean => 'secret' in OPTIONS[name] && OPTIONS[name].secret === true;
 
 export type Config = { readonly [K in OptionName]: z.output<(typeof OPTIONS)[K]['schema']> };
 
@@ -157,7 +216,8 @@ export function loadConfig(flags: Partial<Record<OptionName, string>>, env: Node
       config[name] = parsed.data;
     } else {
       const where = source === 'flag' ? flagName(name) : source === 'env' ? option.env : `default of ${option.env}`;
-      problems.push(`invalid value for ${where}: '${value}' (${option.help}; ${parsed.error.issues[0]?.message ?? 'invalid'})`);
+      const shown = isSecret(name) ? '(hidden)' : `'${value}'`;
+      problems.push(`invalid value for ${where}: ${shown} (${option.help}; ${parsed.error.issues[0]?.message ?? 'invalid'})`);
     }
   }
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));

@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { SimulatedClock } from 'xstate';
 import { timingOf, type Config } from './config.js';
+import { AccessControl } from './http/access.js';
 import { buildApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { Journal } from './journal/journal.js';
@@ -17,6 +18,8 @@ import { Metrics } from './telemetry/metrics.js';
 import { startStatelyInspection } from './telemetry/stately.js';
 import type { Tracing } from './telemetry/tracing.js';
 import { logTransitions, transitionTap, type TransitionListener } from './telemetry/transitions.js';
+
+const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
 
 export interface Service {
   readonly app: FastifyInstance;
@@ -34,6 +37,7 @@ export interface ServiceOptions {
 }
 
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
+  const access = AccessControl.fromConfig(config);
   const listeners: TransitionListener[] = [logTransitions(logger)];
   const store = await openJournal<JournalRecord>(config.journalPath, {
     fsync: config.journalFsync,
@@ -69,12 +73,18 @@ export async function createService(config: Config, logger: Logger, options: Ser
     listeners.push(metrics.onTransition);
     journal.onAppended = (seconds) => metrics.journalAppend.observe(seconds);
   }
-  const ctx: AppContext = { config, sessions, metrics, journal, tracing, startedAt: Date.now(), shuttingDown: false };
+  const ctx: AppContext = { config, sessions, metrics, journal, tracing, access, startedAt: Date.now(), transitionListeners: listeners, shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
   if (options.listen !== false) {
     url = await app.listen({ host: config.host, port: config.port });
+    if (!isLoopbackHost(config.host) && !access.keysRequired) {
+      logger.warn(
+        { host: config.host },
+        `NO API KEYS: listening on ${config.host}, reachable beyond this machine, and anyone who can reach it can join, read and speak in any session whose id they guess. Set API_KEYS (see docs/security.md).`,
+      );
+    }
   }
 
   let closing: Promise<void> | null = null;

@@ -3,16 +3,22 @@
  * Listening and shutdown live in server.ts so tests can build the app on any port.
  */
 import { randomBytes } from 'node:crypto';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
+import underPressure from '@fastify/under-pressure';
 import websocket from '@fastify/websocket';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { PROTOCOLS } from '../protocols/index.js';
 import { openAIChat } from '../protocols/openai-chat.js';
 import { ProxyError } from '../protocols/errors.js';
 import type { ProtocolAdapter } from '../protocols/adapter.js';
 import type { Logger } from '../telemetry/logger.js';
+import { identifyClient, loggableUrl, type Client } from './access.js';
 import type { AppContext } from './context.js';
 import { registerJsonBody } from './json-body.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
+import { consoleRoutes } from './routes/console.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { realtimeRoutes } from './routes/realtime.js';
@@ -50,8 +56,16 @@ export function toProxyError(err: unknown, maxBytes: number): ProxyError {
   return new ProxyError('internal_error', 'The proxy failed to handle this request; see its log.');
 }
 
+/** The protocol whose error shape a request gets when no route matched it: by URL prefix. */
+function protocolOfUrl(url: string): ProtocolAdapter {
+  for (const adapter of PROTOCOLS) {
+    if (adapter.pathPrefixes?.some((prefix) => url.startsWith(prefix))) return adapter;
+  }
+  return openAIChat;
+}
+
 export function sendError(request: FastifyRequest, reply: FastifyReply, error: ProxyError): FastifyReply {
-  const adapter = request.routeOptions.config?.protocol ?? openAIChat;
+  const adapter = request.routeOptions.config?.protocol ?? protocolOfUrl(request.url);
   return reply.code(error.status).headers(error.headers()).send(adapter.renderError(error));
 }
 
@@ -65,6 +79,16 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     genReqId: requestIds(),
     bodyLimit: ctx.config.maxMessageBytes,
     return503OnClosing: false,
+    // Slow clients (slowloris): a request's headers, and then all of it, must arrive in time.
+    requestTimeout: ctx.config.bodyTimeoutSeconds * 1000,
+    http: {
+      // Node requires the headers' timeout to be within the whole request's.
+      headersTimeout: Math.min(ctx.config.headersTimeoutSeconds, ctx.config.bodyTimeoutSeconds) * 1000,
+      // How often Node looks for connections past those timeouts (its default is 30 s).
+      connectionsCheckingInterval: Math.min(1000, (ctx.config.headersTimeoutSeconds * 1000) / 2),
+    },
+    // X-Forwarded-For is believed only from the proxies TRUST_PROXY names.
+    ...(ctx.config.trustProxy ? { trustProxy: ctx.config.trustProxy.split(',').map((p) => p.trim()).filter(Boolean) } : {}),
     // A session id in a path (DELETE /v1/sessions/{id}) may be any valid model: up to 256
     // characters, each up to 9 once percent-encoded. Fastify's default of 100 refused longer ones.
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 256 * 9 },
@@ -80,13 +104,61 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   // First, so that it sees every route and hook defined after it.
   if (ctx.tracing) await app.register(ctx.tracing.fastify.plugin() as never);
   app.decorateRequest('turnLog', null);
+  app.decorateRequest('client', null as unknown as Client);
   registerJsonBody(app);
+  // Before any hook that may answer a request: the plugin marks upgrade requests, so that one
+  // refused with an HTTP error has its socket closed. Frames over MAX_MESSAGE_BYTES get an
+  // error frame; only far larger ones drop the connection.
+  await app.register(websocket, { options: { maxPayload: ctx.config.maxMessageBytes + 1024 * 1024 } });
+
+  // Browsers: preflights for the headers the official SDKs send (the requested headers are
+  // reflected, which covers the X-Stainless-* family), and the headers they read exposed.
+  if (ctx.config.corsOrigins) {
+    const origins = ctx.config.corsOrigins.split(',').map((o) => o.trim()).filter(Boolean);
+    await app.register(cors, {
+      origin: origins.includes('*') ? '*' : origins,
+      methods: ['GET', 'HEAD', 'POST', 'DELETE'],
+      exposedHeaders: ['retry-after', 'x-request-id', 'x-should-retry', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset'],
+      maxAge: 600,
+    });
+  }
 
   app.addHook('onRequest', (request, reply, done) => {
     if (!ctx.shuttingDown) return done();
     reply.header('connection', 'close');
     sendError(request, reply, new ProxyError('shutting_down', 'The proxy is shutting down; retry shortly.', { retryAfterSeconds: 1 }));
   });
+
+  // API keys: who is calling (request.client), 401 without a valid key where one is needed.
+  app.addHook('onRequest', identifyClient(ctx.access, sendError));
+
+  // Overload: new requests get 503 with Retry-After while the event loop lags or memory is high.
+  if (ctx.config.maxEventLoopDelayMs > 0 || ctx.config.maxRssBytes > 0) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: ctx.config.maxEventLoopDelayMs,
+      maxRssBytes: ctx.config.maxRssBytes,
+      sampleInterval: Math.max(5, Math.min(1000, ctx.config.maxEventLoopDelayMs / 4 || 1000)),
+      retryAfter: 1,
+      pressureHandler: (request, reply, type) => {
+        request.turnLog = { ...request.turnLog, refused: `under pressure: ${type}` };
+        sendError(request, reply, new ProxyError('overloaded', 'The proxy is overloaded right now; retry shortly.', { retryAfterSeconds: 1 }));
+      },
+    });
+  }
+
+  // Rate limits per client (its key, or its address without keys); /health is exempt.
+  if (ctx.config.rateLimitPerMinute > 0 || ctx.config.sessionRateLimitPerMinute > 0 || ctx.config.newSessionsPerMinute > 0) {
+    await app.register(rateLimit, {
+      global: ctx.config.rateLimitPerMinute > 0,
+      max: Math.max(1, ctx.config.rateLimitPerMinute),
+      timeWindow: 60_000,
+      keyGenerator: (request) => `client:${request.client?.id ?? request.ip}`,
+      errorResponseBuilder: (_request, context) =>
+        new ProxyError('rate_limited', `Rate limit reached: ${context.max} requests a minute per client. Retry in ${context.after}.`, {
+          retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
+        }),
+    });
+  }
 
   // While shutting down, no connection is kept alive for another request.
   app.addHook('onSend', (_request, reply, payload, done) => {
@@ -99,7 +171,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     const status = (request.turnLog?.['stream_status'] as number | undefined) ?? reply.statusCode;
     if (logger.isLevelEnabled('info')) {
       logger.info(
-        { request_id: request.id, method: request.method, url: request.url, status, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.turnLog },
+        { request_id: request.id, method: request.method, url: loggableUrl(request.url), status, ms: Math.round(reply.elapsedTime * 10) / 10, ...request.turnLog },
         'request',
       );
     }
@@ -122,14 +194,13 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`)),
   );
 
-  // Frames over MAX_MESSAGE_BYTES get an error frame; only far larger ones drop the connection.
-  await app.register(websocket, { options: { maxPayload: ctx.config.maxMessageBytes + 1024 * 1024 } });
   await app.register(chatRoutes, { ctx });
   await app.register(realtimeRoutes, { ctx });
   await app.register(modelRoutes, { ctx });
   await app.register(sessionRoutes, { ctx });
   await app.register(healthRoutes, { ctx });
   await app.register(adminRoutes, { ctx });
+  await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;
 }
@@ -140,8 +211,10 @@ const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']
 /** Answers 405 (with Allow) for every method a known route does not take. */
 export function refuseOtherMethods(app: FastifyInstance, url: string, allowed: readonly string[], protocol: ProtocolAdapter = openAIChat): void {
   const allow = allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed;
+  // With CORS on, OPTIONS belongs to the CORS plugin's preflight answer.
+  const cors = app.hasPlugin('@fastify/cors');
   app.route({
-    method: ALL_METHODS.filter((m) => !allow.includes(m)),
+    method: ALL_METHODS.filter((m) => !allow.includes(m) && !(cors && m === 'OPTIONS')),
     url,
     config: { protocol },
     handler: async (request, reply) => {

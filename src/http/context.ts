@@ -1,9 +1,11 @@
 /** What routes are given: validated configuration and the shared parts of the service. */
 import type { Config } from '../config.js';
+import type { AccessControl } from './access.js';
 import type { Journal } from '../journal/journal.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
+import type { TransitionListener } from '../telemetry/transitions.js';
 
 export interface AppContext {
   readonly config: Config;
@@ -12,6 +14,10 @@ export interface AppContext {
   readonly journal: Journal;
   readonly tracing: Tracing | null;
   readonly startedAt: number;
+  /** The transition tap's listeners: a live view (the web console) may add its own. */
+  readonly transitionListeners: TransitionListener[];
+  /** API keys and the admin key. */
+  readonly access: AccessControl;
   /** Set when the service begins to shut down: new requests are refused. */
   shuttingDown: boolean;
 }

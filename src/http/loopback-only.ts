@@ -1,12 +1,13 @@
 /**
- * Admin routes answer trusted callers only. Until API keys exist, trusted means "on this
- * machine": a request from a loopback address that no proxy relayed (a reverse proxy on the
+ * Admin routes answer trusted callers only: the admin key's holders when ADMIN_API_KEY is set,
+ * else callers "on this machine": a request from a loopback address that no proxy relayed (a reverse proxy on the
  * same host would make every caller look local, so forwarding headers disqualify). Anyone
  * else gets the same 404 an unknown route gets, so the routes are not revealed.
  */
 import { isIPv4 } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
+import { presentedKey, type AccessControl } from './access.js';
 import { sendError } from './app.js';
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
@@ -27,4 +28,17 @@ export async function loopbackOnly(request: FastifyRequest, reply: FastifyReply)
   if (!relayed && isLoopback(request.socket.remoteAddress)) return undefined;
   request.turnLog = { ...request.turnLog, refused: 'not a loopback caller' };
   return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
+}
+
+/**
+ * An onRequest hook for operator routes: with ADMIN_API_KEY set, the request must carry it
+ * (Authorization: Bearer, or x-api-key), else 401; without it, only loopback callers get in.
+ */
+export function adminOnly(access: AccessControl) {
+  return async function admin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    if (!access.adminKeySet) return loopbackOnly(request, reply);
+    if (access.isAdmin(presentedKey(request))) return undefined;
+    request.turnLog = { ...request.turnLog, refused: 'not the admin key' };
+    return sendError(request, reply, new ProxyError('invalid_api_key', 'This route needs the admin key (ADMIN_API_KEY), sent as Authorization: Bearer <key>.'));
+  };
 }

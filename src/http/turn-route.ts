@@ -7,9 +7,11 @@ import type { Side } from '../../machines/session.logic.js';
 import type { ParsedTurn, ProtocolAdapter, WireRequest } from '../protocols/adapter.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
+import { injectFault } from '../e2e/fault.js';
 import type { AppContext } from './context.js';
+import type { Limits } from './limits.js';
 
-export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
+export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: Limits) {
   const keepAliveMs = ctx.config.keepaliveIntervalSeconds * 1000;
 
   return async function handleTurn(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -32,10 +34,15 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
     }
 
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
-    const result = ctx.sessions.submit(turn.sessionId, turn.turn, request.id);
+    await limits.check(request, reply, turn.sessionId);
+    const release = limits.hold(request);
+    const client = request.client.key;
+    const result = ctx.sessions.submit(turn.sessionId, client ? { ...turn.turn, client } : turn.turn, request.id);
     if ('error' in result) {
+      release();
       throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});
     }
+    void result.outcome.then(release);
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
     ctx.tracing?.annotate(request, { side: result.side });
@@ -58,6 +65,11 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext) {
       result.disconnect();
       request.log.info({ request_id: request.id, method: request.method, url: request.url, aborted: true, ...request.turnLog }, 'request aborted by client');
     });
+    // FAULT_INJECTION: for testing the e2e harness only, off by default (src/e2e/fault.ts).
+    if (ctx.config.faultInjection !== 'off') {
+      const warn = (message: string) => request.log.warn({ request_id: request.id, session_id: turn.sessionId, side: result.side }, message);
+      return respond(adapter, turn, request, reply, { ...result, outcome: result.outcome.then(injectFault(ctx.config.faultInjection, warn)) }, keepAliveMs);
+    }
     return respond(adapter, turn, request, reply, result, keepAliveMs);
   };
 }

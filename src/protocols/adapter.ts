@@ -6,7 +6,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Side } from '../../machines/session.logic.js';
 import type { TurnRequest } from '../sessions/attribution.js';
-import type { ProxyError } from './errors.js';
+import { z } from 'zod';
+import { ProxyError } from './errors.js';
 
 /** The parts of an HTTP request an adapter reads. */
 export interface WireRequest {
@@ -79,6 +80,8 @@ export interface ProtocolAdapter {
     writer(turn: ParsedTurn): StreamWriter;
   };
   renderError(error: ProxyError): unknown;
+  /** URL prefixes that belong to this protocol: requests there that match no route get its error shape. */
+  readonly pathPrefixes?: readonly string[];
   /** A GET route listing joinable sessions in this protocol's model-list shape. */
   readonly models?: {
     readonly route: string;
@@ -106,4 +109,20 @@ export function idempotencyKeyOf(headers: IncomingHttpHeaders): string | null {
   const raw = headers['idempotency-key'];
   const key = Array.isArray(raw) ? raw[0] : raw;
   return key ? key.slice(0, 256) : null;
+}
+
+/** The `model` field that names the session, as every chat protocol's schema takes it. */
+export const sessionModel = z
+  .string({ error: 'model is required: it names the session (e.g. "npc-guard", or "npc-guard|A" to pick a side)' })
+  .min(1, 'model must not be empty')
+  .max(256, 'model is longer than 256 characters');
+
+/** Validates a body with `schema`; the first problem becomes a 422 that names its field. */
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  const param = issue.path.length > 0 ? issue.path.join('.') : null;
+  const where = param && !issue.message.startsWith(String(issue.path[0])) ? `${param}: ` : '';
+  throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
 }

@@ -6,6 +6,8 @@
 export const ERROR_STATUS = {
   invalid_json: 400,
   invalid_api_key: 401,
+  session_forbidden: 403,
+  admin_only: 403,
   not_found: 404,
   method_not_allowed: 405,
   handshake_timeout: 408,
@@ -21,13 +23,14 @@ export const ERROR_STATUS = {
   internal_error: 500,
   max_sessions: 503,
   shutting_down: 503,
+  overloaded: 503,
   journal_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
 /** Statuses a retry cannot mend: the official SDKs honour `x-should-retry: false`. */
-const NOT_RETRYABLE = new Set<number>([400, 409, 410, 413, 415, 422]);
+const NOT_RETRYABLE = new Set<number>([400, 401, 403, 409, 410, 413, 415, 422]);
 
 export class ProxyError extends Error {
   readonly status: number;

@@ -4,5 +4,10 @@
  */
 import type { ProtocolAdapter } from './adapter.js';
 import { openAIChat } from './openai-chat.js';
+import { openAIResponses } from './openai-responses.js';
+import { anthropicMessages } from './anthropic-messages.js';
+import { gemini } from './gemini.js';
+import { ollama } from './ollama.js';
+import { azureOpenAI } from './azure-openai.js';
 
-export const PROTOCOLS: readonly ProtocolAdapter[] = [openAIChat];
+export const PROTOCOLS: readonly ProtocolAdapter[] = [openAIChat, openAIResponses, anthropicMessages, gemini, ollama, azureOpenAI];

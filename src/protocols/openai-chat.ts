@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { idempotencyKeyOf, retryCountOf, splitModel, estimateTokens, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { estimateTokens, idempotencyKeyOf, parseBody, retryCountOf, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const part = z.looseObject({ type: z.string(), text: z.unknown().optional() });
@@ -15,10 +15,7 @@ const message = z.looseObject({
   content: z.union([z.string(), z.array(part), z.null()]).optional(),
 });
 const request = z.looseObject({
-  model: z
-    .string({ error: 'model is required: it names the session (e.g. "npc-guard", or "npc-guard|A" to pick a side)' })
-    .min(1, 'model must not be empty')
-    .max(256, 'model is longer than 256 characters'),
+  model: sessionModel,
   messages: z.array(message, { error: 'messages is required and must be an array' }).min(1, 'messages must not be empty'),
   stream: z.boolean().nullish(),
   stream_options: z.looseObject({ include_usage: z.boolean().nullish() }).nullish(),
@@ -67,15 +64,9 @@ const sse = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
  * of `model` (Azure-style deployments); the body's model is then optional.
  */
 export function parseChatCompletion({ body, headers }: WireRequest, { answerBackgroundTasks }: { answerBackgroundTasks: boolean }, sessionFromPath?: string): ParsedTurn {
-  const parsed = (sessionFromPath === undefined ? request : deploymentRequest).safeParse(body);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const param = issue.path.length > 0 ? issue.path.join('.') : null;
-    const where = param && !issue.message.startsWith(String(issue.path[0])) ? `${param}: ` : '';
-    throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
-  }
-  const { messages } = parsed.data;
-  const model = sessionFromPath ?? (parsed.data.model as string);
+  const fields = parseBody(sessionFromPath === undefined ? request : deploymentRequest, body);
+  const { messages } = fields;
+  const model = sessionFromPath ?? (fields.model as string);
   const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
   const last = texts[texts.length - 1]!;
   if (last.content.trim() === '') {
@@ -91,10 +82,10 @@ export function parseChatCompletion({ body, headers }: WireRequest, { answerBack
   return {
     model,
     sessionId,
-    stream: parsed.data.stream === true,
-    localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, parsed.data)?.reply ?? null) : null,
+    stream: fields.stream === true,
+    localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, fields)?.reply ?? null) : null,
     promptTokens: Math.ceil(promptChars / 4),
-    options: { includeUsage: parsed.data.stream_options?.include_usage === true },
+    options: { includeUsage: fields.stream_options?.include_usage === true },
     turn: {
       explicitSide,
       assistantHistory,

@@ -27,6 +27,8 @@ export interface TurnRequest {
   readonly continues?: { readonly side: Side; readonly seen: number } | null;
   /** Every request is a new turn, never a retry (a persistent connection's message frames). */
   readonly alwaysNew?: boolean;
+  /** Fingerprint of the client's API key when keys are configured; it binds a side on joining. */
+  readonly client?: string | null;
 }
 
 export type Attribution =

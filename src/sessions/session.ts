@@ -30,7 +30,7 @@ export interface Submission {
   onPreview(listener: (text: string) => void): void;
 }
 
-export type SubmitResult = Submission | { readonly error: 'session_conflict'; readonly message: string };
+export type SubmitResult = Submission | { readonly error: 'session_conflict' | 'session_forbidden'; readonly message: string };
 
 export interface SessionOptions {
   readonly timing: SessionTiming;
@@ -84,7 +84,10 @@ export class Session {
   }
 
   /** Attributes the request and sends the resulting event; the outcome follows the actor. */
-  submit(request: TurnRequest, requestId: string, options: { untimed?: boolean } = {}): SubmitResult {
+  submit(submitted: TurnRequest, requestId: string, options: { untimed?: boolean } = {}): SubmitResult {
+    const bound = this.bindClient(submitted);
+    if ('error' in bound) return bound;
+    const request = bound.request;
     const attribution = attributeRequest(this.context, request);
     if (attribution.kind === 'conflict') return { error: 'session_conflict', message: attribution.message };
     const { side, kind, seen } = attribution;
@@ -102,12 +105,44 @@ export class Session {
         system: request.system,
         at,
         ...(options.untimed ? { untimed: true } : {}),
+        ...(request.client ? { client: request.client } : {}),
       };
       const type = kind === 'connect' ? (side === 'A' ? 'CONNECT_A' : 'CONNECT_B') : side === 'A' ? 'MESSAGE_FROM_A' : 'MESSAGE_FROM_B';
       event = { type, turn };
     }
     this.actor.send(event);
     return this.submission(side, kind, requestId, outcome);
+  }
+
+  /**
+   * API keys bind sides: a side that joined with a key speaks only with that key. A request
+   * whose key is not a bound side's cannot be that side; when it can be neither, it is refused
+   * (a third client cannot read or write the conversation, even naming session and side).
+   */
+  bindClient(request: TurnRequest): { request: TurnRequest } | { error: 'session_forbidden'; message: string } {
+    const client = request.client ?? null;
+    if (client === null) return { request };
+    const sides = this.context.sides;
+    const excluded = (side: Side): boolean => sides[side].joined && sides[side].client !== null && sides[side].client !== client;
+    const notA = excluded('A');
+    const notB = excluded('B');
+    if (notA && notB) {
+      return { error: 'session_forbidden', message: `Session '${this.id}' belongs to the clients that joined it; this API key is not one of them.` };
+    }
+    if (!notA && !notB) return { request };
+    const side: Side = notA ? 'B' : 'A';
+    if (request.explicitSide && request.explicitSide !== side) {
+      return { error: 'session_forbidden', message: `Side ${request.explicitSide} of session '${this.id}' joined with another API key; this key cannot speak for it.` };
+    }
+    return { request: { ...request, explicitSide: side } };
+  }
+
+  /** May this client end the session? Without keys, or before anyone bound it, anyone may. */
+  mayClose(client: string | null): boolean {
+    if (client === null) return true;
+    const { A, B } = this.context.sides;
+    const bound = [A, B].filter((s) => s.joined && s.client !== null).map((s) => s.client);
+    return bound.length === 0 || bound.includes(client);
   }
 
   /**

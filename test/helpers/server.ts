@@ -13,7 +13,10 @@ export interface TestServer {
 }
 
 export async function startTestServer(settings: Partial<Record<OptionName, string>> = {}): Promise<TestServer> {
-  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', logFormat: 'json', journalPath: 'memory', ...settings }, {});
+  // Overload protection is off unless a test asks for it: a test process's own work (or a GC
+  // pause on a loaded machine) must not turn into 503s in unrelated tests.
+  const defaults = { host: '127.0.0.1', port: '0', logLevel: 'silent', logFormat: 'json', journalPath: 'memory', maxEventLoopDelayMs: '0' };
+  const { config } = loadConfig({ ...defaults, ...settings }, {});
   const service = await createService(config, createLogger(config));
   return {
     url: service.url,

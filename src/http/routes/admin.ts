@@ -1,14 +1,104 @@
-import type { FastifyInstance } from 'fastify';
+import { createHash } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { buildTranscript, loadSessionRecords, toJson, toMarkdown } from '../../journal/transcript.js';
 import { splitModel } from '../../protocols/adapter.js';
 import { ProxyError } from '../../protocols/errors.js';
+import type { Session } from '../../sessions/session.js';
+import { presentedKey } from '../access.js';
 import { refuseOtherMethods } from '../app.js';
 import type { AppContext } from '../context.js';
-import { loopbackOnly } from '../loopback-only.js';
+import { adminOnly } from '../loopback-only.js';
 
-/** Routes for operators, answered to trusted callers only (every route of this plugin goes through loopbackOnly). */
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by the admin routes: the caller holds the admin key (or is on loopback without one). */
+    isAdmin?: boolean;
+  }
+}
+
+/** A session id as shown to callers who are not the admin: stable, but not the id. */
+const maskedId = (id: string): string => `session-${createHash('sha256').update(id).digest('hex').slice(0, 12)}`;
+
+function summary(session: Session, admin: boolean) {
+  const ctx = session.context;
+  const side = (s: 'A' | 'B') => {
+    const state = ctx.sides[s];
+    return {
+      joined: state.joined,
+      waiting: state.held !== null,
+      turns: state.lastTurn?.seq ?? 0,
+      deliveries: state.deliveries.length,
+      queued: state.queue.length,
+      bound_to_key: state.client !== null,
+    };
+  };
+  return {
+    id: admin ? session.id : maskedId(session.id),
+    state: session.state,
+    created_at: ctx.transcript[0]?.at ?? null,
+    last_activity_at: ctx.lastActivityAt,
+    sides: { A: side('A'), B: side('B') },
+  };
+}
+
+/**
+ * Routes for operators. With ADMIN_API_KEY they need it; without it they answer loopback
+ * callers only (anyone else gets a 404, so they are not revealed). The session list is also
+ * open to holders of a client key, with the ids masked.
+ */
 export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
-  app.addHook('onRequest', loopbackOnly);
+  const admin = adminOnly(ctx.access);
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  app.addHook('onClose', async () => loopDelay.disable());
+
+  // Every route here is checked below, not by the client-key check.
+  app.addHook('onRoute', (route) => {
+    route.config = { ...(route.config as object), access: 'admin' };
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    const listing = request.method === 'GET' && request.routeOptions.url === '/admin/sessions';
+    if (listing && ctx.access.adminKeySet && ctx.access.keysRequired && !ctx.access.isAdmin(presentedKey(request))) {
+      if (ctx.access.fingerprint(presentedKey(request)) !== null) return; // a client: masked ids
+    }
+    const denied = await admin(request, reply);
+    if (denied) return denied;
+    request.isAdmin = true;
+    return undefined;
+  });
+
+  const live = (request: FastifyRequest<{ Params: { id: string } }>): Session => {
+    const { sessionId } = splitModel(request.params.id);
+    request.turnLog = { session_id: sessionId };
+    const session = ctx.sessions.get(sessionId);
+    if (!session) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
+    return session;
+  };
+
+  app.get('/admin/sessions', async (request) => {
+    const data = [...ctx.sessions.list()].map((s) => summary(s, request.isAdmin === true));
+    return { object: 'list', ids_masked: request.isAdmin !== true, data };
+  });
+  refuseOtherMethods(app, '/admin/sessions', ['GET']);
+
+  app.get<{ Params: { id: string } }>('/admin/sessions/:id', async (request) => {
+    const session = live(request);
+    const ctxt = session.context;
+    return {
+      ...summary(session, true),
+      system: { A: ctxt.sides.A.system, B: ctxt.sides.B.system },
+      transcript_entries: ctxt.transcript.length,
+      timing: ctxt.timing,
+    };
+  });
+  /** Ends a session: held requests get 410 session_closed. */
+  app.delete<{ Params: { id: string } }>('/admin/sessions/:id', async (request) => {
+    const session = live(request);
+    session.close('deleted');
+    return { id: session.id, object: 'session', deleted: true };
+  });
+  refuseOtherMethods(app, '/admin/sessions/:id', ['GET', 'DELETE']);
 
   /** A session's conversation from the journal: JSON by default, Markdown with ?format=md. */
   app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/admin/sessions/:id/transcript', async (request, reply) => {
@@ -29,4 +119,28 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     return toMarkdown(transcript);
   });
   refuseOtherMethods(app, '/admin/sessions/:id/transcript', ['GET']);
+
+  /** The service in detail: sessions, held requests, event-loop delay, memory, journal. */
+  app.get('/admin/health', async () => {
+    const byState: Record<string, number> = {};
+    let held = 0;
+    for (const session of ctx.sessions.list()) {
+      byState[session.state] = (byState[session.state] ?? 0) + 1;
+      if (session.context.sides.A.held) held++;
+      if (session.context.sides.B.held) held++;
+    }
+    const ms = (ns: number): number => Math.round(ns / 1e4) / 100;
+    const memory = process.memoryUsage();
+    const journal = ctx.journal.store.stats();
+    return {
+      status: ctx.shuttingDown ? 'shutting_down' : 'ok',
+      uptime_seconds: Math.round((Date.now() - ctx.startedAt) / 1000),
+      sessions: { live: ctx.sessions.size, max: ctx.config.maxSessions, by_state: byState, held_requests: held },
+      event_loop_delay_ms: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) },
+      memory_bytes: { rss: memory.rss, heap_used: memory.heapUsed, heap_total: memory.heapTotal, external: memory.external },
+      journal: { path: ctx.config.journalPath, ...journal, lag_records: journal.pending, recovery: ctx.journal.recovery },
+      api_keys: { required: ctx.access.keysRequired, admin_key: ctx.access.adminKeySet },
+    };
+  });
+  refuseOtherMethods(app, '/admin/health', ['GET']);
 }

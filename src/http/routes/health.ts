@@ -3,7 +3,8 @@ import { refuseOtherMethods } from '../app.js';
 import type { AppContext } from '../context.js';
 
 export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
-  app.get('/health', async () => {
+  // For load balancers: no key, no rate limit.
+  app.get('/health', { config: { access: 'public', rateLimit: false } }, async () => {
     const byState: Record<string, number> = {};
     for (const session of ctx.sessions.list()) byState[session.state] = (byState[session.state] ?? 0) + 1;
     return {

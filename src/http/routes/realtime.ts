@@ -5,6 +5,10 @@
  * each delivery to its side is pushed the moment it is made, and `typing` frames are shown
  * live to the other side's held streaming request. Between messages the connection keeps a
  * LISTEN wait on the session (no timer), so nothing needs re-sending and nothing times out.
+ *
+ * Only one connection may hold a side: a second one for the same session and side is refused
+ * (an `error` frame, code `session_conflict`, then close 1008) unless it asks to take over with
+ * `&takeover=true`, which ends the earlier connection instead (error frame `superseded`, 1008).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
@@ -21,6 +25,69 @@ const CLOSE_RESTART = 1012;
 const CLOSE_POLICY = 1008;
 const CLOSE_UNAVAILABLE = 1011;
 
+/** The WebSocket connections holding each side, per service; the web console shows them. */
+export class SideHolders {
+  private readonly held = new Map<string, Participant>();
+  private readonly listeners = new Set<(sessionId: string) => void>();
+
+  private static key(sessionId: string, side: Side): string {
+    return `${side}:${sessionId}`;
+  }
+
+  /** Is `side` of the session held by an open WebSocket connection? */
+  has(sessionId: string, side: Side): boolean {
+    return this.held.has(SideHolders.key(sessionId, side));
+  }
+
+  /** Called with the session id whenever a side is taken or let go. Returns the unsubscribe. */
+  onChange(listener: (sessionId: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** @internal */
+  holder(sessionId: string, side: Side): Participant | undefined {
+    return this.held.get(SideHolders.key(sessionId, side));
+  }
+
+  /** @internal */
+  take(sessionId: string, side: Side, participant: Participant): void {
+    this.held.set(SideHolders.key(sessionId, side), participant);
+    this.changed(sessionId);
+  }
+
+  /** @internal */
+  release(sessionId: string, side: Side, participant: Participant): void {
+    const key = SideHolders.key(sessionId, side);
+    if (this.held.get(key) !== participant) return;
+    this.held.delete(key);
+    this.changed(sessionId);
+  }
+
+  private changed(sessionId: string): void {
+    for (const listener of this.listeners) {
+      try {
+        listener(sessionId);
+      } catch {
+        // a view's failure never disturbs a participant
+      }
+    }
+  }
+}
+
+const holdersByService = new WeakMap<AppContext, SideHolders>();
+
+export function sideHolders(ctx: AppContext): SideHolders {
+  let holders = holdersByService.get(ctx);
+  if (!holders) {
+    holders = new SideHolders();
+    holdersByService.set(ctx, holders);
+  }
+  return holders;
+}
+
+const TAKEOVER = new Set(['1', 'true', 'yes']);
+
 export async function realtimeRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   app.route({
     method: 'GET',
@@ -33,6 +100,7 @@ export async function realtimeRoutes(app: FastifyInstance, { ctx }: { ctx: AppCo
 
 class Participant {
   private sessionId = '';
+  private holding = false;
   private side: Side = 'A';
   private waiting: Submission | null = null;
   private draft = '';
@@ -66,11 +134,35 @@ class Participant {
       }
       this.side = 'B';
     }
+    // With API keys, a side that joined with another key is not this connection's to take.
+    const bound = current?.bindClient({ explicitSide: this.side, assistantHistory: [], content: '', system: null, retryCount: 0, idempotencyKey: null, client: this.request.client.key });
+    if (bound && 'error' in bound) {
+      this.send({ type: 'error', code: bound.error, message: bound.message });
+      this.socket.close(CLOSE_POLICY, bound.error);
+      return;
+    }
+    // One connection per side: two browser tabs must not both answer for it.
+    const holders = sideHolders(this.ctx);
+    const earlier = holders.holder(session, this.side);
+    if (earlier) {
+      const takeover = TAKEOVER.has(String((this.request.query as Record<string, unknown>)['takeover'] ?? '').toLowerCase());
+      if (!takeover) {
+        this.send({
+          type: 'error',
+          code: 'session_conflict',
+          message: `Side ${this.side} of session '${session}' is already held by another WebSocket connection (another tab or client); only one may hold a side. Close that one, or connect with &takeover=true to take the side over.`,
+        });
+        this.socket.close(CLOSE_POLICY, 'side already held');
+        return;
+      }
+      earlier.takenOver();
+    }
+    holders.take(session, this.side, this);
+    this.holding = true;
     this.log('websocket connected');
     this.socket.on('message', (data, isBinary) => this.onFrame(isBinary ? null : data.toString('utf8')));
     this.socket.on('close', () => {
-      this.waiting?.disconnect();
-      this.waiting = null;
+      this.letGo();
       this.log('websocket closed');
     });
     const delivered = current?.context.sides[this.side].deliveries ?? [];
@@ -82,7 +174,23 @@ class Participant {
     this.listen();
   }
 
+  /** Another connection took this side over (takeover=true): this one ends. */
+  takenOver(): void {
+    this.letGo();
+    this.send({ type: 'error', code: 'superseded', message: `Another connection took over side ${this.side} of session '${this.sessionId}'; this one is closed.` });
+    this.socket.close(CLOSE_POLICY, 'taken over');
+  }
+
+  private letGo(): void {
+    this.waiting?.disconnect();
+    this.waiting = null;
+    if (!this.holding) return;
+    this.holding = false;
+    sideHolders(this.ctx).release(this.sessionId, this.side, this);
+  }
+
   private onFrame(data: string | null): void {
+    if (!this.holding) return; // taken over: its frames are not this side's any more
     let parsed: ClientFrame;
     try {
       if (data === null) throw new FrameError('invalid_request', 'Send text frames holding JSON; binary frames are not understood.');
@@ -120,7 +228,7 @@ class Participant {
     }
     const result = this.ctx.sessions.submit(
       this.sessionId,
-      { explicitSide: this.side, assistantHistory: [], content, system: null, retryCount: 0, idempotencyKey: null, alwaysNew: true },
+      { explicitSide: this.side, assistantHistory: [], content, system: null, retryCount: 0, idempotencyKey: null, alwaysNew: true, client: this.request.client.key },
       this.nextRequestId(),
       { untimed: true },
     );

@@ -9,9 +9,13 @@ export async function sessionRoutes(app: FastifyInstance, { ctx }: { ctx: AppCon
   app.delete<{ Params: { id: string } }>('/v1/sessions/:id', async (request) => {
     const { sessionId } = splitModel(request.params.id);
     request.turnLog = { session_id: sessionId };
-    if (!ctx.sessions.close(sessionId, 'deleted')) {
-      throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
+    const session = ctx.sessions.get(sessionId);
+    if (!session) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
+    // With API keys, only the clients that joined the session may end it.
+    if (!session.mayClose(request.client.key)) {
+      throw new ProxyError('session_forbidden', `Session '${sessionId}' belongs to the clients that joined it; this API key is not one of them.`);
     }
+    session.close('deleted');
     return { id: sessionId, object: 'session', deleted: true };
   });
   refuseOtherMethods(app, '/v1/sessions/:id', ['DELETE']);

@@ -1,0 +1,320 @@
+/**
+ * `motive-proxy e2e`: runs real client processes (the official SDKs, curl-style HTTP,
+ * WebSocket, agent programs) through a real service, concurrently, checks each scenario's pass
+ * condition from what the clients recorded, and writes report.json and report.html.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { runScenario } from './orchestrator.js';
+import { killAll } from './processes.js';
+import { Progress, summaryTable } from './progress.js';
+import { writeReports } from './report.js';
+import { effectiveOptions, SCENARIOS, scenarioByName, type Scenario } from './scenarios.js';
+import type { ProtocolChoice, RunReport, ScenarioReport, Side } from './types.js';
+
+export const E2E_USAGE = 'motive-proxy e2e [--scenario NAME ...|--all] [--turns N] [--concurrent C] [--protocol P] [--stream] [--url URL] [--output DIR] [--seed S]';
+
+const PROTOCOLS: readonly ProtocolChoice[] = ['openai', 'anthropic', 'responses', 'mixed'];
+const FAULTS = ['duplicate-delivery', 'drop-delivery'] as const;
+
+export function e2eHelp(): string {
+  const width = Math.max(...SCENARIOS.map((s) => s.name.length));
+  const scenarios = SCENARIOS.map((s) => {
+    const defaults = s.fixedTurns !== undefined ? `C=${s.defaults.concurrent}` : `C=${s.defaults.concurrent}, N=${s.defaults.turns}`;
+    return `  ${s.name.padEnd(width)}  ${s.summary} [${defaults}]`;
+  }).join('\n');
+  return `Usage: ${E2E_USAGE}
+       [--agent-cmd A=CMD [B=CMD]] [--max-processes N] [--timeout SECONDS] [--api-key KEY]
+       [--fault-injection duplicate-delivery|drop-delivery] [--quiet]
+
+Runs real clients through a real MotiveProxy: for every session, side A and side B are
+separate OS processes using the official SDK of the chosen protocol (with its default
+retries) and talking to the service only over HTTP/WebSocket; sessions run concurrently.
+Every scenario has a pass condition checked from what the clients recorded. Exit code 0
+only when every scenario passed (1: a scenario failed, 2: bad usage).
+
+Scenarios (C = concurrent sessions, N = messages per side, by default):
+${scenarios}
+
+Options:
+  --scenario NAME ...   run these scenarios (repeat, or separate with commas); default: all
+  --all                 run every scenario
+  --turns N             messages each side says (agents: at most, a side)
+  --concurrent C        sessions at the same time
+  --protocol P          openai (Chat Completions, default), anthropic (Messages), responses
+                        (OpenAI Responses), or mixed (each session pairs two different SDKs)
+  --stream              streaming requests (stream: true) on the SDK sides
+  --url URL             test a service that is already running instead of starting one
+                        (scenarios that must restart it or change its timeouts are not run)
+  --output DIR          where reports and logs go (default ./e2e-results/<time>)
+  --seed S              seed of the messages, agents and injected failures (default: random)
+  --agent-cmd A=CMD B=CMD
+                        the agents scenario with your own program for side A and/or B: it
+                        reads and writes JSON lines (docs/e2e.md), e.g. to put an LLM behind it
+  --max-processes N     client processes at most (default 16); with more sessions than N/2,
+                        each process drives several sessions' same side (A and B of a session
+                        are always different processes)
+  --timeout SECONDS     give up on a scenario after this long (default 300; agents with
+                        --agent-cmd: 3600)
+  --api-key KEY         API key the clients send (when the service is configured with keys)
+  --fault-injection F   FOR TESTING THIS HARNESS ONLY: start the service with
+                        FAULT_INJECTION=F (duplicate-delivery: one message is delivered twice;
+                        drop-delivery: one is dropped), to see the scenarios that catch it fail.
+                        Also taken from the FAULT_INJECTION environment variable. Off by default.
+  --quiet               no live progress, only the summary
+  -h, --help            show this help
+
+Reports: DIR/report.json, DIR/report.html (self-contained); logs: DIR/<scenario>/server.log,
+DIR/<scenario>/clients/*.log, DIR/<scenario>/sessions/<id>/{A,B}.jsonl.
+`;
+}
+
+export interface E2eArgs {
+  scenarios: Scenario[];
+  turns?: number;
+  concurrent?: number;
+  protocol: ProtocolChoice;
+  stream: boolean;
+  url: string | null;
+  output: string;
+  seed: number;
+  agentCommands: Partial<Record<Side, string>>;
+  maxProcesses: number;
+  timeoutSeconds: number | null;
+  apiKey: string;
+  faultInjection: string | null;
+  quiet: boolean;
+  help: boolean;
+}
+
+export class UsageError extends Error {}
+
+const positiveInt = (flag: string, value: string | undefined): number => {
+  const n = Number(value);
+  if (value === undefined || !Number.isInteger(n) || n < 1) throw new UsageError(`${flag} needs a whole number of 1 or more (got ${value === undefined ? 'nothing' : `'${value}'`})`);
+  return n;
+};
+
+export function parseE2eArgs(argv: readonly string[], env: NodeJS.ProcessEnv): E2eArgs {
+  const names: string[] = [];
+  let all = false;
+  const args: E2eArgs = {
+    scenarios: [],
+    protocol: 'openai',
+    stream: false,
+    url: null,
+    output: '',
+    seed: Math.floor(Math.random() * 1_000_000),
+    agentCommands: {},
+    maxProcesses: 16,
+    timeoutSeconds: null,
+    apiKey: 'e2e-harness',
+    faultInjection: null,
+    quiet: false,
+    help: false,
+  };
+  const envFault = env['FAULT_INJECTION'];
+  if (envFault && envFault !== 'off') args.faultInjection = envFault;
+  for (let i = 0; i < argv.length; i++) {
+    const raw = argv[i]!;
+    const eq = raw.startsWith('--') ? raw.indexOf('=') : -1;
+    const flag = eq === -1 ? raw : raw.slice(0, eq);
+    const inline = eq === -1 ? undefined : raw.slice(eq + 1);
+    const value = (): string => {
+      if (inline !== undefined) return inline;
+      const next = argv[++i];
+      if (next === undefined || next.startsWith('--')) throw new UsageError(`${flag} needs a value`);
+      return next;
+    };
+    switch (flag) {
+      case '-h':
+      case '--help':
+        args.help = true;
+        break;
+      case '--all':
+        all = true;
+        break;
+      case '--scenario':
+      case '--scenarios': {
+        names.push(...value().split(','));
+        // `--scenario a b c`: names that follow, up to the next flag
+        while (inline === undefined && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-')) names.push(...argv[++i]!.split(','));
+        break;
+      }
+      case '--turns':
+        args.turns = positiveInt(flag, value());
+        break;
+      case '--concurrent':
+        args.concurrent = positiveInt(flag, value());
+        break;
+      case '--protocol': {
+        const p = value();
+        if (!PROTOCOLS.includes(p as ProtocolChoice)) throw new UsageError(`--protocol must be one of ${PROTOCOLS.join(', ')} (got '${p}')`);
+        args.protocol = p as ProtocolChoice;
+        break;
+      }
+      case '--stream':
+        args.stream = inline === undefined ? true : !['false', '0', 'no', 'off'].includes(inline);
+        break;
+      case '--url': {
+        const u = value().replace(/\/+$/, '').replace(/\/v1$/, '');
+        if (!/^https?:\/\/[^/]+/.test(u)) throw new UsageError(`--url must be an http(s) URL such as http://127.0.0.1:8000 (got '${u}')`);
+        args.url = u;
+        break;
+      }
+      case '--output':
+        args.output = value();
+        break;
+      case '--seed':
+        args.seed = positiveInt(flag, value());
+        break;
+      case '--agent-cmd': {
+        const take = (spec: string) => {
+          const m = /^([AB])=(.+)$/s.exec(spec);
+          if (!m) throw new UsageError(`--agent-cmd takes A=COMMAND and/or B=COMMAND (got '${spec}')`);
+          args.agentCommands[m[1] as Side] = m[2]!;
+        };
+        take(value());
+        while (inline === undefined && /^[AB]=/.test(argv[i + 1] ?? '')) take(argv[++i]!);
+        break;
+      }
+      case '--max-processes':
+        args.maxProcesses = Math.max(2, positiveInt(flag, value()));
+        break;
+      case '--timeout':
+        args.timeoutSeconds = positiveInt(flag, value());
+        break;
+      case '--api-key':
+        args.apiKey = value();
+        break;
+      case '--fault-injection': {
+        const f = value();
+        if (f === 'off') args.faultInjection = null;
+        else args.faultInjection = f;
+        break;
+      }
+      case '--quiet':
+        args.quiet = true;
+        break;
+      default:
+        throw new UsageError(`unknown option '${raw}' (see motive-proxy e2e --help)`);
+    }
+  }
+  if (args.faultInjection !== null && !(FAULTS as readonly string[]).includes(args.faultInjection)) {
+    throw new UsageError(`--fault-injection / FAULT_INJECTION must be one of ${FAULTS.join(', ')} or off (got '${args.faultInjection}')`);
+  }
+  if (args.faultInjection && args.url) throw new UsageError('--fault-injection needs the harness to start the service itself; it cannot be used with --url');
+  for (const name of names.filter(Boolean)) {
+    const scenario = scenarioByName(name);
+    if (!scenario) throw new UsageError(`unknown scenario '${name}'; the scenarios are: ${SCENARIOS.map((s) => s.name).join(', ')}`);
+    if (!args.scenarios.includes(scenario)) args.scenarios.push(scenario);
+  }
+  const hasAgents = Object.keys(args.agentCommands).length > 0;
+  if (all || args.scenarios.length === 0) {
+    args.scenarios = all || !hasAgents ? [...SCENARIOS] : [scenarioByName('agents')!];
+  }
+  if (args.url && !all && names.length > 0) {
+    const refused = args.scenarios.filter((s) => s.needsOwnServer);
+    if (refused.length > 0) throw new UsageError(`${refused.map((s) => `${s.name} cannot run with --url: ${s.needsOwnServer}`).join('; ')}`);
+  }
+  if (hasAgents && !args.scenarios.some((s) => s.name === 'agents')) throw new UsageError('--agent-cmd applies to the agents scenario; add --scenario agents');
+  if (!args.output) args.output = `e2e-results/${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}`;
+  return args;
+}
+
+export async function e2eCommand(argv: readonly string[], env: NodeJS.ProcessEnv, version: string): Promise<number> {
+  let args: E2eArgs;
+  try {
+    args = parseE2eArgs(argv, env);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`motive-proxy e2e: ${err.message}\n`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(e2eHelp());
+    return 0;
+  }
+  const outDir = resolve(args.output);
+  mkdirSync(outDir, { recursive: true });
+  const onSignal = () => {
+    killAll();
+    process.stderr.write('\nmotive-proxy e2e: interrupted; every process it started was stopped\n');
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  process.once('exit', killAll);
+
+  const started = Date.now();
+  const runId = randomBytes(3).toString('hex');
+  const progress = new Progress(process.stderr, args.quiet);
+  const options = {
+    scenarios: args.scenarios.map((s) => s.name),
+    turns: args.turns ?? null,
+    concurrent: args.concurrent ?? null,
+    protocol: args.protocol,
+    stream: args.stream,
+    url: args.url,
+    seed: args.seed,
+    agentCommands: Object.keys(args.agentCommands).length ? args.agentCommands : null,
+    faultInjection: args.faultInjection,
+    maxProcesses: args.maxProcesses,
+    output: args.output,
+  };
+  if (!args.quiet) {
+    process.stderr.write(
+      `motive-proxy e2e: ${args.scenarios.length} scenario(s), seed ${args.seed}, output ${outDir}${args.faultInjection ? `\n  FAULT_INJECTION=${args.faultInjection}: the service will deliberately corrupt one delivery (testing the harness)` : ''}\n`,
+    );
+  }
+  const reports: ScenarioReport[] = [];
+  let paths = { json: '', html: '' };
+  const write = () => {
+    const report: RunReport = {
+      tool: 'motive-proxy e2e',
+      version,
+      ok: reports.length > 0 && reports.every((r) => r.verdict !== 'fail') && reports.some((r) => r.verdict === 'pass'),
+      startedAt: new Date(started).toISOString(),
+      durationMs: Date.now() - started,
+      options,
+      scenarios: reports,
+    };
+    paths = writeReports(report, outDir);
+    return report;
+  };
+  for (const scenario of args.scenarios) {
+    const scenarioOptions = effectiveOptions(scenario, {
+      ...(args.turns !== undefined ? { turns: args.turns } : {}),
+      ...(args.concurrent !== undefined ? { concurrent: args.concurrent } : {}),
+      protocol: args.protocol,
+      stream: args.stream,
+      seed: args.seed,
+      runId,
+      agentCommands: args.agentCommands,
+    });
+    const external = scenario.name === 'agents' && Object.keys(args.agentCommands).length > 0;
+    const timeoutMs = (args.timeoutSeconds ?? (external ? 3600 : 300)) * 1000;
+    reports.push(
+      await runScenario(scenario, scenarioOptions, {
+        url: args.url,
+        outDir,
+        maxProcesses: args.maxProcesses,
+        timeoutMs,
+        faultInjection: args.faultInjection,
+        apiKey: args.apiKey,
+        progress,
+      }),
+    );
+    write();
+  }
+  const report = write();
+  process.stdout.write(`\n${summaryTable(reports)}\n\n`);
+  const failed = reports.filter((r) => r.verdict === 'fail').map((r) => r.name);
+  for (const r of reports.filter((x) => x.verdict === 'not-run')) process.stdout.write(`${r.name}: ${r.reasons[0]}\n`);
+  process.stdout.write(`${report.ok ? 'PASS' : `FAIL: ${failed.join(', ') || 'nothing passed'}`} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  process.stdout.write(`report: ${paths.html}\n        ${paths.json}\n`);
+  process.removeListener('SIGINT', onSignal);
+  process.removeListener('SIGTERM', onSignal);
+  return report.ok ? 0 : 1;
+}

@@ -1,0 +1,141 @@
+/**
+ * Who may call what. Client API keys (API_KEYS, API_KEYS_FILE) guard every protocol route;
+ * the admin key (ADMIN_API_KEY) guards /admin, /metrics and the console's admin actions.
+ *
+ * Keys are kept only as SHA-256 digests and compared in constant time; a key's fingerprint
+ * (the first 16 hex digits of its digest) is what binds a session's sides and what rate limits
+ * count by. Neither keys nor fingerprints are logged.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../config.js';
+import { ProxyError } from '../protocols/errors.js';
+
+const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
+
+/** Where clients of each protocol put their key; the first one present counts. */
+export function presentedKey(request: FastifyRequest): string | null {
+  const h = request.headers;
+  const auth = h.authorization;
+  if (typeof auth === 'string') {
+    const match = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    if (match) return match[1]!.trim();
+  }
+  for (const name of ['x-api-key', 'x-goog-api-key', 'api-key'] as const) {
+    const value = h[name];
+    if (typeof value === 'string' && value !== '') return value;
+  }
+  // Gemini clients may send ?key=; browsers' WebSockets cannot set headers.
+  const query = request.query as Record<string, unknown> | undefined;
+  for (const name of ['key', 'api_key'] as const) {
+    const value = query?.[name];
+    if (typeof value === 'string' && value !== '') return value;
+  }
+  return null;
+}
+
+/** The request URL as it may be logged: key query parameters are blanked out. */
+export const loggableUrl = (url: string): string => url.replace(/([?&](?:key|api_key|api-key)=)[^&#]*/gi, '$1[redacted]');
+
+export interface Client {
+  /** Fingerprint of the client's API key, or null when keys are not configured. */
+  readonly key: string | null;
+  /** What per-client limits count by: the key's fingerprint, or the address without keys. */
+  readonly id: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    client: Client;
+  }
+  interface FastifyContextConfig {
+    /** Who may call the route: anyone, clients with a valid key, or the admin. Default: client. */
+    access?: 'public' | 'client' | 'admin';
+  }
+}
+
+export class AccessControl {
+  private readonly keys: readonly Buffer[];
+  private readonly admin: Buffer | null;
+
+  constructor(keys: readonly string[], adminKey: string) {
+    this.keys = [...new Set(keys)].map(digest);
+    this.admin = adminKey ? digest(adminKey) : null;
+  }
+
+  /** Keys from API_KEYS and API_KEYS_FILE (one a line, `#` comments, blank lines ignored). */
+  static fromConfig(config: Config): AccessControl {
+    const keys = [...config.apiKeys];
+    if (config.apiKeysFile) {
+      let text: string;
+      try {
+        text = readFileSync(config.apiKeysFile, 'utf8');
+      } catch (err) {
+        throw new Error(`cannot read API_KEYS_FILE '${config.apiKeysFile}': ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      }
+      for (const line of text.split(/\r?\n/)) {
+        const key = line.replace(/#.*/, '').trim();
+        if (key) keys.push(key);
+      }
+      if (keys.length === 0) throw new Error(`API_KEYS_FILE '${config.apiKeysFile}' holds no keys`);
+    }
+    return new AccessControl(keys, config.adminApiKey);
+  }
+
+  get keysRequired(): boolean {
+    return this.keys.length > 0;
+  }
+
+  get adminKeySet(): boolean {
+    return this.admin !== null;
+  }
+
+  get keyCount(): number {
+    return this.keys.length;
+  }
+
+  /** The fingerprint of a valid client key, or null. Takes the same time whichever key matches. */
+  fingerprint(key: string | null): string | null {
+    if (key === null) return null;
+    const d = digest(key);
+    let found = false;
+    for (const k of this.keys) found = timingSafeEqual(k, d) || found;
+    return found ? d.toString('hex').slice(0, 16) : null;
+  }
+
+  isAdmin(key: string | null): boolean {
+    return this.admin !== null && key !== null && timingSafeEqual(this.admin, digest(key));
+  }
+}
+
+/** An onRequest hook: who is calling, and may they? 401 in the route's protocol's shape. */
+export function identifyClient(access: AccessControl, sendError: (request: FastifyRequest, reply: FastifyReply, error: ProxyError) => FastifyReply) {
+  return function identify(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+    const config = request.routeOptions.config;
+    // Unknown routes are public, so that they get their 404.
+    const needs = config?.access ?? (request.routeOptions.url === undefined ? 'public' : 'client');
+    if (!access.keysRequired || needs !== 'client') {
+      request.client = { key: null, id: request.ip };
+      return done();
+    }
+    const presented = presentedKey(request);
+    const key = access.fingerprint(presented);
+    if (key === null) {
+      request.turnLog = { ...request.turnLog, refused: presented === null ? 'no api key' : 'unknown api key' };
+      sendError(
+        request,
+        reply,
+        new ProxyError(
+          'invalid_api_key',
+          presented === null
+            ? 'This proxy requires an API key: send it as Authorization: Bearer <key> (or x-api-key, x-goog-api-key, ?key=).'
+            : 'The API key is not valid for this proxy.',
+        ),
+      );
+      return;
+    }
+    request.client = { key, id: key };
+    done();
+  };
+}

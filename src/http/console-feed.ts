@@ -1,0 +1,366 @@
+/**
+ * The web console's live feed: what every session looks like right now, pushed to the open
+ * console pages when it changes (GET /console/live, a WebSocket), plus the transcript of the
+ * session a page is looking at, sent as it grows.
+ *
+ * It hangs off the service's one inspection tap (a TransitionListener) and never polls. Pushes
+ * are debounced: however busy the service, a page gets at most one list every PUSH_INTERVAL_MS.
+ *
+ * Which protocol each side speaks is not part of a session (the chart is protocol-neutral), so
+ * the feed learns it at the edge: the HTTP layer tells it each request's protocol when the
+ * request arrives (`requestStarted`), and the transition that request causes names its side.
+ * WebSocket sides are known from the connections holding them (SideHolders). A session
+ * restored after a restart shows its sides' protocols once they speak again.
+ */
+import type { WebSocket } from 'ws';
+import { z } from 'zod';
+import type { SessionTiming, Side, TranscriptEntry } from '../../machines/session.logic.js';
+import { timingOf } from '../config.js';
+import type { Session } from '../sessions/session.js';
+import type { TransitionRecord } from '../telemetry/transitions.js';
+import type { AppContext } from './context.js';
+import type { SideHolders } from './routes/realtime.js';
+
+export const PUSH_INTERVAL_MS = 150;
+/** A page that starts watching a long session gets its latest entries, not all of them. */
+export const TRANSCRIPT_WINDOW = 500;
+/** Requests whose protocol is remembered until their first transition (or their response). */
+const MAX_PENDING_REQUESTS = 10_000;
+/** A page whose socket has this much unsent data is skipped until it catches up. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
+export interface HeldSummary {
+  /** ms since the epoch when this wait began */
+  readonly since: number;
+  /** `none`: a WebSocket side's wait, which never times out */
+  readonly timer: 'handshake' | 'turn' | 'none';
+  /** when the wait times out (408), or null */
+  readonly deadline: number | null;
+}
+
+export interface SideSummary {
+  readonly joined: boolean;
+  /** The protocol adapter's name (`openai`, `anthropic`, `websocket`, …) once the side has spoken. */
+  readonly protocol: string | null;
+  /** The side's turns so far (its handshake included). */
+  readonly turns: number;
+  readonly deliveries: number;
+  /** Messages from the other side waiting for this side's next request. */
+  readonly queued: number;
+  /** A request of this side is held open, waiting for the other side. */
+  readonly held: HeldSummary | null;
+  /** An open WebSocket connection holds this side (only one may). */
+  readonly socket: boolean;
+}
+
+export interface SessionSummary {
+  readonly id: string;
+  readonly state: string;
+  readonly lastActivityAt: number | null;
+  /** Transcript entries so far (system prompts, the handshake and messages). */
+  readonly entries: number;
+  readonly sides: Readonly<Record<Side, SideSummary>>;
+}
+
+export type FeedFrame =
+  | {
+      type: 'hello';
+      now: number;
+      /** May this page use the admin actions (end a session, download its transcript)? */
+      admin: boolean;
+      /** Client API keys are required: playing a side or ending a session needs one. */
+      keys: boolean;
+      timing: SessionTiming;
+    }
+  | { type: 'sessions'; now: number; sessions: SessionSummary[] }
+  | {
+      type: 'transcript';
+      session: string;
+      /** true: replace what the page shows (first look, or the id started a new session) */
+      reset: boolean;
+      entries: TranscriptEntry[];
+      /** Entries before these that were left out (TRANSCRIPT_WINDOW). */
+      skipped: number;
+      /** The session is not live (closed, or never existed): nothing more will come. */
+      closed: boolean;
+    }
+  | { type: 'pong'; id: string | null }
+  | { type: 'error'; code: 'invalid_json' | 'invalid_request'; message: string };
+
+const clientFrame = z.discriminatedUnion(
+  'type',
+  [
+    z.looseObject({ type: z.literal('watch'), session: z.string().min(1).max(256).nullable() }),
+    z.looseObject({ type: z.literal('ping'), id: z.string().max(256).optional() }),
+  ],
+  { error: 'type must be "watch" or "ping"' },
+);
+
+interface SessionInfo {
+  readonly protocols: Record<Side, string | null>;
+  readonly held: Record<Side, { requestId: string; since: number } | null>;
+}
+
+interface Viewer {
+  readonly socket: WebSocket;
+  readonly admin: boolean;
+  watching: string | null;
+  /** The session object the page was last sent entries of (a reused id is a new object). */
+  watched: Session | null;
+  sent: number;
+  closedSent: boolean;
+}
+
+const SIDES: readonly Side[] = ['A', 'B'];
+
+export class ConsoleFeed {
+  private readonly info = new Map<string, SessionInfo>();
+  private readonly pending = new Map<string, string>();
+  private readonly viewers = new Set<Viewer>();
+  private readonly dirty = new Set<string>();
+  private timer: NodeJS.Timeout | null = null;
+  private listDirty = false;
+  private stopped = false;
+  private readonly unsubscribe: () => void;
+  readonly onTransition = (record: TransitionRecord): void => {
+    try {
+      this.transition(record);
+    } catch {
+      // The tap runs inside the session actors: a view must never break them.
+    }
+  };
+
+  constructor(
+    private readonly ctx: AppContext,
+    private readonly holders: SideHolders,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.unsubscribe = holders.onChange((sessionId) => {
+      const info = this.infoOf(sessionId);
+      for (const side of SIDES) if (holders.has(sessionId, side)) info.protocols[side] = 'websocket';
+      this.changed(sessionId);
+    });
+  }
+
+  /** A request of `protocol` arrived; its first transition tells the feed its side. */
+  requestStarted(requestId: string, protocol: string): void {
+    if (this.pending.size >= MAX_PENDING_REQUESTS) {
+      const oldest = this.pending.keys().next().value;
+      if (oldest !== undefined) this.pending.delete(oldest);
+    }
+    this.pending.set(requestId, protocol);
+  }
+
+  requestEnded(requestId: string): void {
+    this.pending.delete(requestId);
+  }
+
+  /** A console page connected; it gets the hello and the session list at once. */
+  attach(socket: WebSocket, options: { admin: boolean; keys: boolean }): void {
+    const viewer: Viewer = { socket, admin: options.admin, watching: null, watched: null, sent: 0, closedSent: false };
+    this.viewers.add(viewer);
+    this.send(viewer, { type: 'hello', now: this.now(), admin: options.admin, keys: options.keys, timing: this.timing() });
+    this.send(viewer, { type: 'sessions', now: this.now(), sessions: this.summaries() });
+    socket.on('message', (data, isBinary) => this.onFrame(viewer, isBinary ? null : data.toString('utf8')));
+    socket.on('close', () => this.viewers.delete(viewer));
+    socket.on('error', () => this.viewers.delete(viewer));
+  }
+
+  get viewerCount(): number {
+    return this.viewers.size;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.unsubscribe();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const viewer of this.viewers) viewer.socket.close(1001, 'service stopping');
+    this.viewers.clear();
+  }
+
+  /** What every live session looks like now, by id. */
+  summaries(): SessionSummary[] {
+    const list: SessionSummary[] = [];
+    for (const session of this.ctx.sessions.list()) {
+      if (!session.closed) list.push(this.summary(session));
+    }
+    return list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  summary(session: Session): SessionSummary {
+    const context = session.context;
+    const info = this.info.get(session.id);
+    const sides = {} as Record<Side, SideSummary>;
+    for (const side of SIDES) {
+      const s = context.sides[side];
+      let held: HeldSummary | null = null;
+      if (s.held) {
+        const known = info?.held[side];
+        const since = known && known.requestId === s.held.requestId ? known.since : (context.lastActivityAt ?? this.now());
+        const ms = s.held.timer === 'handshake' ? context.timing.handshakeTimeoutMs : s.held.timer === 'turn' ? context.timing.turnTimeoutMs : null;
+        held = { since, timer: s.held.timer, deadline: ms === null ? null : since + ms };
+      }
+      sides[side] = {
+        joined: s.joined,
+        protocol: info?.protocols[side] ?? null,
+        turns: s.lastTurn?.seq ?? 0,
+        deliveries: s.deliveries.length,
+        queued: s.queue.length,
+        held,
+        socket: this.holders.has(session.id, side),
+      };
+    }
+    return { id: session.id, state: session.state, lastActivityAt: context.lastActivityAt, entries: context.transcript.length, sides };
+  }
+
+  private timing(): SessionTiming {
+    const { handshakeTimeoutMs, turnTimeoutMs, sessionTtlMs } = timingOf(this.ctx.config);
+    return { handshakeTimeoutMs, turnTimeoutMs, sessionTtlMs };
+  }
+
+  private infoOf(sessionId: string): SessionInfo {
+    let info = this.info.get(sessionId);
+    if (!info) {
+      info = { protocols: { A: null, B: null }, held: { A: null, B: null } };
+      this.info.set(sessionId, info);
+    }
+    return info;
+  }
+
+  private transition(record: TransitionRecord): void {
+    const id = record.sessionId;
+    if (record.state === 'CLOSED') {
+      this.info.delete(id);
+      this.changed(id);
+      return;
+    }
+    const session = this.ctx.sessions.get(id);
+    if (!session) return; // still being created: its first event follows
+    const info = this.infoOf(id);
+    if (record.requestId !== null && record.side !== null) {
+      const protocol = this.pending.get(record.requestId);
+      if (protocol !== undefined) {
+        info.protocols[record.side] = protocol;
+        this.pending.delete(record.requestId);
+      }
+    }
+    const sides = session.context.sides;
+    const at = this.now();
+    for (const side of SIDES) {
+      const held = sides[side].held;
+      if (!held) info.held[side] = null;
+      else if (info.held[side]?.requestId !== held.requestId) info.held[side] = { requestId: held.requestId, since: at };
+    }
+    this.changed(id);
+  }
+
+  private changed(sessionId: string): void {
+    if (this.stopped) return;
+    this.dirty.add(sessionId);
+    this.listDirty = true;
+    if (this.timer || this.viewers.size === 0) {
+      if (this.viewers.size === 0) this.dirty.clear();
+      return;
+    }
+    this.timer = setTimeout(() => this.flush(), PUSH_INTERVAL_MS);
+    this.timer.unref();
+  }
+
+  private flush(): void {
+    this.timer = null;
+    if (this.stopped) return;
+    const dirty = new Set(this.dirty);
+    this.dirty.clear();
+    let list: FeedFrame | null = null;
+    if (this.listDirty) {
+      this.listDirty = false;
+      list = { type: 'sessions', now: this.now(), sessions: this.summaries() };
+    }
+    const encoded = list ? JSON.stringify(list) : null;
+    let behind = false;
+    for (const viewer of this.viewers) {
+      if (viewer.socket.bufferedAmount > MAX_BUFFERED_BYTES) {
+        behind = true; // it gets the list (and its transcript) at a later push
+        continue;
+      }
+      if (encoded) this.sendRaw(viewer, encoded);
+      if (viewer.watching !== null && dirty.has(viewer.watching)) this.sendTranscript(viewer);
+    }
+    if (behind) {
+      // Whatever a slow page missed is sent once it has caught up.
+      for (const viewer of this.viewers) if (viewer.watching !== null) this.dirty.add(viewer.watching);
+      this.listDirty = true;
+      this.timer = setTimeout(() => this.flush(), PUSH_INTERVAL_MS * 4);
+      this.timer.unref();
+    }
+  }
+
+  private onFrame(viewer: Viewer, data: string | null): void {
+    if (data === null) {
+      this.send(viewer, { type: 'error', code: 'invalid_request', message: 'Send text frames holding JSON; binary frames are not understood.' });
+      return;
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(data);
+    } catch {
+      this.send(viewer, { type: 'error', code: 'invalid_json', message: 'The frame is not valid JSON; send one JSON object per text frame.' });
+      return;
+    }
+    const parsed = clientFrame.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const where = issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+      this.send(viewer, { type: 'error', code: 'invalid_request', message: `${where}${issue.message}` });
+      return;
+    }
+    const frame = parsed.data;
+    if (frame.type === 'ping') {
+      this.send(viewer, { type: 'pong', id: frame.id ?? null });
+      return;
+    }
+    viewer.watching = frame.session;
+    viewer.watched = null;
+    viewer.sent = 0;
+    viewer.closedSent = false;
+    if (frame.session !== null) this.sendTranscript(viewer);
+  }
+
+  /** The entries the page has not seen yet (all of them, within the window, after a reset). */
+  private sendTranscript(viewer: Viewer): void {
+    const id = viewer.watching;
+    if (id === null) return;
+    const session = this.ctx.sessions.get(id);
+    if (!session || session.closed) {
+      if (viewer.closedSent) return;
+      viewer.closedSent = true;
+      const first = viewer.watched === null;
+      viewer.watched = null;
+      this.send(viewer, { type: 'transcript', session: id, reset: first, entries: [], skipped: 0, closed: true });
+      return;
+    }
+    const entries = session.context.transcript;
+    const reset = viewer.watched !== session || viewer.sent > entries.length;
+    if (reset) {
+      viewer.watched = session;
+      viewer.closedSent = false;
+      const from = Math.max(0, entries.length - TRANSCRIPT_WINDOW);
+      viewer.sent = entries.length;
+      this.send(viewer, { type: 'transcript', session: id, reset: true, entries: entries.slice(from), skipped: from, closed: false });
+      return;
+    }
+    if (viewer.sent === entries.length) return;
+    const fresh = entries.slice(viewer.sent);
+    viewer.sent = entries.length;
+    this.send(viewer, { type: 'transcript', session: id, reset: false, entries: [...fresh], skipped: 0, closed: false });
+  }
+
+  private send(viewer: Viewer, frame: FeedFrame): void {
+    this.sendRaw(viewer, JSON.stringify(frame));
+  }
+
+  private sendRaw(viewer: Viewer, data: string): void {
+    if (viewer.socket.readyState === viewer.socket.OPEN) viewer.socket.send(data);
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * The web console (docs/console.md): a page that watches every session live and lets a person
+ * play either side from the browser.
+ *
+ *   GET /                    the page (src/console/public/index.html)
+ *   GET /console/*           its scripts and styles, all served from here (nothing from the internet)
+ *   GET /console/chart.json  the session chart, read from machines/session.machine.ts
+ *   GET /console/live        WebSocket: session snapshots pushed as they change (console-feed.ts)
+ *
+ * Playing a side uses the WebSocket side (GET /v1/realtime); ending a session uses
+ * DELETE /v1/sessions/{id}; the transcript comes from GET /admin/sessions/{id}/transcript.
+ *
+ * Who may open it: callers on this machine only, like the admin routes (loopbackOnly), since it
+ * shows every conversation in full. Everyone else gets the 404 of an unknown route. Because a
+ * page of any other web site in the same browser is also "on this machine", requests must name
+ * a loopback host (no DNS rebinding) and WebSocket upgrades must come from the console's own
+ * origin (no cross-site WebSocket reads).
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import fastifyStatic from '@fastify/static';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { ProxyError } from '../../protocols/errors.js';
+import { refuseOtherMethods, sendError } from '../app.js';
+import { sessionChart } from '../console-chart.js';
+import { ConsoleFeed } from '../console-feed.js';
+import type { AppContext } from '../context.js';
+import { loopbackOnly } from '../loopback-only.js';
+import { sideHolders } from './realtime.js';
+
+/**
+ * The page's folder. Running from src (tsx) it is beside this file's folder; running the
+ * build from dist/, tsc has not copied it there, so it is found in the source tree.
+ */
+export function consoleAssetsDir(): string {
+  const candidates = ['../../console/public/', '../../../../src/console/public/'].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+  const found = candidates.find((dir) => existsSync(`${dir}index.html`));
+  if (!found) throw new Error(`the console's files are missing: looked in ${candidates.join(' and ')}`);
+  return found;
+}
+
+const SECURITY_HEADERS: Record<string, string> = {
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-cache',
+};
+
+const LOOPBACK_HOST = /^(?:localhost|(?:[a-z0-9-]+\.)*localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
+
+/** Requests must name a loopback host, and cross-origin ones (a WebSocket from another site) are refused. */
+async function sameOriginOnly(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+  const host = request.headers.host ?? '';
+  const hostname = host.replace(/:\d+$/, '');
+  const origin = request.headers.origin;
+  if (LOOPBACK_HOST.test(hostname) && (origin === undefined || origin === `http://${host}` || origin === `https://${host}`)) return undefined;
+  request.turnLog = { ...request.turnLog, refused: 'console: not a loopback host or another origin' };
+  return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
+}
+
+async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
+  const feed = new ConsoleFeed(ctx, sideHolders(ctx));
+  ctx.transitionListeners.push(feed.onTransition);
+
+  // These two hooks apply to every route (this plugin is not encapsulated): they tell the feed
+  // which protocol each request speaks, so that the console can show each side's protocol.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const protocol = request.routeOptions.config?.protocol;
+    if (protocol) feed.requestStarted(request.id, protocol.name);
+    done();
+  });
+  app.addHook('onResponse', (request, _reply, done) => {
+    feed.requestEnded(request.id);
+    done();
+  });
+  app.addHook('onClose', async () => {
+    const i = ctx.transitionListeners.indexOf(feed.onTransition);
+    if (i >= 0) ctx.transitionListeners.splice(i, 1);
+    feed.stop();
+  });
+
+  // The console's own routes, behind their guards.
+  await app.register(async (scope) => {
+    // Client API keys are not asked for here (a browser sends none with a page load): these
+    // routes have their own guard. Playing a side and ending a session carry the key the
+    // person enters in the page, like any client's.
+    scope.addHook('onRoute', (route) => {
+      route.config = { ...(route.config as object), access: 'public' };
+    });
+    scope.addHook('onRequest', loopbackOnly);
+    scope.addHook('onRequest', sameOriginOnly);
+    scope.addHook('onSend', async (_request, reply, payload) => {
+      reply.headers(SECURITY_HEADERS);
+      return payload;
+    });
+    const root = consoleAssetsDir();
+    // wildcard: false registers one route per file, so that every other URL keeps its 404.
+    await scope.register(fastifyStatic, { root, prefix: '/console/', wildcard: false, index: false, cacheControl: false, dotfiles: 'deny' });
+    scope.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').sendFile('index.html'));
+    refuseOtherMethods(scope, '/', ['GET']);
+
+    scope.get('/console/chart.json', async () => sessionChart());
+    refuseOtherMethods(scope, '/console/chart.json', ['GET']);
+
+    scope.route({
+      method: 'GET',
+      url: '/console/live',
+      handler: async (request, reply) =>
+        sendError(request, reply, new ProxyError('upgrade_required', 'GET /console/live is a WebSocket endpoint: the console page connects to it.')),
+      // Every caller that gets this far is on this machine: the admin actions are theirs,
+      // unless an admin key guards them (the page does not hold it).
+      wsHandler: (socket) => feed.attach(socket, { admin: !ctx.access.adminKeySet, keys: ctx.access.keysRequired }),
+    });
+  });
+}
+
+/** Registered once on the app: `await app.register(consoleRoutes, { ctx })`. */
+export const consoleRoutes = fp(consolePlugin, { name: 'motive-console', fastify: '5.x' });

@@ -1,0 +1,195 @@
+/**
+ * Anthropic Messages: POST /v1/messages, plain JSON and SSE (`event:` + `data:` frames from
+ * `message_start` to `message_stop`, `ping` while held), errors as
+ * {"type":"error","error":{"type","message"},"request_id"}.
+ *
+ * Shapes follow the real API as recorded on the wire (and as @anthropic-ai/sdk types them):
+ * a message carries `stop_details`, usage carries the cache counters, `cache_creation`,
+ * `service_tier` and `inference_geo`; a text block is just {type, text}.
+ */
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { detectBackgroundTask, type ChatText } from './background-tasks.js';
+import { estimateTokens, idempotencyKeyOf, parseBody, sessionModel, retryCountOf, splitModel, type ParsedTurn, type ProtocolAdapter } from './adapter.js';
+import { ProxyError } from './errors.js';
+
+const block = z.looseObject({ type: z.string({ error: 'each content block needs a type' }), text: z.unknown().optional() });
+const content = z.union([z.string(), z.array(block)], { error: 'content must be a string or an array of content blocks' });
+const messageParam = z.looseObject({
+  role: z.string({ error: 'each message needs a role' }),
+  content: content.nullish(),
+});
+const request = z.looseObject({
+  model: sessionModel,
+  messages: z.array(messageParam, { error: 'messages is required and must be an array' }).min(1, 'messages must not be empty'),
+  system: content.nullish(),
+  stream: z.boolean().nullish(),
+});
+
+type Content = z.infer<typeof content> | null | undefined;
+
+/** String content, or the concatenated `text` of its text blocks; other blocks are ignored. */
+function textOf(value: Content): string {
+  if (typeof value === 'string') return value;
+  if (!value) return '';
+  let text = '';
+  for (const b of value) if (b.type === 'text' && typeof b.text === 'string') text += b.text;
+  return text;
+}
+
+// Anthropic's error types (https://docs.claude.com/en/api/errors, and ErrorType in the SDK).
+// Statuses the API does not list get invalid_request_error, as the API itself does for
+// "other 4XX status codes"; 409 gets conflict_error and 408 timeout_error (both ErrorType values).
+const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
+  400: 'invalid_request_error',
+  401: 'authentication_error',
+  403: 'permission_error',
+  404: 'not_found_error',
+  405: 'invalid_request_error',
+  408: 'timeout_error',
+  409: 'conflict_error',
+  410: 'invalid_request_error',
+  413: 'request_too_large',
+  415: 'invalid_request_error',
+  422: 'invalid_request_error',
+  429: 'rate_limit_error',
+  500: 'api_error',
+  503: 'overloaded_error',
+};
+
+export function anthropicErrorType(error: ProxyError): string {
+  if (error.code === 'journal_unavailable') return 'api_error';
+  return ANTHROPIC_ERROR_TYPES[error.status] ?? (error.status >= 500 ? 'api_error' : 'invalid_request_error');
+}
+
+/**
+ * The error object: Anthropic's type and the proxy's message, with the contract's code as
+ * `details.error_code` (the SDK exposes it as `APIError.errorCode`; it treats codes it does
+ * not know as the bare type).
+ */
+function errorObject(error: ProxyError) {
+  return { type: anthropicErrorType(error), message: error.message, details: { error_code: error.code } };
+}
+
+/**
+ * The HTTP error body. `request_id` is part of the real shape; the adapter is not given the
+ * request's id, so it is null (the SDK types it `string | null`).
+ */
+export function anthropicErrorBody(error: ProxyError) {
+  return { type: 'error', error: errorObject(error), request_id: null };
+}
+
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+/** `msg_01` and 22 base-62 characters, as the API's ids look. */
+function messageId(): string {
+  let id = 'msg_01';
+  for (const byte of randomBytes(22)) id += BASE62[byte % 62];
+  return id;
+}
+
+function usage(turn: ParsedTurn, outputTokens: number) {
+  return {
+    input_tokens: turn.promptTokens,
+    cache_creation_input_tokens: 0,
+    cache_read_input_tokens: 0,
+    cache_creation: { ephemeral_5m_input_tokens: 0, ephemeral_1h_input_tokens: 0 },
+    output_tokens: outputTokens,
+    service_tier: 'standard',
+    inference_geo: 'not_available',
+  };
+}
+
+function message(turn: ParsedTurn, id: string, text: string | null, outputTokens: number) {
+  return {
+    model: turn.model,
+    id,
+    type: 'message',
+    role: 'assistant',
+    content: text === null ? [] : [{ type: 'text', text }],
+    stop_reason: text === null ? null : 'end_turn',
+    stop_sequence: null,
+    stop_details: null,
+    usage: usage(turn, outputTokens),
+  };
+}
+
+const event = (name: string, data: unknown): string => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+/** Byte for byte what the API sends while a response is being produced. */
+const PING = 'event: ping\ndata: {"type": "ping"}\n\n';
+
+export const anthropicMessages: ProtocolAdapter = {
+  name: 'anthropic',
+  routes: ['/v1/messages'],
+
+  // x-api-key / authorization and anthropic-version are accepted and not checked.
+  parse({ body, headers }, { answerBackgroundTasks }) {
+    const fields = parseBody(request, body);
+    const { model, messages } = fields;
+    const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
+    const last = texts[texts.length - 1]!;
+    if (last.content.trim() === '') {
+      throw new ProxyError('invalid_request', `messages.${texts.length - 1}.content: the last message has no text content; there is nothing to send.`, {
+        param: `messages.${texts.length - 1}.content`,
+      });
+    }
+    // The top-level system prompt, and system-role messages (which this SDK's MessageParam allows).
+    const system = [textOf(fields.system), ...texts.filter((m) => m.role === 'system').map((m) => m.content)].filter((s) => s !== '');
+    const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
+    const withSystem: ChatText[] = system.length > 0 ? [{ role: 'system', content: system.join('\n\n') }, ...texts] : texts;
+    let promptChars = 0;
+    for (const m of withSystem) promptChars += m.content.length;
+    const { sessionId, explicitSide } = splitModel(model);
+    return {
+      model,
+      sessionId,
+      stream: fields.stream === true,
+      localReply: answerBackgroundTasks ? (detectBackgroundTask(withSystem, fields)?.reply ?? null) : null,
+      promptTokens: Math.max(1, Math.ceil(promptChars / 4)),
+      options: {},
+      turn: {
+        explicitSide,
+        assistantHistory,
+        content: last.content,
+        system: system.length > 0 ? system.join('\n\n') : null,
+        retryCount: retryCountOf(headers),
+        idempotencyKey: idempotencyKeyOf(headers),
+      },
+    };
+  },
+
+  renderReply(turn, { content: text }) {
+    return message(turn, messageId(), text, estimateTokens(text));
+  },
+
+  stream: {
+    contentType: 'text/event-stream; charset=utf-8',
+    writer(turn) {
+      const id = messageId();
+      let started = false;
+      // The text block opens before its first delta (or at the end, should there be none).
+      const startBlock = (): string => {
+        if (started) return '';
+        started = true;
+        return event('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+      };
+      return {
+        // The API's message_start counts the first token already; so does this one.
+        open: () => event('message_start', { type: 'message_start', message: message(turn, id, null, 1) }),
+        keepAlive: () => PING,
+        delta: (text) => startBlock() + event('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text } }),
+        end: ({ content: text }) =>
+          startBlock() +
+          event('content_block_stop', { type: 'content_block_stop', index: 0 }) +
+          event('message_delta', {
+            type: 'message_delta',
+            delta: { stop_reason: 'end_turn', stop_sequence: null, stop_details: null },
+            usage: { input_tokens: turn.promptTokens, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: estimateTokens(text) },
+          }) +
+          event('message_stop', { type: 'message_stop' }),
+        error: (error) => event('error', { type: 'error', error: errorObject(error) }),
+      };
+    },
+  },
+
+  renderError: anthropicErrorBody,
+};
