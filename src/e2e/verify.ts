@@ -52,7 +52,13 @@ export function checkDirection(from: SideRecord, to: SideRecord): DirectionCheck
   // A message whose request the proxy refused (409 session_conflict, 422, …) was never
   // accepted, so it is not owed to the other side; that error is reported on its own. One
   // whose wait failed later (closed, timed out) was accepted and must still arrive.
-  const refused = new Set(eventsOf(from, 'error').filter((e) => REFUSED.test(e.code ?? '')).map((e) => e.i));
+  // Refused means the first attempt was: a retry refused later may follow an accepted attempt.
+  const firstStatus = (i: number) => eventsOf(from, 'http').find((h) => h.i === i && h.method === 'POST')?.status ?? null;
+  const refused = new Set(
+    eventsOf(from, 'error')
+      .filter((e) => REFUSED.test(e.code ?? '') && ((s) => s === null || (s >= 400 && s < 500 && s !== 408 && s !== 410))(firstStatus(e.i)))
+      .map((e) => e.i),
+  );
   const said = eventsOf(from, 'send')
     .filter((e) => !e.handshake && !refused.has(e.i))
     .map((e) => ({ content: e.content, sentAt: e.t, i: e.i }));

@@ -63,6 +63,14 @@ describe('checkDirection', () => {
     const a = record('A', ['ping', 'a1', 'a2'], ['b1', 'b2'], [refused]);
     const b = record('B', ['b1', 'b2'], ['a1']);
     expect(checkDirection(a, b).problems).toEqual([]);
+    // A 409 on a retry whose first attempt was cut off after sending: the message may well
+    // have been accepted, so it is still owed.
+    const attempts: RecordEvent[] = [
+      { ev: 'http', t: t(), i: 2, method: 'POST', path: '/v1/chat/completions', retryCount: 0, status: null, headersAt: null, error: 'reset' },
+      { ev: 'http', t: t(), i: 2, method: 'POST', path: '/v1/chat/completions', retryCount: 1, status: 409, headersAt: t() },
+    ];
+    const a1 = record('A', ['ping', 'a1', 'a2'], ['b1', 'b2'], [...attempts, refused]);
+    expect(checkDirection(a1, b).problems).toEqual(['A→B: message 2 "a2" never reached B (lost; received 0 of 1)']);
     const timedOut: RecordEvent = { ev: 'error', t: t(), i: 2, message: 'gave up', code: 'turn_timeout' };
     const a2 = record('A', ['ping', 'a1', 'a2'], ['b1', 'b2'], [timedOut]);
     expect(checkDirection(a2, b).problems).toEqual(['A→B: message 2 "a2" never reached B (lost; received 0 of 1)']);

@@ -64,7 +64,7 @@ function expectAnthropicError(body: any, type: string, code: string, inStream = 
 }
 
 /** One chat client over the Anthropic SDK: keeps and re-sends its whole history, as chat UIs do. */
-class Claude {
+class AnthropicParticipant {
   readonly history: MessageParam[] = [];
   readonly messages: Anthropic.Message[] = [];
   /** For streamed calls: the event types of each response, and its text deltas. */
@@ -209,8 +209,8 @@ describe('a conversation where both sides use the Anthropic SDK', () => {
     const server = await start();
     const session = uniqueId('claude-conv');
     const client = anthropic(server);
-    const a = new Claude(client, session, { system: 'You are the prisoner.' });
-    const b = new Claude(client, session, { system: [{ type: 'text', text: 'You are the ' }, { type: 'text', text: 'dungeon master.' }] });
+    const a = new AnthropicParticipant(client, session, { system: 'You are the prisoner.' });
+    const b = new AnthropicParticipant(client, session, { system: [{ type: 'text', text: 'You are the ' }, { type: 'text', text: 'dungeon master.' }] });
 
     // A's handshake is held until B speaks; B's first prompt is A's answer.
     let pendingA = a.say('ping');
@@ -324,8 +324,8 @@ describe('streaming', () => {
     const server = await start({ keepaliveIntervalSeconds: '0.05' });
     const session = uniqueId('claude-stream');
     const client = anthropic(server);
-    const a = new Claude(client, session, { mode: 'stream' });
-    const b = new Claude(client, session, { mode: 'create-stream', system: 'Narrate.' });
+    const a = new AnthropicParticipant(client, session, { mode: 'stream' });
+    const b = new AnthropicParticipant(client, session, { mode: 'create-stream', system: 'Narrate.' });
 
     const pendingA = a.say('ping');
     await untilHeld(server, session, 'A');
@@ -394,7 +394,7 @@ describe('streaming', () => {
     expect(held.slice(1).every((f) => f.raw === PING)).toBe(true);
 
     // B answers A's handshake; A's next turn is held, and B types before sending.
-    const b = new Claude(anthropic(server), `${session}|B`);
+    const b = new AnthropicParticipant(anthropic(server), `${session}|B`);
     const b1 = b.say('b1');
     const handshake = sseFrames(await body.done);
     expect(handshake.filter((f) => f.event === 'content_block_delta').map((f) => f.data.delta.text).join('')).toBe('b1');
@@ -512,7 +512,7 @@ describe('a session whose sides speak different protocols', () => {
       const make = (protocol: 'openai' | 'anthropic', stream: boolean) =>
         protocol === 'openai'
           ? new Participant(server.client(), session, { stream, system: 'OpenAI side.' })
-          : new Claude(anthropic(server), session, { mode: stream ? 'stream' : 'create', system: 'Anthropic side.' });
+          : new AnthropicParticipant(anthropic(server), session, { mode: stream ? 'stream' : 'create', system: 'Anthropic side.' });
       const a = make(first, first === 'anthropic');
       const b = make(second, second === 'anthropic');
 
