@@ -53,10 +53,14 @@ export function checkDirection(from: SideRecord, to: SideRecord): DirectionCheck
   // accepted, so it is not owed to the other side; that error is reported on its own. One
   // whose wait failed later (closed, timed out) was accepted and must still arrive.
   // Refused means the first attempt was: a retry refused later may follow an accepted attempt.
-  const firstStatus = (i: number) => eventsOf(from, 'http').find((h) => h.i === i && h.method === 'POST')?.status ?? null;
+  const firstRefused = (i: number): boolean => {
+    const first = eventsOf(from, 'http').find((h) => h.i === i && h.method === 'POST');
+    if (!first) return true; // no HTTP attempt recorded: the error code decides
+    return first.status !== null && first.status >= 400 && first.status < 500 && first.status !== 408 && first.status !== 410;
+  };
   const refused = new Set(
     eventsOf(from, 'error')
-      .filter((e) => REFUSED.test(e.code ?? '') && ((s) => s === null || (s >= 400 && s < 500 && s !== 408 && s !== 410))(firstStatus(e.i)))
+      .filter((e) => REFUSED.test(e.code ?? '') && firstRefused(e.i))
       .map((e) => e.i),
   );
   const said = eventsOf(from, 'send')
