@@ -126,3 +126,29 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
   const where = param && !issue.message.startsWith(String(issue.path[0])) ? `${param}: ` : '';
   throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
 }
+
+/** The protocol-neutral request of a chat turn; system prompts are joined by a blank line. */
+export function chatTurn(
+  fields: { explicitSide: Side | null; assistantHistory: readonly string[]; content: string; system: readonly string[] },
+  headers: IncomingHttpHeaders,
+  extra: Pick<TurnRequest, 'continues'> = {},
+): TurnRequest {
+  return {
+    explicitSide: fields.explicitSide,
+    assistantHistory: fields.assistantHistory,
+    content: fields.content,
+    system: fields.system.length > 0 ? fields.system.join('\n\n') : null,
+    retryCount: retryCountOf(headers),
+    idempotencyKey: idempotencyKeyOf(headers),
+    ...extra,
+  };
+}
+
+/** String content, or the concatenated `text` of its `text` parts; other parts are ignored. */
+export function textOfParts(content: string | readonly { type: string; text?: unknown }[] | null | undefined): string {
+  if (typeof content === 'string') return content;
+  if (!content) return '';
+  let text = '';
+  for (const part of content) if (part.type === 'text' && typeof part.text === 'string') text += part.text;
+  return text;
+}

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { estimateTokens, idempotencyKeyOf, parseBody, sessionModel, retryCountOf, splitModel, type ParsedTurn, type ProtocolAdapter } from './adapter.js';
+import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const block = z.looseObject({ type: z.string({ error: 'each content block needs a type' }), text: z.unknown().optional() });
@@ -26,18 +26,7 @@ const request = z.looseObject({
   stream: z.boolean().nullish(),
 });
 
-type Content = z.infer<typeof content> | null | undefined;
-
-/** String content, or the concatenated `text` of its text blocks; other blocks are ignored. */
-function textOf(value: Content): string {
-  if (typeof value === 'string') return value;
-  if (!value) return '';
-  let text = '';
-  for (const b of value) if (b.type === 'text' && typeof b.text === 'string') text += b.text;
-  return text;
-}
-
-// Anthropic's error types (https://docs.claude.com/en/api/errors, and ErrorType in the SDK).
+// Anthropic's error types (the API's error documentation, and ErrorType in the SDK).
 // Statuses the API does not list get invalid_request_error, as the API itself does for
 // "other 4XX status codes"; 409 gets conflict_error and 408 timeout_error (both ErrorType values).
 const ANTHROPIC_ERROR_TYPES: Record<number, string> = {
@@ -125,7 +114,7 @@ export const anthropicMessages: ProtocolAdapter = {
   parse({ body, headers }, { answerBackgroundTasks }) {
     const fields = parseBody(request, body);
     const { model, messages } = fields;
-    const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
+    const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));
     const last = texts[texts.length - 1]!;
     if (last.content.trim() === '') {
       throw new ProxyError('invalid_request', `messages.${texts.length - 1}.content: the last message has no text content; there is nothing to send.`, {
@@ -133,7 +122,7 @@ export const anthropicMessages: ProtocolAdapter = {
       });
     }
     // The top-level system prompt, and system-role messages (which this SDK's MessageParam allows).
-    const system = [textOf(fields.system), ...texts.filter((m) => m.role === 'system').map((m) => m.content)].filter((s) => s !== '');
+    const system = [textOfParts(fields.system), ...texts.filter((m) => m.role === 'system').map((m) => m.content)].filter((s) => s !== '');
     const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
     const withSystem: ChatText[] = system.length > 0 ? [{ role: 'system', content: system.join('\n\n') }, ...texts] : texts;
     let promptChars = 0;
@@ -146,14 +135,7 @@ export const anthropicMessages: ProtocolAdapter = {
       localReply: answerBackgroundTasks ? (detectBackgroundTask(withSystem, fields)?.reply ?? null) : null,
       promptTokens: Math.max(1, Math.ceil(promptChars / 4)),
       options: {},
-      turn: {
-        explicitSide,
-        assistantHistory,
-        content: last.content,
-        system: system.length > 0 ? system.join('\n\n') : null,
-        retryCount: retryCountOf(headers),
-        idempotencyKey: idempotencyKeyOf(headers),
-      },
+      turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers),
     };
   },
 

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { estimateTokens, idempotencyKeyOf, parseBody, retryCountOf, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, estimateTokens, parseBody, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 /** The methods a model path ends with (`…/models/{session}:{method}`). */
@@ -116,14 +116,7 @@ export function parseGenerateContent({ body, headers, params }: WireRequest, { a
     localReply: answerBackgroundTasks ? (detectBackgroundTask(withSystem, fields)?.reply ?? null) : null,
     promptTokens,
     options: { method },
-    turn: {
-      explicitSide,
-      assistantHistory,
-      content: last.content,
-      system: system !== '' ? system : null,
-      retryCount: retryCountOf(headers),
-      idempotencyKey: idempotencyKeyOf(headers),
-    },
+    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system: system !== '' ? [system] : [] }, headers),
   };
 }
 

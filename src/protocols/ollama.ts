@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { estimateTokens, idempotencyKeyOf, parseBody, sessionModel, retryCountOf, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const message = z.looseObject({
@@ -43,14 +43,7 @@ export function parseOllamaChat({ body, headers }: WireRequest, { answerBackgrou
     localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, fields)?.reply ?? null) : null,
     promptTokens,
     options: { receivedAt: Date.now() },
-    turn: {
-      explicitSide,
-      assistantHistory,
-      content: last.content,
-      system: system.length > 0 ? system.join('\n\n') : null,
-      retryCount: retryCountOf(headers),
-      idempotencyKey: idempotencyKeyOf(headers),
-    },
+    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers),
   };
 }
 

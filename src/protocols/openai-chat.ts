@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { estimateTokens, idempotencyKeyOf, parseBody, retryCountOf, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const part = z.looseObject({ type: z.string(), text: z.unknown().optional() });
@@ -23,17 +23,6 @@ const request = z.looseObject({
 
 /** Azure-style deployments name the session in the path; `model` in the body is optional. */
 const deploymentRequest = request.extend({ model: z.string().optional() });
-
-type Message = z.infer<typeof message>;
-
-/** String content, or the concatenated `text` parts of a content array; other parts are ignored. */
-function textOf(content: Message['content']): string {
-  if (typeof content === 'string') return content;
-  if (!content) return '';
-  let text = '';
-  for (const p of content) if (p.type === 'text' && typeof p.text === 'string') text += p.text;
-  return text;
-}
 
 const OPENAI_ERROR_TYPES: Record<number, string> = {
   401: 'authentication_error',
@@ -67,7 +56,7 @@ export function parseChatCompletion({ body, headers }: WireRequest, { answerBack
   const fields = parseBody(sessionFromPath === undefined ? request : deploymentRequest, body);
   const { messages } = fields;
   const model = sessionFromPath ?? (fields.model as string);
-  const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOf(m.content) }));
+  const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));
   const last = texts[texts.length - 1]!;
   if (last.content.trim() === '') {
     throw new ProxyError('invalid_request', 'The last message has no text content; there is nothing to send.', {
@@ -86,14 +75,7 @@ export function parseChatCompletion({ body, headers }: WireRequest, { answerBack
     localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, fields)?.reply ?? null) : null,
     promptTokens: Math.ceil(promptChars / 4),
     options: { includeUsage: fields.stream_options?.include_usage === true },
-    turn: {
-      explicitSide,
-      assistantHistory,
-      content: last.content,
-      system: system.length > 0 ? system.join('\n\n') : null,
-      retryCount: retryCountOf(headers),
-      idempotencyKey: idempotencyKeyOf(headers),
-    },
+    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers),
   };
 }
 

@@ -29,10 +29,9 @@ import { z } from 'zod';
 import type { Side } from '../../machines/session.logic.js';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
 import {
+  chatTurn,
   estimateTokens,
-  idempotencyKeyOf,
   parseBody,
-  retryCountOf,
   sessionModel,
   splitModel,
   type ParsedTurn,
@@ -204,15 +203,7 @@ function parseResponsesRequest({ body, headers }: Parameters<ProtocolAdapter['pa
     localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, data)?.reply ?? null) : null,
     promptTokens: Math.ceil(promptChars / 4),
     options: { echo: echoedFields(data) },
-    turn: {
-      explicitSide,
-      assistantHistory,
-      content: last.content,
-      system: system.length > 0 ? system.join('\n\n') : null,
-      retryCount: retryCountOf(headers),
-      idempotencyKey: idempotencyKeyOf(headers),
-      continues,
-    },
+    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers, { continues }),
   };
 }
 
