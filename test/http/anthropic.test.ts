@@ -207,7 +207,7 @@ const FROM_A = ['I look around.', 'I ask the guard to let me out.\n\nPolitely!',
 describe('a conversation where both sides use the Anthropic SDK', () => {
   it('delivers every turn byte-exact, in order, with system prompts kept and content blocks joined', async () => {
     const server = await start();
-    const session = uniqueId('claude-conv');
+    const session = uniqueId('anthropic-conv');
     const client = anthropic(server);
     const a = new AnthropicParticipant(client, session, { system: 'You are the prisoner.' });
     const b = new AnthropicParticipant(client, session, { system: [{ type: 'text', text: 'You are the ' }, { type: 'text', text: 'dungeon master.' }] });
@@ -263,7 +263,7 @@ describe('a conversation where both sides use the Anthropic SDK', () => {
 
   it('answers in the exact Message shape, echoing the model as sent, and accepts requests without max_tokens', async () => {
     const server = await start();
-    const session = uniqueId('claude-shape');
+    const session = uniqueId('anthropic-shape');
     const client = anthropic(server);
     const pendingA = client.messages.create({ model: `${session}|A`, max_tokens: 10, messages: [{ role: 'user', content: 'ping' }] }).withResponse();
     await untilHeld(server, session, 'A');
@@ -306,7 +306,7 @@ describe('a conversation where both sides use the Anthropic SDK', () => {
 
   it('answers a chat UI background request itself, without creating a session', async () => {
     const server = await start();
-    const session = uniqueId('claude-title');
+    const session = uniqueId('anthropic-title');
     const message = await anthropic(server).messages.create({
       model: session,
       max_tokens: 50,
@@ -322,7 +322,7 @@ describe('a conversation where both sides use the Anthropic SDK', () => {
 describe('streaming', () => {
   it('messages.stream() assembles each delivery; create({stream:true}) sees the exact event sequence', async () => {
     const server = await start({ keepaliveIntervalSeconds: '0.05' });
-    const session = uniqueId('claude-stream');
+    const session = uniqueId('anthropic-stream');
     const client = anthropic(server);
     const a = new AnthropicParticipant(client, session, { mode: 'stream' });
     const b = new AnthropicParticipant(client, session, { mode: 'create-stream', system: 'Narrate.' });
@@ -357,7 +357,7 @@ describe('streaming', () => {
 
   it('sends message_start at once, pings while held, then live typing and the rest as text deltas', async () => {
     const server = await start({ keepaliveIntervalSeconds: '0.05' });
-    const session = uniqueId('claude-sse');
+    const session = uniqueId('anthropic-sse');
     const sentAt = Date.now();
     const response = await rawMessages(server, { model: `${session}|A`, max_tokens: 5, messages: [{ role: 'user', content: 'ping' }], stream: true });
     expect(Date.now() - sentAt).toBeLessThan(500);
@@ -471,7 +471,7 @@ describe('streaming', () => {
     const server = await start({ handshakeTimeoutSeconds: '0.3', turnTimeoutSeconds: '5', keepaliveIntervalSeconds: '0.05' });
 
     // Raw: message_start, pings, then `event: error` and the end of the stream.
-    const raw = await rawMessages(server, { model: uniqueId('claude-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }], stream: true });
+    const raw = await rawMessages(server, { model: uniqueId('anthropic-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }], stream: true });
     expect(raw.status).toBe(200);
     const frames = sseFrames(await raw.text());
     expect(frames[0]!.event).toBe('message_start');
@@ -484,7 +484,7 @@ describe('streaming', () => {
 
     // Through the SDK, both ways of streaming: the error surfaces as an APIError.
     const client = anthropic(server, { maxRetries: 0 });
-    const stream = await client.messages.create({ model: uniqueId('claude-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }], stream: true });
+    const stream = await client.messages.create({ model: uniqueId('anthropic-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }], stream: true });
     const seen: string[] = [];
     const err = await anthropicError(
       (async () => {
@@ -496,7 +496,7 @@ describe('streaming', () => {
     expect(err.errorCode).toBe('handshake_timeout');
     expectAnthropicError(err.error, 'timeout_error', 'handshake_timeout', true);
 
-    const helper = anthropicError(client.messages.stream({ model: uniqueId('claude-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }] }).finalMessage());
+    const helper = anthropicError(client.messages.stream({ model: uniqueId('anthropic-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }] }).finalMessage());
     expect((await helper).errorCode).toBe('handshake_timeout');
   });
 });
@@ -618,7 +618,7 @@ describe('errors in Anthropic shape', () => {
   it('answers a non-streaming wait that runs out with 408 timeout_error, retryable', async () => {
     const server = await start({ handshakeTimeoutSeconds: '0.3', turnTimeoutSeconds: '5' });
     const recorded = recordingAnthropic(server, { maxRetries: 0 });
-    const err = await anthropicError(recorded.client.messages.create({ model: uniqueId('claude-408'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }] }));
+    const err = await anthropicError(recorded.client.messages.create({ model: uniqueId('anthropic-408'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }] }));
     expect(err.status).toBe(408);
     expectAnthropicError(err.error, 'timeout_error', 'handshake_timeout');
     expect(err.headers?.get('x-should-retry')).toBeNull();
@@ -629,7 +629,7 @@ describe('errors in Anthropic shape', () => {
 describe('the SDK retrying a timed-out turn', () => {
   it('re-attaches: the answer arrives once, and nothing is delivered twice', async () => {
     const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3' });
-    const session = uniqueId('claude-retry');
+    const session = uniqueId('anthropic-retry');
     const a = recordingAnthropic(server); // default maxRetries (2)
     const b = recordingAnthropic(server);
     const send = (client: Anthropic, messages: MessageParam[]) =>
