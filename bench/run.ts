@@ -416,9 +416,15 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
     });
   const s100 = ratios.find((r) => r.workload === 'relay' && r.sessions === 100 && !r.stream);
   const s1 = pick('proxy', 1, false);
-  const h10k = heldRatios.find((h) => h.sessions === 10000 && !h.paired);
+  // Held memory: the worse of held handshakes and paired sessions with one side held.
+  const h10k = heldRatios.filter((h) => h.sessions === 10000).sort((a, b) => b.memoryRatio - a.memoryRatio)[0];
   const batch = ratios.find((r) => r.workload === 'journal-batch' && r.sessions === 100);
-  const untraced = relay.find((c) => c.target === 'proxy' && c.workload === 'relay' && c.sessions === journalSessions && !c.stream);
+  // The untraced reference is the faster of the two untraced runs of the same server work
+  // (relay S=100 JSON and journal off): on a noisy machine one of them may come out low, and
+  // tracing must not look cheap because of it.
+  const untraced = relay
+    .filter((c) => c.target === 'proxy' && c.sessions === journalSessions && !c.stream && (c.workload === 'relay' || c.workload === 'journal-off'))
+    .sort((a, b) => b.result.turnsPerSecond - a.result.turnsPerSecond)[0];
   const tracedCase = relay.find((c) => c.workload === 'tracing-on');
   const tracingCost = untraced && tracedCase ? 1 - tracedCase.result.turnsPerSecond / untraced.result.turnsPerSecond : null;
   const targets = {
@@ -431,7 +437,10 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
     'relay latency S=1 p50 ≤ 0.5 ms': s1 ? { value: s1.result.latency.p50, pass: s1.result.latency.p50 <= 0.5 } : null,
     'relay latency S=1 p99 ≤ 3 ms': s1 ? { value: s1.result.latency.p99, pass: s1.result.latency.p99 <= 3 } : null,
     'held memory per session ≤ 2× baseline (10,000)': h10k ? { value: h10k.memoryRatio, pass: h10k.memoryRatio <= 2 } : null,
-    '10,000 held sessions under 300 MB RSS': h10k ? { value: h10k.proxyRssMb, pass: h10k.proxyRssMb < 300 } : null,
+    '10,000 held sessions under 300 MB RSS (the larger case)': (() => {
+      const worst = heldRatios.filter((h) => h.sessions === 10000).sort((a, b) => b.proxyRssMb - a.proxyRssMb)[0];
+      return worst ? { value: worst.proxyRssMb, pass: worst.proxyRssMb < 300 } : null;
+    })(),
   };
   return {
     date: new Date().toISOString(),

@@ -70,6 +70,8 @@ export type FeedFrame =
       admin: boolean;
       /** Client API keys are required: playing a side or ending a session needs one. */
       keys: boolean;
+      /** An admin key guards the admin actions: the page may ask for it (then reconnect with ?key=). */
+      adminKey: boolean;
       timing: SessionTiming;
     }
   | { type: 'sessions'; now: number; sessions: SessionSummary[] }
@@ -156,10 +158,10 @@ export class ConsoleFeed {
   }
 
   /** A console page connected; it gets the hello and the session list at once. */
-  attach(socket: WebSocket, options: { admin: boolean; keys: boolean }): void {
+  attach(socket: WebSocket, options: { admin: boolean; keys: boolean; adminKey: boolean }): void {
     const viewer: Viewer = { socket, admin: options.admin, watching: null, watched: null, sent: 0, closedSent: false };
     this.viewers.add(viewer);
-    this.send(viewer, { type: 'hello', now: this.now(), admin: options.admin, keys: options.keys, timing: this.timing() });
+    this.send(viewer, { type: 'hello', now: this.now(), admin: options.admin, keys: options.keys, adminKey: options.adminKey, timing: this.timing() });
     this.send(viewer, { type: 'sessions', now: this.now(), sessions: this.summaries() });
     socket.on('message', (data, isBinary) => this.onFrame(viewer, isBinary ? null : data.toString('utf8')));
     socket.on('close', () => this.viewers.delete(viewer));

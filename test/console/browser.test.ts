@@ -417,6 +417,48 @@ describe('the console with client API keys', () => {
   );
 });
 
+describe('the console with an admin key', () => {
+  it(
+    'hides the admin actions until the person gives the admin key, then downloads and ends with it',
+    async () => {
+      const s = await startTestServer({ ...settings, adminApiKey: 'admin-console' });
+      const p = await browser.context.newPage();
+      try {
+        const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'x', maxRetries: 0, timeout: 200_000 });
+        const id = uniqueId('admin');
+        const held = client.chat.completions.create({ model: id, messages: [{ role: 'user', content: 'ping' }] });
+        held.catch(() => undefined);
+        await openSession(p, id, s);
+        const key = p.getByLabel('Admin key');
+        await key.waitFor();
+        expect(await p.locator('#admin-actions').isHidden()).toBe(true);
+        await key.fill('wrong');
+        await p.getByRole('button', { name: 'Unlock' }).click();
+        await p.waitForTimeout(300);
+        expect(await p.locator('#admin-actions').isHidden()).toBe(true);
+        await key.fill('admin-console');
+        await p.getByRole('button', { name: 'Unlock' }).click();
+        await p.locator('#admin-actions').waitFor({ state: 'visible' });
+        expect(await p.locator('#admin-key-box').isHidden()).toBe(true);
+        // The transcript download carries the key (a plain link could not).
+        const download = p.waitForEvent('download');
+        await p.locator('#download-md').click();
+        const saved = await (await download).path();
+        expect(saved).toBeTruthy();
+        // Ending goes through the admin route: the held request gets 410.
+        p.once('dialog', (dialog) => void dialog.accept());
+        await p.getByRole('button', { name: 'End session' }).click();
+        await p.locator('#conv-notice', { hasText: `Session “${id}” ended.` }).waitFor();
+        await expect(held).rejects.toMatchObject({ status: 410 });
+      } finally {
+        await p.close();
+        await s.close();
+      }
+    },
+    LONG,
+  );
+});
+
 describe('the console when the other side waits too long', () => {
   it(
     'warns while the wait runs out, says when it did, and keeps the reply for the retry',

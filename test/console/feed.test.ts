@@ -100,10 +100,17 @@ describe('with API keys', () => {
     expect((await fetch(`${server.url}/console/chart.json`)).status).toBe(200);
     expect((await fetch(`${server.url}/`, { headers: { 'x-forwarded-for': '203.0.113.9' } })).status).toBe(404);
     const live = await feed(server);
-    // Playing a side needs a client key; the admin actions need the admin key, which the page does not hold.
-    expect(await live.next('hello')).toMatchObject({ keys: true, admin: false });
+    // Playing a side needs a client key; the admin actions need the admin key, which the page does not hold yet.
+    expect(await live.next('hello')).toMatchObject({ keys: true, admin: false, adminKey: true });
     // The routes the page calls on the person's behalf still ask for a key.
     expect((await fetch(`${server.url}/v1/sessions/x`, { method: 'DELETE' })).status).toBe(401);
+
+    // Given the admin key (typed in the page, sent as ?key=), the feed opens the admin actions; a wrong one does not.
+    const wrong = await FrameClient.connect(wsUrl(server, '/console/live?key=guess'), { origin: server.url });
+    expect(await wrong.next('hello')).toMatchObject({ admin: false });
+    const unlocked = await FrameClient.connect(wsUrl(server, '/console/live?key=admin-secret'), { origin: server.url });
+    expect(await unlocked.next('hello')).toMatchObject({ admin: true, adminKey: true });
+    for (const c of [wrong, unlocked]) c.socket.close();
   });
 });
 

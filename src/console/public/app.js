@@ -125,7 +125,9 @@ function setFeedStatus(state, text) {
 }
 
 function connectFeed() {
-  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/console/live`);
+  const key = adminKey();
+  const query = key ? `?key=${encodeURIComponent(key)}` : '';
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/console/live${query}`);
   ui.feed = ws;
   ws.addEventListener('open', () => {
     ui.feedRetryMs = 500;
@@ -161,6 +163,8 @@ function onFeedFrame(frame) {
     case 'hello':
       ui.admin = frame.admin === true;
       ui.keys = frame.keys === true;
+      // An admin key guards the admin actions and this page has not given it (or a wrong one).
+      $('admin-key-box').hidden = !(frame.adminKey === true && !ui.admin);
       ui.timing = frame.timing;
       $('key-box').hidden = !ui.keys;
       break;
@@ -384,9 +388,12 @@ function onTranscript(frame) {
 $('end-session').addEventListener('click', async () => {
   const id = ui.route.id;
   if (!id || !confirm(`End session “${id}”? Requests still waiting in it get 410 session_closed.`)) return;
-  const key = apiKey();
+  // With the admin key, the admin route ends any session; otherwise a participant's route.
+  const admin = adminKey();
+  const key = admin || apiKey();
   const headers = key ? { authorization: `Bearer ${key}` } : {};
-  const response = await fetch(`/v1/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', headers }).catch(() => null);
+  const url = admin ? `/admin/sessions/${encodeURIComponent(id)}` : `/v1/sessions/${encodeURIComponent(id)}`;
+  const response = await fetch(url, { method: 'DELETE', headers }).catch(() => null);
   notice(response?.ok ? `Session “${id}” ended.` : `The session could not be ended${response ? ` (${response.status})` : ''}.`);
 });
 
@@ -394,6 +401,54 @@ function notice(text) {
   const el = $('conv-notice');
   el.textContent = text;
   el.hidden = !text;
+}
+
+/** The admin key the person entered, when the proxy guards its admin actions with one. */
+function adminKey() {
+  try {
+    return sessionStorage.getItem('motive-console-admin-key') ?? '';
+  } catch {
+    return ui.adminKeyTyped ?? '';
+  }
+}
+
+$('admin-key-box').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const key = $('admin-key').value.trim();
+  ui.adminKeyTyped = key;
+  try {
+    sessionStorage.setItem('motive-console-admin-key', key);
+  } catch {
+    /* kept in memory only */
+  }
+  // Connect the feed again with the key: the server says whether it opens the admin actions.
+  const old = ui.feed;
+  ui.feed = null;
+  old?.close();
+  connectFeed();
+});
+
+// Transcript downloads carry the admin key when there is one (a plain link cannot send it).
+for (const id of ['download-md', 'download-json']) {
+  $(id).addEventListener('click', async (event) => {
+    const key = adminKey();
+    if (!key) return;
+    event.preventDefault();
+    const link = $(id);
+    const response = await fetch(link.href, { headers: { authorization: `Bearer ${key}` } }).catch(() => null);
+    if (!response?.ok) {
+      notice(`The transcript could not be downloaded${response ? ` (${response.status})` : ''}.`);
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const save = document.createElement('a');
+    save.href = url;
+    save.download = link.getAttribute('download') ?? 'transcript';
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  });
 }
 
 // ---------------------------------------------------------------- playing a side

@@ -26,6 +26,7 @@ import { refuseOtherMethods, sendError } from '../app.js';
 import { sessionChart } from '../console-chart.js';
 import { ConsoleFeed } from '../console-feed.js';
 import type { AppContext } from '../context.js';
+import { presentedKey } from '../access.js';
 import { loopbackOnly } from '../loopback-only.js';
 import { sideHolders } from './realtime.js';
 
@@ -111,8 +112,13 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
       handler: async (request, reply) =>
         sendError(request, reply, new ProxyError('upgrade_required', 'GET /console/live is a WebSocket endpoint: the console page connects to it.')),
       // Every caller that gets this far is on this machine: the admin actions are theirs,
-      // unless an admin key guards them (the page does not hold it).
-      wsHandler: (socket) => feed.attach(socket, { admin: !ctx.access.adminKeySet, keys: ctx.access.keysRequired }),
+      // unless an admin key guards them; then the page must send it (?key=, typed by the person).
+      wsHandler: (socket, request) =>
+        feed.attach(socket, {
+          admin: !ctx.access.adminKeySet || ctx.access.isAdmin(presentedKey(request)),
+          keys: ctx.access.keysRequired,
+          adminKey: ctx.access.adminKeySet,
+        }),
     });
   });
 }
