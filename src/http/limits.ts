@@ -11,6 +11,8 @@ import type { AppContext } from './context.js';
 type Limiter = (request: FastifyRequest) => Promise<{ isExceeded: boolean; max: number; remaining: number; ttl: number }>;
 
 export interface Limits {
+  /** Whether `check` has anything to check (a turn skips it, and its await, when not). */
+  readonly checking: boolean;
   /** Throws rate_limited when the session, or the client's new sessions, are over their rate. */
   check(request: FastifyRequest, reply: FastifyReply, sessionId: string): Promise<void>;
   /** Counts a held request against its client; throws rate_limited when over the cap. Returns the release. */
@@ -32,6 +34,7 @@ export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
   };
 
   return {
+    checking: perSession !== null || newSessions !== null,
     async check(request, reply, sessionId) {
       if (perSession) {
         const result = await perSession(request);

@@ -34,7 +34,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     }
 
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
-    await limits.check(request, reply, turn.sessionId);
+    if (limits.checking) await limits.check(request, reply, turn.sessionId);
     const release = limits.hold(request);
     const client = request.client.key;
     const result = ctx.sessions.submit(turn.sessionId, client ? { ...turn.turn, client } : turn.turn, request.id);

@@ -7,7 +7,7 @@
 import { AzureOpenAI } from 'openai';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, apiError, expectOpenAIError, rawPost, sleep, uniqueId, untilHeld, useServers } from './support.js';
+import { Participant, apiError, expectOpenAIError, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from './support.js';
 
 const start = useServers();
 
@@ -25,8 +25,7 @@ function azure(server: TestServer, deployment: string, seen: Seen[] = [], maxRet
   return new AzureOpenAI({ endpoint: server.url, apiKey: 'azure-key', apiVersion: '2024-10-21', deployment, maxRetries, fetch: recording });
 }
 
-const FROM_B = ['You wake in a cold cell.  ', 'The guard laughs.\nHe says: "Never."', '  Ein Schlüssel glänzt 🔑', 'You are free.'];
-const FROM_A = ['I look around.', 'I ask the guard to let me out.\n\nPolitely!', 'I pick up the key\t(quietly)', 'The end?'];
+const { fromA: FROM_A, fromB: FROM_B } = SCRIPT;
 
 describe('an Azure-style conversation with full histories', () => {
   for (const stream of [false, true]) {
@@ -39,18 +38,7 @@ describe('an Azure-style conversation with full histories', () => {
       const a = new Participant(client, 'gpt-4o', { stream });
       const b = new Participant(client, 'gpt-4o', { stream, system: 'You are the dungeon master.' });
 
-      let pendingA = a.say('ping');
-      await untilHeld(server, session, 'A');
-      let pendingB = b.say(FROM_B[0]!);
-      expect(await pendingA).toBe(FROM_B[0]);
-
-      for (let turn = 0; turn < FROM_A.length; turn++) {
-        pendingA = a.say(FROM_A[turn]!);
-        expect(await pendingB).toBe(FROM_A[turn]);
-        if (turn === FROM_A.length - 1) break;
-        pendingB = b.say(FROM_B[turn + 1]!);
-        expect(await pendingA).toBe(FROM_B[turn + 1]);
-      }
+      const { held: pendingA } = await converse(server, session, a, b, SCRIPT);
 
       expect(a.history.filter((m) => m.role === 'assistant').map((m) => m.content)).toEqual(FROM_B);
       expect(b.history.filter((m) => m.role === 'assistant').map((m) => m.content)).toEqual(FROM_A);
@@ -172,16 +160,7 @@ describe('Azure-style paired with OpenAI', () => {
     const a = new Participant(azure(server, session), 'gpt-4o', { stream: true, system: 'You play the knight.' });
     const b = new Participant(server.client(), session, { system: 'You play the dragon.' });
 
-    let pendingA = a.say('hello?');
-    await untilHeld(server, session, 'A');
-    let pendingB = b.say('ROAR. Who dares?');
-    expect(await pendingA).toBe('ROAR. Who dares?');
-    pendingA = a.say('Sir Gawain, 🛡️ at your service.');
-    expect(await pendingB).toBe('Sir Gawain, 🛡️ at your service.');
-    pendingB = b.say('Then draw your sword.\n\n');
-    expect(await pendingA).toBe('Then draw your sword.\n\n');
-    pendingA = a.say('I do.');
-    expect(await pendingB).toBe('I do.');
+    const { held: pendingA } = await converse(server, session, a, b, DUEL);
     const system = server.service.ctx.sessions.get(session)!.context.transcript.filter((e) => e.kind === 'system');
     expect(system.map((e) => [e.side, e.content])).toEqual([
       ['A', 'You play the knight.'],

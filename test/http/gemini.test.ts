@@ -8,7 +8,7 @@
 import { ApiError, GoogleGenAI, type Content, type GenerateContentResponse } from '@google/genai';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, rawPost, sleep, uniqueId, untilHeld, useServers } from './support.js';
+import { Participant, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from './support.js';
 
 const start = useServers();
 
@@ -102,8 +102,7 @@ const dataFrames = (sse: string): any[] =>
     .filter((frame) => frame.startsWith('data: '))
     .map((frame) => JSON.parse(frame.slice('data: '.length)));
 
-const FROM_B = ['You wake in a cold cell.  ', 'The guard laughs.\nHe says: "Never."', '  Ein Schlüssel glänzt 🔑', 'You are free.'];
-const FROM_A = ['I look around.', 'I ask the guard to let me out.\n\nPolitely!', 'I pick up the key\t(quietly)', 'The end?'];
+const { fromA: FROM_A, fromB: FROM_B } = SCRIPT;
 
 describe('a Gemini conversation with full histories', () => {
   for (const stream of [false, true]) {
@@ -114,18 +113,7 @@ describe('a Gemini conversation with full histories', () => {
       const a = new GeminiParticipant(ai, session, { stream });
       const b = new GeminiParticipant(ai, session, { stream, systemInstruction: 'You are the dungeon master.' });
 
-      let pendingA = a.say('ping');
-      await untilHeld(server, session, 'A');
-      let pendingB = b.say(FROM_B[0]!);
-      expect(await pendingA).toBe(FROM_B[0]);
-
-      for (let turn = 0; turn < FROM_A.length; turn++) {
-        pendingA = a.say(FROM_A[turn]!);
-        expect(await pendingB).toBe(FROM_A[turn]);
-        if (turn === FROM_A.length - 1) break;
-        pendingB = b.say(FROM_B[turn + 1]!);
-        expect(await pendingA).toBe(FROM_B[turn + 1]);
-      }
+      const { held: pendingA } = await converse(server, session, a, b, SCRIPT);
 
       expect(a.replies()).toEqual(FROM_B);
       expect(b.replies()).toEqual(FROM_A);
@@ -283,16 +271,7 @@ describe('Gemini paired with OpenAI', () => {
     const a = new GeminiParticipant(genai(server), session, { stream: true, systemInstruction: 'You play the knight.' });
     const b = new Participant(server.client(), session, { system: 'You play the dragon.' });
 
-    let pendingA = a.say('hello?');
-    await untilHeld(server, session, 'A');
-    let pendingB = b.say('ROAR. Who dares?');
-    expect(await pendingA).toBe('ROAR. Who dares?');
-    pendingA = a.say('Sir Gawain, 🛡️ at your service.');
-    expect(await pendingB).toBe('Sir Gawain, 🛡️ at your service.');
-    pendingB = b.say('Then draw your sword.\n\n');
-    expect(await pendingA).toBe('Then draw your sword.\n\n');
-    pendingA = a.say('I do.');
-    expect(await pendingB).toBe('I do.');
+    const { held: pendingA } = await converse(server, session, a, b, DUEL);
 
     expect(a.replies()).toEqual(['ROAR. Who dares?', 'Then draw your sword.\n\n']);
     expect(b.history.filter((m) => m.role === 'assistant').map((m) => m.content)).toEqual(['Sir Gawain, 🛡️ at your service.', 'I do.']);

@@ -164,3 +164,49 @@ export async function expectHealthy(server: TestServer): Promise<void> {
   expect(response.status).toBe(200);
   expect(((await response.json()) as { status: string }).status).toBe('ok');
 }
+
+/** Lines for PROTOCOL.md §1's alternation, with edge whitespace, a blank line, a tab and non-ASCII text. */
+export const SCRIPT = {
+  fromB: ['You wake in a cold cell.  ', 'The guard laughs.\nHe says: "Never."', '  Ein Schlüssel glänzt 🔑', 'You are free.'],
+  fromA: ['I look around.', 'I ask the guard to let me out.\n\nPolitely!', 'I pick up the key\t(quietly)', 'The end?'],
+} as const;
+
+/** The knight and the dragon: a short script for sessions whose two sides speak different protocols. */
+export const DUEL = {
+  handshake: 'hello?',
+  fromB: ['ROAR. Who dares?', 'Then draw your sword.\n\n'],
+  fromA: ['Sir Gawain, 🛡️ at your service.', 'I do.'],
+} as const;
+
+/** Anything that sends a line and resolves with what the other side answered. */
+export interface Speaker {
+  say(content: string): Promise<string>;
+}
+
+/**
+ * Plays PROTOCOL.md §1: A's handshake (held), B's opening answers it, then A and B in turn,
+ * asserting that every request is answered with exactly the other side's next line. Needs
+ * `fromA` as long as `fromB`. Returns A's last request, still held for B's next line (in an
+ * object: an async function would otherwise wait for it).
+ */
+export async function converse(
+  server: TestServer,
+  session: string,
+  a: Speaker,
+  b: Speaker,
+  script: { readonly handshake?: string; readonly fromA: readonly string[]; readonly fromB: readonly string[] },
+): Promise<{ readonly held: Promise<string> }> {
+  const { fromA, fromB } = script;
+  let pendingA = a.say(script.handshake ?? 'ping');
+  await untilHeld(server, session, 'A');
+  let pendingB = b.say(fromB[0]!);
+  expect(await pendingA).toBe(fromB[0]);
+  for (let turn = 0; turn < fromA.length; turn++) {
+    pendingA = a.say(fromA[turn]!);
+    expect(await pendingB).toBe(fromA[turn]);
+    if (turn === fromA.length - 1) break;
+    pendingB = b.say(fromB[turn + 1]!);
+    expect(await pendingA).toBe(fromB[turn + 1]);
+  }
+  return { held: pendingA };
+}

@@ -167,36 +167,34 @@ describe('overload and slow clients', () => {
     }
   });
 
-  it('closes a connection whose headers trickle in too slowly (slowloris)', async () => {
-    const server = await start({ headersTimeoutSeconds: '0.5', bodyTimeoutSeconds: '1' });
+  /** Sends `head`, then `drip` every 100 ms until the server closes; what it answered and when. */
+  async function trickle(server: TestServer, head: string, drip: string): Promise<{ received: string; ms: number }> {
     const { port } = new URL(server.url);
     const socket = connect(Number(port), '127.0.0.1');
     let received = '';
     socket.on('data', (d) => (received += d.toString()));
     const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
     const started = Date.now();
-    socket.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n');
-    const timer = setInterval(() => socket.writable && socket.write('X-Slow: 1\r\n'), 100);
+    socket.write(head);
+    const timer = setInterval(() => socket.writable && socket.write(drip), 100);
     const at = await closed;
     clearInterval(timer);
-    expect(at - started).toBeLessThan(5_000);
+    return { received, ms: at - started };
+  }
+
+  it('closes a connection whose headers trickle in too slowly (slowloris)', async () => {
+    const server = await start({ headersTimeoutSeconds: '0.5', bodyTimeoutSeconds: '1' });
+    const { received, ms } = await trickle(server, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n', 'X-Slow: 1\r\n');
+    expect(ms).toBeLessThan(5_000);
     expect(received).toMatch(/^HTTP\/1.1 408/);
     await expectHealthy(server);
   });
 
   it('closes a connection whose body trickles in too slowly', async () => {
     const server = await start({ headersTimeoutSeconds: '0.5', bodyTimeoutSeconds: '1' });
-    const { port } = new URL(server.url);
-    const socket = connect(Number(port), '127.0.0.1');
-    let received = '';
-    socket.on('data', (d) => (received += d.toString()));
-    const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now())));
-    const started = Date.now();
-    socket.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":');
-    const timer = setInterval(() => socket.writable && socket.write(' '), 100);
-    const at = await closed;
-    clearInterval(timer);
-    expect(at - started).toBeLessThan(6_000);
+    const head = 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"model":';
+    const { received, ms } = await trickle(server, head, ' ');
+    expect(ms).toBeLessThan(6_000);
     expect(received).toMatch(/^HTTP\/1.1 408/);
     await expectHealthy(server);
   });
