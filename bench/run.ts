@@ -94,8 +94,8 @@ async function startServer(target: Target, env: Record<string, string> = {}): Pr
   const port = await freePort();
   const [command, argv] =
     target === 'baseline'
-      ? [process.execPath, [join(root, 'bench/baseline-relay.mjs'), String(port)]]
-      : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
+      ? [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=baseline.cpuprofile'] : []), join(root, 'bench/baseline-relay.mjs'), String(port)]]
+      : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=proxy.cpuprofile'] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
   const child = spawn(command, argv, {
     cwd: root,
     detached: true, // its own process group, stopped as a whole
@@ -129,7 +129,7 @@ async function startServer(target: Target, env: Record<string, string> = {}): Pr
 async function stopServer(server: Server): Promise<void> {
   try {
     // Under --profile the proxy must exit on its own for the profile to be written.
-    process.kill(-server.process.pid!, profile && server.target === 'proxy' ? 'SIGINT' : 'SIGKILL');
+    process.kill(-server.process.pid!, profile ? 'SIGINT' : 'SIGKILL');
   } catch {
     // already gone
   }
@@ -312,8 +312,10 @@ async function main(): Promise<void> {
   }
   if (profile) {
     mkdirSync(outDir, { recursive: true });
-    const c = await relayCase('proxy', 100, false, PLAN.turns[100] ?? 20000);
-    log(`proxy S=100: ${fmt(c.result.turnsPerSecond)} turns/s, ${fmt(c.serverCpuMicrosPerTurn)} µs CPU/turn; profile in ${outDir}`);
+    for (const target of ['baseline', 'proxy'] as const) {
+      const c = await relayCase(target, 100, false, PLAN.turns[100] ?? 20000);
+      log(`${target} S=100: ${fmt(c.result.turnsPerSecond)} turns/s, ${fmt(c.serverCpuMicrosPerTurn)} µs CPU/turn; profile ${join(outDir, `${target}.cpuprofile`)}`);
+    }
     log('open the .cpuprofile in Chrome DevTools (Performance → Load profile)');
     return;
   }

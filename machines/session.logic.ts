@@ -31,6 +31,8 @@ export interface Held {
   readonly requestId: string;
   /** 'none': a persistent connection's wait (a WebSocket side), which never times out. */
   readonly timer: TimerKind | 'none';
+  /** When the wait began (the `at` of the event that started it), for countdowns. */
+  readonly since: number;
 }
 
 export interface SideState {
@@ -224,10 +226,10 @@ function flush(d: Draft, side: Side): void {
 }
 
 /** Holds `requestId` open for the side's latest turn, or answers it at once from the queue. */
-function attach(d: Draft, side: Side, requestId: string, timed = true): void {
+function attach(d: Draft, side: Side, requestId: string, since: number, timed = true): void {
   // HANDSHAKE_TIMEOUT bounds only A's handshake; every other wait is a turn.
   const timer: TimerKind | 'none' = !timed ? 'none' : d.side(side).lastTurn?.handshake ? 'handshake' : 'turn';
-  d.update(side, { held: { requestId, timer } });
+  d.update(side, { held: { requestId, timer, since } });
   if (d.side(side).queue.length > 0) {
     flush(d, side);
   } else if (timer !== 'none') {
@@ -266,7 +268,7 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
     d.update(peer, { queue: [...d.side(peer).queue, turn.content] });
     flush(d, peer);
   }
-  attach(d, side, turn.requestId, turn.untimed !== true);
+  attach(d, side, turn.requestId, turn.at, turn.untimed !== true);
   return d.finish();
 }
 
@@ -283,7 +285,7 @@ export function retryTurn(ctx: SessionContext, side: Side, requestId: string, at
     return d.finish();
   }
   release(d, side, 'superseded');
-  attach(d, side, requestId);
+  attach(d, side, requestId, at);
   return d.finish();
 }
 
@@ -296,7 +298,7 @@ export function listen(ctx: SessionContext, side: Side, requestId: string, at: n
   if (!d.side(side).joined || d.side(side).lastTurn === null) return d.finish();
   d.touch(at);
   release(d, side, 'superseded');
-  attach(d, side, requestId, false);
+  attach(d, side, requestId, at, false);
   return d.finish();
 }
 

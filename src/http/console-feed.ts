@@ -6,11 +6,9 @@
  * It hangs off the service's one inspection tap (a TransitionListener) and never polls. Pushes
  * are debounced: however busy the service, a page gets at most one list every PUSH_INTERVAL_MS.
  *
- * Which protocol each side speaks is not part of a session (the chart is protocol-neutral), so
- * the feed learns it at the edge: the HTTP layer tells it each request's protocol when the
- * request arrives (`requestStarted`), and the transition that request causes names its side.
- * WebSocket sides are known from the connections holding them (SideHolders). A session
- * restored after a restart shows its sides' protocols once they speak again.
+ * Which protocol each side speaks is not part of the chart (it is protocol-neutral): the session
+ * wrapper records the protocol of each side's latest request, and a side held by an open
+ * WebSocket shows as `websocket`. When a wait began is part of the chart's context.
  */
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
@@ -24,8 +22,6 @@ import type { SideHolders } from './routes/realtime.js';
 export const PUSH_INTERVAL_MS = 150;
 /** A page that starts watching a long session gets its latest entries, not all of them. */
 export const TRANSCRIPT_WINDOW = 500;
-/** Requests whose protocol is remembered until their first transition (or their response). */
-const MAX_PENDING_REQUESTS = 10_000;
 /** A page whose socket has this much unsent data is skipped until it catches up. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 
@@ -98,11 +94,6 @@ const clientFrame = z.discriminatedUnion(
   { error: 'type must be "watch" or "ping"' },
 );
 
-interface SessionInfo {
-  readonly protocols: Record<Side, string | null>;
-  readonly held: Record<Side, { requestId: string; since: number } | null>;
-}
-
 interface Viewer {
   readonly socket: WebSocket;
   readonly admin: boolean;
@@ -116,20 +107,15 @@ interface Viewer {
 const SIDES: readonly Side[] = ['A', 'B'];
 
 export class ConsoleFeed {
-  private readonly info = new Map<string, SessionInfo>();
-  private readonly pending = new Map<string, string>();
   private readonly viewers = new Set<Viewer>();
   private readonly dirty = new Set<string>();
   private timer: NodeJS.Timeout | null = null;
   private listDirty = false;
   private stopped = false;
   private readonly unsubscribe: () => void;
+  /** Every transition of every session: only marks the session as changed (cheap, no I/O). */
   readonly onTransition = (record: TransitionRecord): void => {
-    try {
-      this.transition(record);
-    } catch {
-      // The tap runs inside the session actors: a view must never break them.
-    }
+    this.changed(record.sessionId);
   };
 
   constructor(
@@ -137,24 +123,7 @@ export class ConsoleFeed {
     private readonly holders: SideHolders,
     private readonly now: () => number = Date.now,
   ) {
-    this.unsubscribe = holders.onChange((sessionId) => {
-      const info = this.infoOf(sessionId);
-      for (const side of SIDES) if (holders.has(sessionId, side)) info.protocols[side] = 'websocket';
-      this.changed(sessionId);
-    });
-  }
-
-  /** A request of `protocol` arrived; its first transition tells the feed its side. */
-  requestStarted(requestId: string, protocol: string): void {
-    if (this.pending.size >= MAX_PENDING_REQUESTS) {
-      const oldest = this.pending.keys().next().value;
-      if (oldest !== undefined) this.pending.delete(oldest);
-    }
-    this.pending.set(requestId, protocol);
-  }
-
-  requestEnded(requestId: string): void {
-    this.pending.delete(requestId);
+    this.unsubscribe = holders.onChange((sessionId) => this.changed(sessionId));
   }
 
   /** A console page connected; it gets the hello and the session list at once. */
@@ -192,25 +161,24 @@ export class ConsoleFeed {
 
   summary(session: Session): SessionSummary {
     const context = session.context;
-    const info = this.info.get(session.id);
     const sides = {} as Record<Side, SideSummary>;
     for (const side of SIDES) {
       const s = context.sides[side];
       let held: HeldSummary | null = null;
       if (s.held) {
-        const known = info?.held[side];
-        const since = known && known.requestId === s.held.requestId ? known.since : (context.lastActivityAt ?? this.now());
-        const ms = s.held.timer === 'handshake' ? context.timing.handshakeTimeoutMs : s.held.timer === 'turn' ? context.timing.turnTimeoutMs : null;
-        held = { since, timer: s.held.timer, deadline: ms === null ? null : since + ms };
+        const { since, timer } = s.held;
+        const ms = timer === 'handshake' ? context.timing.handshakeTimeoutMs : timer === 'turn' ? context.timing.turnTimeoutMs : null;
+        held = { since, timer, deadline: ms === null ? null : since + ms };
       }
+      const socket = this.holders.has(session.id, side);
       sides[side] = {
         joined: s.joined,
-        protocol: info?.protocols[side] ?? null,
+        protocol: socket ? 'websocket' : session.protocols[side],
         turns: s.lastTurn?.seq ?? 0,
         deliveries: s.deliveries.length,
         queued: s.queue.length,
         held,
-        socket: this.holders.has(session.id, side),
+        socket,
       };
     }
     return { id: session.id, state: session.state, lastActivityAt: context.lastActivityAt, entries: context.transcript.length, sides };
@@ -219,42 +187,6 @@ export class ConsoleFeed {
   private timing(): SessionTiming {
     const { handshakeTimeoutMs, turnTimeoutMs, sessionTtlMs } = timingOf(this.ctx.config);
     return { handshakeTimeoutMs, turnTimeoutMs, sessionTtlMs };
-  }
-
-  private infoOf(sessionId: string): SessionInfo {
-    let info = this.info.get(sessionId);
-    if (!info) {
-      info = { protocols: { A: null, B: null }, held: { A: null, B: null } };
-      this.info.set(sessionId, info);
-    }
-    return info;
-  }
-
-  private transition(record: TransitionRecord): void {
-    const id = record.sessionId;
-    if (record.state === 'CLOSED') {
-      this.info.delete(id);
-      this.changed(id);
-      return;
-    }
-    const session = this.ctx.sessions.get(id);
-    if (!session) return; // still being created: its first event follows
-    const info = this.infoOf(id);
-    if (record.requestId !== null && record.side !== null) {
-      const protocol = this.pending.get(record.requestId);
-      if (protocol !== undefined) {
-        info.protocols[record.side] = protocol;
-        this.pending.delete(record.requestId);
-      }
-    }
-    const sides = session.context.sides;
-    const at = this.now();
-    for (const side of SIDES) {
-      const held = sides[side].held;
-      if (!held) info.held[side] = null;
-      else if (info.held[side]?.requestId !== held.requestId) info.held[side] = { requestId: held.requestId, since: at };
-    }
-    this.changed(id);
   }
 
   private changed(sessionId: string): void {

@@ -37,7 +37,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     if (limits.checking) await limits.check(request, reply, turn.sessionId);
     const release = limits.hold(request);
     const client = request.client.key;
-    const result = ctx.sessions.submit(turn.sessionId, client ? { ...turn.turn, client } : turn.turn, request.id);
+    const result = ctx.sessions.submit(turn.sessionId, client ? { ...turn.turn, client } : turn.turn, request.id, { protocol: adapter.name });
     if ('error' in result) {
       release();
       throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});

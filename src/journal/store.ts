@@ -70,9 +70,7 @@ export function isJournalRecord(value: unknown): value is JournalRecordBase {
 
 /** Serialises a record to one journal line (JSON escapes every newline inside strings). */
 export function encodeRecord(record: unknown): string {
-  if (!isJournalRecord(record)) {
-    throw new JournalError('invalid_record', 'A journal record needs a string `session` and a finite number `seq`.');
-  }
+  if (!isJournalRecord(record)) throw invalidRecordError();
   let json: string | undefined;
   try {
     json = JSON.stringify(record);
@@ -113,7 +111,8 @@ export async function openJournal<R extends JournalRecordBase = JournalRecordBas
   return FileStore.open<R>(path, options);
 }
 
-/** Keeps records in process memory: nothing survives a restart. For tests and `JOURNAL_PATH=memory`. */
+/** Keeps records in process memory: nothing survives a restart. For tests and `JOURNAL_PATH=memory`.
+ *  It keeps the record objects themselves: callers must not change a record after appending it. */
 export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implements JournalStore<R> {
   private records: R[] = [];
   private appended = 0;
@@ -121,12 +120,10 @@ export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implem
 
   append(record: R): Promise<void> {
     if (this.closed) return Promise.reject(closedError());
-    try {
-      // A JSON round trip stores what a file store would give back, and detaches the caller's object.
-      this.records.push(JSON.parse(encodeRecord(record)) as R);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    // Records are never changed after they are appended (the journal builds each one afresh from
+    // immutable actor events), so the store keeps the object itself: no JSON round trip per record.
+    if (!isJournalRecord(record)) return Promise.reject(invalidRecordError());
+    this.records.push(record);
     this.appended += 1;
     return Promise.resolve();
   }
@@ -152,6 +149,10 @@ export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implem
   stats(): JournalStats {
     return { bytes: 0, appended: this.appended, pending: 0, policy: 'memory' };
   }
+}
+
+function invalidRecordError(): JournalError {
+  return new JournalError('invalid_record', 'A journal record needs a string `session` and a finite number `seq`.');
 }
 
 export function closedError(): JournalError {

@@ -3,7 +3,7 @@
  * (`chat.completion.chunk` frames ending with `data: [DONE]`), errors as
  * {"error":{"message","type","param","code"}}.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
 import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
@@ -24,6 +24,28 @@ const request = z.looseObject({
 /** Azure-style deployments name the session in the path; `model` in the body is optional. */
 const deploymentRequest = request.extend({ model: z.string().optional() });
 
+type ChatRequest = z.output<typeof request>;
+
+/**
+ * The shape almost every request has (a session `model`, messages with string roles and string
+ * contents, no stream_options), recognised without zod's copy of the whole history. It accepts
+ * only bodies the schema accepts; anything else goes through the schema, which names the problem.
+ */
+function plainChatRequest(body: unknown, modelRequired: boolean): ChatRequest | null {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) return null;
+  const { model, messages, stream, stream_options } = body as Record<string, unknown>;
+  if (typeof model === 'string' ? model.length === 0 || model.length > 256 : modelRequired || model !== undefined) return null;
+  if (!Array.isArray(messages) || messages.length === 0) return null;
+  if (stream !== undefined && stream !== null && typeof stream !== 'boolean') return null;
+  if (stream_options !== undefined && stream_options !== null) return null;
+  for (const m of messages as unknown[]) {
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) return null;
+    const { role, content } = m as Record<string, unknown>;
+    if (typeof role !== 'string' || typeof content !== 'string') return null;
+  }
+  return body as ChatRequest;
+}
+
 const OPENAI_ERROR_TYPES: Record<number, string> = {
   401: 'authentication_error',
   403: 'permission_error',
@@ -38,7 +60,10 @@ export function openAIErrorBody(error: ProxyError) {
   return { error: { message: error.message, type, param: error.options.param ?? null, code: error.code } };
 }
 
-const completionId = (): string => `chatcmpl-${randomUUID().replaceAll('-', '')}`;
+// Unique per process start (a random prefix) and per response (a counter): no UUID per reply.
+const idPrefix = randomBytes(6).toString('hex');
+let idCounter = 0;
+const completionId = (): string => `chatcmpl-${idPrefix}${(idCounter++).toString(36).padStart(8, '0')}`;
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 function usage(turn: ParsedTurn, content: string) {
@@ -53,7 +78,8 @@ const sse = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
  * of `model` (Azure-style deployments); the body's model is then optional.
  */
 export function parseChatCompletion({ body, headers }: WireRequest, { answerBackgroundTasks }: { answerBackgroundTasks: boolean }, sessionFromPath?: string): ParsedTurn {
-  const fields = parseBody(sessionFromPath === undefined ? request : deploymentRequest, body);
+  const fields =
+    plainChatRequest(body, sessionFromPath === undefined) ?? parseBody(sessionFromPath === undefined ? request : deploymentRequest, body);
   const { messages } = fields;
   const model = sessionFromPath ?? (fields.model as string);
   const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));

@@ -7,7 +7,7 @@ import { replayEvents, type SessionEvent } from '../../machines/session.machine.
 import type { Journal } from '../journal/journal.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
-import { Session, type SessionOptions, type SubmitResult } from './session.js';
+import { Session, type SessionOptions, type SubmitOptions, type SubmitResult } from './session.js';
 
 export interface RegistryOptions {
   readonly timing: SessionTiming;
@@ -47,7 +47,7 @@ export class SessionRegistry {
     return this.spawn(sessionId, { restore: replayEvents(sessionId, this.options.timing, events) });
   }
 
-  submit(sessionId: string, request: TurnRequest, requestId: string, options: { untimed?: boolean } = {}): RegistrySubmitResult {
+  submit(sessionId: string, request: TurnRequest, requestId: string, options: SubmitOptions = {}): RegistrySubmitResult {
     let session = this.sessions.get(sessionId);
     if (!session) {
       // Refuse before spawning, so a stray request never creates (or counts as) a session.

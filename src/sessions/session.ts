@@ -30,6 +30,13 @@ export interface Submission {
   onPreview(listener: (text: string) => void): void;
 }
 
+export interface SubmitOptions {
+  /** The request's wait has no timer (a persistent connection). */
+  readonly untimed?: boolean;
+  /** The wire protocol the request came in (a label for views; the chart never sees it). */
+  readonly protocol?: string;
+}
+
 export type SubmitResult = Submission | { readonly error: 'session_conflict' | 'session_forbidden'; readonly message: string };
 
 export interface SessionOptions {
@@ -50,6 +57,8 @@ export class Session {
   private readonly previews = new Map<string, (text: string) => void>();
   private readonly now: () => number;
   private readonly durable: (() => Promise<void>) | undefined;
+  /** The protocol of each side's latest request (`openai`, `anthropic`, `websocket`, …), for views. */
+  readonly protocols: Record<Side, string | null> = { A: null, B: null };
 
   constructor(
     readonly id: string,
@@ -84,13 +93,14 @@ export class Session {
   }
 
   /** Attributes the request and sends the resulting event; the outcome follows the actor. */
-  submit(submitted: TurnRequest, requestId: string, options: { untimed?: boolean } = {}): SubmitResult {
+  submit(submitted: TurnRequest, requestId: string, options: SubmitOptions = {}): SubmitResult {
     const bound = this.bindClient(submitted);
     if ('error' in bound) return bound;
     const request = bound.request;
     const attribution = attributeRequest(this.context, request);
     if (attribution.kind === 'conflict') return { error: 'session_conflict', message: attribution.message };
     const { side, kind, seen } = attribution;
+    if (options.protocol) this.protocols[side] = options.protocol;
     const outcome = new Promise<Outcome>((resolve) => this.waiting.set(requestId, resolve));
     const at = this.now();
     let event: SessionEvent;

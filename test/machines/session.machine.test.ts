@@ -223,7 +223,7 @@ describe('AWAITING_PEER', () => {
     s.advance(600);
     s.retryA('a-hs-retry');
     expect(s.take()).toEqual([reject('A', 'a-hs', 'superseded')]);
-    expect(s.ctx.sides.A.held).toEqual({ requestId: 'a-hs-retry', timer: 'handshake' });
+    expect(s.ctx.sides.A.held).toEqual({ requestId: 'a-hs-retry', timer: 'handshake', since: 600 });
     s.advance(400); // t = 1000: the first request's timer would have run out here
     expect(s.take()).toEqual([]);
     s.advance(599);
@@ -291,7 +291,7 @@ describe('AWAITING_PEER', () => {
     s.connectA('a-hs', 'ping');
     s.messageA('a-2', 'anyone there?');
     expect(s.take()).toEqual([reject('A', 'a-hs', 'superseded')]);
-    expect(s.ctx.sides.A.held).toEqual({ requestId: 'a-2', timer: 'turn' });
+    expect(s.ctx.sides.A.held).toEqual({ requestId: 'a-2', timer: 'turn', since: s.clock.now() });
     s.advance(2_999);
     expect(s.take()).toEqual([]);
     s.advance(1);
@@ -372,7 +372,7 @@ describe('ACTIVE', () => {
     expect(s.take()).toEqual([reply('B', 'b-1', 'a1', 0)]);
     s.messageA('a-2', 'a2', { seen: 1 });
     expect(s.take()).toEqual([reject('A', 'a-1', 'superseded')]);
-    expect(s.ctx.sides.A.held).toEqual({ requestId: 'a-2', timer: 'turn' });
+    expect(s.ctx.sides.A.held).toEqual({ requestId: 'a-2', timer: 'turn', since: s.clock.now() });
     expect(s.ctx.sides.A.lastTurn).toMatchObject({ seq: 3, content: 'a2', answer: null });
     s.messageB('b-2', 'b2', { seen: 1 });
     expect(s.take()).toEqual([reply('A', 'a-2', 'b2', 1), reply('B', 'b-2', 'a2', 1)]);
@@ -399,7 +399,7 @@ describe('ACTIVE', () => {
     s.advance(1_000);
     s.retryB('b-1-retry');
     expect(s.take()).toEqual([reject('B', 'b-1', 'superseded')]);
-    expect(s.ctx.sides.B.held).toEqual({ requestId: 'b-1-retry', timer: 'turn' });
+    expect(s.ctx.sides.B.held).toEqual({ requestId: 'b-1-retry', timer: 'turn', since: s.clock.now() });
     expect(s.ctx.sides.A.deliveries).toEqual(['b1']); // not delivered a second time
     expect(s.ctx.sides.A.queue).toEqual([]);
     expect(s.value).toBe('ACTIVE');
@@ -713,11 +713,12 @@ describe('LISTEN (a persistent connection: the WebSocket side)', () => {
 
   it('a turn that asks for no timer (untimed) never times out either', () => {
     const s = opened();
+    const since = s.clock.now();
     s.messageB('b-2', 'b2', { untimed: true });
     expect(s.take()).toEqual([reject('B', 'b-1', 'superseded')]);
     s.advance(TIMING.turnTimeoutMs * 10);
     expect(s.take()).toEqual([]);
-    expect(s.ctx.sides.B.held).toEqual({ requestId: 'b-2', timer: 'none' });
+    expect(s.ctx.sides.B.held).toEqual({ requestId: 'b-2', timer: 'none', since });
   });
 
   it('is ignored for a side that has not joined, and is superseded by the side\'s next turn', () => {

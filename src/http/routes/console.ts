@@ -66,17 +66,6 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
   const feed = new ConsoleFeed(ctx, sideHolders(ctx));
   ctx.transitionListeners.push(feed.onTransition);
 
-  // These two hooks apply to every route (this plugin is not encapsulated): they tell the feed
-  // which protocol each request speaks, so that the console can show each side's protocol.
-  app.addHook('onRequest', (request, _reply, done) => {
-    const protocol = request.routeOptions.config?.protocol;
-    if (protocol) feed.requestStarted(request.id, protocol.name);
-    done();
-  });
-  app.addHook('onResponse', (request, _reply, done) => {
-    feed.requestEnded(request.id);
-    done();
-  });
   app.addHook('onClose', async () => {
     const i = ctx.transitionListeners.indexOf(feed.onTransition);
     if (i >= 0) ctx.transitionListeners.splice(i, 1);

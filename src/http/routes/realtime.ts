@@ -230,7 +230,7 @@ class Participant {
       this.sessionId,
       { explicitSide: this.side, assistantHistory: [], content, system: null, retryCount: 0, idempotencyKey: null, alwaysNew: true, client: this.request.client.key },
       this.nextRequestId(),
-      { untimed: true },
+      { untimed: true, protocol: 'websocket' },
     );
     if ('error' in result) {
       this.send({ type: 'error', code: result.error, message: result.message, id });
