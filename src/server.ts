@@ -14,8 +14,7 @@ import { recoverSessions } from './journal/recovery.js';
 import { openJournal } from './journal/store.js';
 import { SessionRegistry } from './sessions/registry.js';
 import type { Logger } from './telemetry/logger.js';
-import { Metrics } from './telemetry/metrics.js';
-import { startStatelyInspection } from './telemetry/stately.js';
+import type { Metrics } from './telemetry/metrics.js';
 import type { Tracing } from './telemetry/tracing.js';
 import { logTransitions, transitionTap, type TransitionListener } from './telemetry/transitions.js';
 
@@ -47,7 +46,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const journal = new Journal(store, logger);
   if (tracing) journal.traceOf = (requestId) => tracing.traceOf(requestId);
   const transitions = transitionTap(listeners);
-  const stately = config.inspect ? startStatelyInspection(config.inspectPort) : null;
+  // Optional parts are loaded only when asked for, so a plain service carries none of them.
+  const stately = config.inspect ? (await import('./telemetry/stately.js')).startStatelyInspection(config.inspectPort) : null;
   if (stately) logger.info({ url: stately.url }, `Stately inspection: open ${stately.url} to watch sessions live`);
   const timing = timingOf(config);
   const sessions = new SessionRegistry({
@@ -68,7 +68,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
   if (recovery.records > 0) {
     logger.info({ journal: config.journalPath, ...recovery }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
   }
-  const metrics = config.enablePrometheus ? new Metrics(sessions) : null;
+  const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(sessions) : null;
   if (metrics) {
     listeners.push(metrics.onTransition);
     journal.onAppended = (seconds) => metrics.journalAppend.observe(seconds);

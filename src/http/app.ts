@@ -101,8 +101,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     },
   });
 
-  // First, so that it sees every route and hook defined after it.
-  if (ctx.tracing) await app.register(ctx.tracing.fastify.plugin() as never);
+  // First, so that every request's span covers all of its hooks.
+  ctx.tracing?.register(app);
   app.decorateRequest('turnLog', null);
   app.decorateRequest('client', null as unknown as Client);
   registerJsonBody(app);
@@ -177,7 +177,6 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     }
     const protocol = request.turnLog?.['protocol'];
     if (ctx.metrics && typeof protocol === 'string') ctx.metrics.requests.inc({ protocol, status: String(status) });
-    ctx.tracing?.forget(request.id);
     const code = request.turnLog?.['error'];
     if (ctx.metrics && typeof code === 'string') ctx.metrics.errors.inc({ code });
     done();

@@ -17,7 +17,11 @@ export interface Limits {
   check(request: FastifyRequest, reply: FastifyReply, sessionId: string): Promise<void>;
   /** Counts a held request against its client; throws rate_limited when over the cap. Returns the release. */
   hold(request: FastifyRequest): () => void;
+  /** What `hold` returns when no cap is set: nothing to release. */
+  readonly noRelease: () => void;
 }
+
+const noRelease = (): void => undefined;
 
 export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
   const { sessionRateLimitPerMinute, newSessionsPerMinute, maxHeldPerClient } = ctx.config;
@@ -35,6 +39,7 @@ export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
 
   return {
     checking: perSession !== null || newSessions !== null,
+    noRelease,
     async check(request, reply, sessionId) {
       if (perSession) {
         const result = await perSession(request);
@@ -46,7 +51,7 @@ export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
       }
     },
     hold(request) {
-      if (maxHeldPerClient <= 0) return () => undefined;
+      if (maxHeldPerClient <= 0) return noRelease;
       const id = request.client.id;
       const count = held.get(id) ?? 0;
       if (count >= maxHeldPerClient) {

@@ -4,7 +4,7 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Side } from '../../machines/session.logic.js';
-import type { ParsedTurn, ProtocolAdapter, WireRequest } from '../protocols/adapter.js';
+import type { ProtocolAdapter, RenderTurn, WireRequest } from '../protocols/adapter.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
 import { injectFault } from './fault-injection.js';
@@ -24,7 +24,9 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       params: request.params as Record<string, string | undefined>,
       query: request.query as Record<string, unknown>,
     };
-    const turn = adapter.parse(wire, { answerBackgroundTasks: ctx.config.answerBackgroundTasks });
+    const { turn: submitted, ...turn } = adapter.parse(wire, { answerBackgroundTasks: ctx.config.answerBackgroundTasks });
+    // A held request keeps only what its response needs: the body and its history are the session's now.
+    request.body = null;
     request.turnLog = { session_id: turn.sessionId, protocol: adapter.name };
 
     if (turn.localReply !== null) {
@@ -37,12 +39,12 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     if (limits.checking) await limits.check(request, reply, turn.sessionId);
     const release = limits.hold(request);
     const client = request.client.key;
-    const result = ctx.sessions.submit(turn.sessionId, client ? { ...turn.turn, client } : turn.turn, request.id, { protocol: adapter.name });
+    const result = ctx.sessions.submit(turn.sessionId, client ? { ...submitted, client } : submitted, request.id, { protocol: adapter.name });
     if ('error' in result) {
       release();
       throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});
     }
-    void result.outcome.then(release);
+    if (release !== limits.noRelease) void result.outcome.then(release);
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
     ctx.tracing?.annotate(request, { side: result.side });
@@ -82,7 +84,7 @@ type Waiting = { readonly side: Side | null; readonly outcome: Promise<Outcome>;
 
 async function respond(
   adapter: ProtocolAdapter,
-  turn: ParsedTurn,
+  turn: RenderTurn,
   request: FastifyRequest,
   reply: FastifyReply,
   waiting: Waiting,

@@ -29,6 +29,8 @@ export interface JournalStore<R extends JournalRecordBase = JournalRecordBase> {
   close(): Promise<void>;
   /** For health: bytes on disk (0 for memory), records appended since open, and appends still pending. */
   stats(): JournalStats;
+  /** Every append is as durable as the store promises when `append` returns (memory): nothing to wait for. */
+  readonly durableOnAppend?: boolean;
 }
 
 export interface JournalStats {
@@ -114,6 +116,7 @@ export async function openJournal<R extends JournalRecordBase = JournalRecordBas
 /** Keeps records in process memory: nothing survives a restart. For tests and `JOURNAL_PATH=memory`.
  *  It keeps the record objects themselves: callers must not change a record after appending it. */
 export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implements JournalStore<R> {
+  readonly durableOnAppend = true;
   private records: R[] = [];
   private appended = 0;
   private closed = false;

@@ -32,6 +32,9 @@ export interface ParsedTurn {
   readonly options: Readonly<Record<string, unknown>>;
 }
 
+/** What rendering a response needs of its request: everything but the turn, which the session has taken. */
+export type RenderTurn = Omit<ParsedTurn, 'turn'>;
+
 /** What a response carries: one delivery to one side. */
 export interface Reply {
   readonly content: string;
@@ -74,10 +77,10 @@ export interface ProtocolAdapter {
   readonly routes: readonly string[];
   parse(request: WireRequest, options: ParseOptions): ParsedTurn;
   /** The complete (non-streaming) response body. */
-  renderReply(turn: ParsedTurn, reply: Reply): unknown;
+  renderReply(turn: RenderTurn, reply: Reply): unknown;
   readonly stream: {
     readonly contentType: string;
-    writer(turn: ParsedTurn): StreamWriter;
+    writer(turn: RenderTurn): StreamWriter;
   };
   renderError(error: ProxyError): unknown;
   /** URL prefixes that belong to this protocol: requests there that match no route get its error shape. */

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter } from './adapter.js';
+import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const block = z.looseObject({ type: z.string({ error: 'each content block needs a type' }), text: z.unknown().optional() });
@@ -76,7 +76,7 @@ function messageId(): string {
   return id;
 }
 
-function usage(turn: ParsedTurn, outputTokens: number) {
+function usage(turn: RenderTurn, outputTokens: number) {
   return {
     input_tokens: turn.promptTokens,
     cache_creation_input_tokens: 0,
@@ -88,7 +88,7 @@ function usage(turn: ParsedTurn, outputTokens: number) {
   };
 }
 
-function message(turn: ParsedTurn, id: string, text: string | null, outputTokens: number) {
+function message(turn: RenderTurn, id: string, text: string | null, outputTokens: number) {
   return {
     model: turn.model,
     id,

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, estimateTokens, parseBody, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, estimateTokens, parseBody, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 /** The methods a model path ends with (`…/models/{session}:{method}`). */
@@ -123,7 +123,7 @@ export function parseGenerateContent({ body, headers, params }: WireRequest, { a
 /** Gemini's response ids are 20-odd URL-safe base64 characters. */
 const responseId = (): string => randomBytes(18).toString('base64url');
 
-function usageMetadata(turn: ParsedTurn, content: string | null) {
+function usageMetadata(turn: RenderTurn, content: string | null) {
   const prompt = turn.promptTokens;
   const promptTokensDetails = [{ modality: 'TEXT', tokenCount: prompt }];
   if (content === null) return { promptTokenCount: prompt, totalTokenCount: prompt, promptTokensDetails };
@@ -131,7 +131,7 @@ function usageMetadata(turn: ParsedTurn, content: string | null) {
   return { promptTokenCount: prompt, candidatesTokenCount: candidates, totalTokenCount: prompt + candidates, promptTokensDetails };
 }
 
-function response(turn: ParsedTurn, id: string, text: string, finished: boolean, usageContent: string | null) {
+function response(turn: RenderTurn, id: string, text: string, finished: boolean, usageContent: string | null) {
   return {
     candidates: [{ content: { parts: [{ text }], role: 'model' }, ...(finished ? { finishReason: 'STOP' } : {}), index: 0 }],
     usageMetadata: usageMetadata(turn, usageContent),

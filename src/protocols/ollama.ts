@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const message = z.looseObject({
@@ -50,7 +50,7 @@ export function parseOllamaChat({ body, headers }: WireRequest, { answerBackgrou
 const createdAt = (): string => new Date().toISOString();
 
 /** The final object's statistics; durations are nanoseconds, the time spent waiting for the other side. */
-function stats(turn: ParsedTurn, content: string) {
+function stats(turn: RenderTurn, content: string) {
   const received = typeof turn.options['receivedAt'] === 'number' ? turn.options['receivedAt'] : Date.now();
   const waited = Math.max(1, (Date.now() - received) * 1_000_000);
   return {

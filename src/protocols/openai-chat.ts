@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const part = z.looseObject({ type: z.string(), text: z.unknown().optional() });
@@ -66,7 +66,7 @@ let idCounter = 0;
 const completionId = (): string => `chatcmpl-${idPrefix}${(idCounter++).toString(36).padStart(8, '0')}`;
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
-function usage(turn: ParsedTurn, content: string) {
+function usage(turn: RenderTurn, content: string) {
   const completion = estimateTokens(content);
   return { prompt_tokens: turn.promptTokens, completion_tokens: completion, total_tokens: turn.promptTokens + completion };
 }

@@ -35,6 +35,7 @@ import {
   sessionModel,
   splitModel,
   type ParsedTurn,
+  type RenderTurn,
   type ProtocolAdapter,
   type Reply,
   type StreamWriter,
@@ -211,7 +212,7 @@ function parseResponsesRequest({ body, headers }: Parameters<ProtocolAdapter['pa
 
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
-function usage(turn: ParsedTurn, content: string) {
+function usage(turn: RenderTurn, content: string) {
   const output = estimateTokens(content);
   return {
     input_tokens: turn.promptTokens,
@@ -228,7 +229,7 @@ const message = (id: string, status: 'in_progress' | 'completed', content: unkno
 
 /** The Response object, in the real API's field order. */
 function responseObject(
-  turn: ParsedTurn,
+  turn: RenderTurn,
   fields: { id: string; createdAt: number; status: 'in_progress' | 'completed'; output: unknown[]; usage: unknown },
 ): Record<string, unknown> {
   const echo = turn.options['echo'] as Record<string, unknown>;
@@ -266,7 +267,7 @@ function responseObject(
   };
 }
 
-function completedResponse(turn: ParsedTurn, random: string, createdAt: number, messageId: string, reply: Reply) {
+function completedResponse(turn: RenderTurn, random: string, createdAt: number, messageId: string, reply: Reply) {
   return responseObject(turn, {
     id: responseId(random, turn.sessionId, reply.side, reply.delivery),
     createdAt,
@@ -276,7 +277,7 @@ function completedResponse(turn: ParsedTurn, random: string, createdAt: number, 
   });
 }
 
-function streamWriter(turn: ParsedTurn): StreamWriter {
+function streamWriter(turn: RenderTurn): StreamWriter {
   const random = randomHex(16);
   const createdAt = nowSeconds();
   const messageId = `msg_${randomHex(16)}`;

@@ -2,7 +2,7 @@
  * The actor system: one session actor per session id, spawned on first use and dropped
  * when it reaches CLOSED, so memory follows live sessions only.
  */
-import type { InspectionEvent, SimulatedClock } from 'xstate';
+import { createActor, createMachine, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
 import { replayEvents, type SessionEvent } from '../../machines/session.machine.js';
 import type { Journal } from '../journal/journal.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
@@ -20,10 +20,23 @@ export interface RegistryOptions {
 
 export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_sessions'; readonly message: string };
 
+/**
+ * The root of the actor system: every session actor is its child, so all of them share one
+ * system (one clock and scheduler, one inspection tap) instead of carrying one each.
+ */
+const sessionSystem = createMachine({ id: 'sessions' });
+
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
+  private readonly root: AnyActorRef;
 
-  constructor(private readonly options: RegistryOptions) {}
+  constructor(private readonly options: RegistryOptions) {
+    this.root = createActor(sessionSystem, {
+      ...(options.clock ? { clock: options.clock } : {}),
+      ...(options.inspect ? { inspect: options.inspect } : {}),
+    });
+    this.root.start();
+  }
 
   get size(): number {
     return this.sessions.size;
@@ -81,9 +94,9 @@ export class SessionRegistry {
     const session = new Session(sessionId, {
       ...extra,
       timing: this.options.timing,
-      ...(this.options.clock ? { clock: this.options.clock } : {}),
-      ...(journal ? { durable: () => journal.durable() } : {}),
-      ...(this.options.inspect ? { inspect: this.options.inspect } : {}),
+      parent: this.root,
+      // A store whose appends are durable at once (memory) has nothing for replies to wait for.
+      ...(journal && !journal.store.durableOnAppend ? { durable: () => journal.durable() } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),
       onClosed: (closed) => {
         if (this.sessions.get(closed.id) !== closed) return;

@@ -5,7 +5,7 @@
  * event attribution chose, and turns the actor's emitted replies back into per-request
  * outcomes for the HTTP layer.
  */
-import { createActor, type Actor, type InspectionEvent, type SimulatedClock } from 'xstate';
+import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
 import type { RejectCode, SessionContext, SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
@@ -41,20 +41,32 @@ export type SubmitResult = Submission | { readonly error: 'session_conflict' | '
 
 export interface SessionOptions {
   readonly timing: SessionTiming;
+  /**
+   * The actor system's root: the session actor is spawned as its child and shares its system
+   * (clock, scheduler, inspection). Without it the session is a root actor of its own.
+   */
+  readonly parent?: AnyActorRef;
+  /** For a root session only (a child uses its system's). */
   readonly clock?: SimulatedClock;
   /** Start from this context and state (a session rebuilt from its journal). */
   readonly restore?: { readonly context: SessionContext; readonly state: 'AWAITING_PEER' | 'DORMANT' };
   /** Resolves when what the session did so far is in the journal; replies wait for it. */
   readonly durable?: () => Promise<void>;
+  /** For a root session only (a child is inspected through its system). */
   readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
   readonly onClosed: (session: Session) => void;
 }
 
+/** A request waiting for its outcome, and who sees the other side's live typing meanwhile. */
+interface Waiter {
+  readonly resolve: (outcome: Outcome) => void;
+  preview: ((text: string) => void) | null;
+}
+
 export class Session {
   private readonly actor: Actor<typeof sessionMachine>;
-  private readonly waiting = new Map<string, (outcome: Outcome) => void>();
-  private readonly previews = new Map<string, (text: string) => void>();
+  private readonly waiting = new Map<string, Waiter>();
   private readonly now: () => number;
   private readonly durable: (() => Promise<void>) | undefined;
   /** The protocol of each side's latest request (`openai`, `anthropic`, `websocket`, …), for views. */
@@ -67,10 +79,12 @@ export class Session {
     this.now = options.now ?? Date.now;
     this.durable = options.durable;
     this.actor = createActor(sessionMachine, {
+      id,
       input: { sessionId: id, timing: options.timing },
       ...(options.restore ? { snapshot: sessionMachine.resolveState({ value: options.restore.state, context: options.restore.context }) } : {}),
-      ...(options.clock ? { clock: options.clock } : {}),
-      ...(options.inspect ? { inspect: options.inspect } : {}),
+      ...(options.parent ? { parent: options.parent } : {}),
+      ...(options.clock && !options.parent ? { clock: options.clock } : {}),
+      ...(options.inspect && !options.parent ? { inspect: options.inspect } : {}),
     });
     this.actor.on('reply', (e) => this.settle(e));
     this.actor.on('reject', (e) => this.settle(e));
@@ -101,7 +115,7 @@ export class Session {
     if (attribution.kind === 'conflict') return { error: 'session_conflict', message: attribution.message };
     const { side, kind, seen } = attribution;
     if (options.protocol) this.protocols[side] = options.protocol;
-    const outcome = new Promise<Outcome>((resolve) => this.waiting.set(requestId, resolve));
+    const outcome = this.wait(requestId);
     const at = this.now();
     let event: SessionEvent;
     if (kind === 'retry') {
@@ -161,7 +175,7 @@ export class Session {
    */
   listen(side: Side, requestId: string): Submission | null {
     if (!this.context.sides[side].joined) return null;
-    const outcome = new Promise<Outcome>((resolve) => this.waiting.set(requestId, resolve));
+    const outcome = this.wait(requestId);
     this.actor.send({ type: side === 'A' ? 'LISTEN_A' : 'LISTEN_B', requestId, at: this.now() });
     return this.submission(side, 'message', requestId, outcome);
   }
@@ -172,7 +186,7 @@ export class Session {
    */
   preview(side: Side, text: string): boolean {
     const held = this.context.sides[side === 'A' ? 'B' : 'A'].held;
-    const listener = held ? this.previews.get(held.requestId) : undefined;
+    const listener = held ? this.waiting.get(held.requestId)?.preview : undefined;
     if (!listener) return false;
     listener(text);
     return true;
@@ -184,16 +198,16 @@ export class Session {
       kind,
       outcome,
       disconnect: () => {
-        const resolve = this.waiting.get(requestId);
-        if (!resolve) return;
+        const waiter = this.waiting.get(requestId);
+        if (!waiter) return;
         this.waiting.delete(requestId);
-        this.previews.delete(requestId);
-        resolve({ type: 'disconnected' });
+        waiter.resolve({ type: 'disconnected' });
         if (this.closed) return;
         this.actor.send({ type: side === 'A' ? 'DISCONNECT_A' : 'DISCONNECT_B', requestId, at: this.now() });
       },
       onPreview: (listener) => {
-        if (this.waiting.has(requestId)) this.previews.set(requestId, listener);
+        const waiter = this.waiting.get(requestId);
+        if (waiter) waiter.preview = listener;
       },
     };
   }
@@ -202,11 +216,15 @@ export class Session {
     if (!this.closed) this.actor.send({ type: 'CLOSE', reason });
   }
 
+  private wait(requestId: string): Promise<Outcome> {
+    return new Promise<Outcome>((resolve) => this.waiting.set(requestId, { resolve, preview: null }));
+  }
+
   private settle(event: SessionEmitted): void {
-    const resolve = this.waiting.get(event.requestId);
-    if (!resolve) return;
+    const waiter = this.waiting.get(event.requestId);
+    if (!waiter) return;
     this.waiting.delete(event.requestId);
-    this.previews.delete(event.requestId);
+    const { resolve } = waiter;
     const outcome: Outcome =
       event.type === 'reply'
         ? { type: 'reply', content: event.content, delivery: event.delivery, repeat: event.repeat }

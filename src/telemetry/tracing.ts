@@ -1,17 +1,64 @@
 /**
  * OpenTelemetry traces, on when the standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set and
- * absent otherwise (then nothing here is loaded or run). A span per HTTP request comes from
- * @fastify/otel; this module adds the session's attributes, one `session.transition` event
- * per chart transition, and links between the request whose message was delivered and the
- * request that received it, so a trace viewer shows who answered whom.
+ * absent otherwise (then nothing here is loaded or run). Every HTTP request gets a SERVER span
+ * (continuing the caller's trace when it sends a W3C `traceparent`); this module adds the
+ * session's attributes, one `session.transition` event per chart transition, and links between
+ * the request whose message was delivered and the request that received it, so a trace viewer
+ * shows who answered whom.
+ *
+ * Spans are passed explicitly (each request carries its own), never through an ambient
+ * context: the SDK runs with a synchronous context manager. On Node 20 the default one
+ * (AsyncLocalStorage) turns on promise hooks for the whole process, which costs a held relay
+ * more than the spans themselves (docs/performance.md).
  */
-import type { Span } from '@opentelemetry/api';
-import type { FastifyRequest } from 'fastify';
+import type { Context, ContextManager, Span, Tracer } from '@opentelemetry/api';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { InspectionEvent } from 'xstate';
 import type { SessionContext } from '../../machines/session.logic.js';
 
 export function tracingRequested(env: NodeJS.ProcessEnv): boolean {
   return Boolean(env['OTEL_EXPORTER_OTLP_ENDPOINT'] || env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT']) && env['OTEL_SDK_DISABLED'] !== 'true';
+}
+
+type Api = typeof import('@opentelemetry/api');
+
+/**
+ * Context for code that runs synchronously inside `with` (the SDK's own export, which marks
+ * itself untraced this way); nothing is carried across awaits or callbacks.
+ */
+class SynchronousContextManager implements ContextManager {
+  private current: Context;
+
+  constructor(private readonly root: Context) {
+    this.current = root;
+  }
+
+  active(): Context {
+    return this.current;
+  }
+
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>>(context: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
+    const previous = this.current;
+    this.current = context;
+    try {
+      return fn.call(thisArg, ...args);
+    } finally {
+      this.current = previous;
+    }
+  }
+
+  bind<T>(_context: Context, target: T): T {
+    return target;
+  }
+
+  enable(): this {
+    return this;
+  }
+
+  disable(): this {
+    this.current = this.root;
+    return this;
+  }
 }
 
 export class Tracing {
@@ -21,39 +68,81 @@ export class Tracing {
 
   private constructor(
     private readonly sdk: { shutdown(): Promise<void> },
-    /** The @fastify/otel instrumentation; its plugin gives every request a span. */
-    readonly fastify: { plugin(): (instance: never, opts: never, done: () => void) => void },
+    private readonly api: Api,
+    private readonly tracer: Tracer,
   ) {}
 
   /** Starts the OpenTelemetry SDK with the OTLP/HTTP exporter; OTEL_* variables configure it. */
   static async start(env: NodeJS.ProcessEnv): Promise<Tracing> {
-    const [{ NodeSDK }, { OTLPTraceExporter }, otel] = await Promise.all([
+    const [{ NodeSDK }, { OTLPTraceExporter }, api] = await Promise.all([
       import('@opentelemetry/sdk-node'),
       import('@opentelemetry/exporter-trace-otlp-http'),
-      import('@fastify/otel'),
+      import('@opentelemetry/api'),
     ]);
-    const fastify = new otel.FastifyOtelInstrumentation({ instrumentHooks: false });
     const sdk = new NodeSDK({
       serviceName: env['OTEL_SERVICE_NAME'] ?? 'motive-proxy',
       traceExporter: new OTLPTraceExporter(),
-      instrumentations: [fastify],
+      instrumentations: [],
+      contextManager: new SynchronousContextManager(api.ROOT_CONTEXT),
     });
     sdk.start();
-    return new Tracing(sdk, fastify as never);
+    return new Tracing(sdk, api, api.trace.getTracer('motive-proxy'));
+  }
+
+  /** Request spans: started when a request arrives, ended when its response is sent or its client leaves. */
+  register(app: FastifyInstance): void {
+    const { api, tracer } = this;
+    app.addHook('onRequest', (request, _reply, done) => {
+      const parent = request.headers.traceparent ? api.propagation.extract(api.ROOT_CONTEXT, request.headers) : api.ROOT_CONTEXT;
+      const route = request.routeOptions.url;
+      const path = request.url.split('?')[0] ?? request.url;
+      const span = tracer.startSpan(
+        route ? `${request.method} ${route}` : request.method,
+        {
+          kind: api.SpanKind.SERVER,
+          attributes: {
+            'http.request.method': request.method,
+            'url.path': path,
+            'url.scheme': request.protocol,
+            'network.protocol.version': request.raw.httpVersion,
+            'client.address': request.ip,
+            ...(route ? { 'http.route': route } : {}),
+            ...(request.headers['user-agent'] ? { 'user_agent.original': request.headers['user-agent'] } : {}),
+          },
+        },
+        parent,
+      );
+      this.spans.set(request.id, span);
+      done();
+    });
+    app.addHook('onResponse', (request, reply, done) => {
+      const status = (request.turnLog?.['stream_status'] as number | undefined) ?? reply.statusCode;
+      this.end(request.id, status, request.turnLog?.['error']);
+      done();
+    });
+    app.addHook('onRequestAbort', (request, done) => {
+      this.end(request.id, null, 'client_aborted');
+      done();
+    });
+  }
+
+  private end(requestId: string, status: number | null, errorCode: unknown): void {
+    const span = this.spans.get(requestId);
+    if (!span) return;
+    this.spans.delete(requestId);
+    if (status !== null) span.setAttribute('http.response.status_code', status);
+    if (typeof errorCode === 'string') span.setAttribute('error.type', errorCode);
+    if (status === null || status >= 500) span.setStatus({ code: this.api.SpanStatusCode.ERROR });
+    span.end();
   }
 
   /** Names the request's span after its session (before the session sees it), then its side. */
   annotate(request: FastifyRequest, attributes: { sessionId?: string; side?: string; protocol?: string }): void {
-    const otel = request.opentelemetry();
-    if (!otel.enabled) return;
-    if (attributes.sessionId !== undefined) otel.span.setAttribute('session.id', attributes.sessionId);
-    if (attributes.side !== undefined) otel.span.setAttribute('session.side', attributes.side);
-    if (attributes.protocol !== undefined) otel.span.setAttribute('protocol', attributes.protocol);
-    this.spans.set(request.id, otel.span);
-  }
-
-  forget(requestId: string): void {
-    this.spans.delete(requestId);
+    const span = this.spans.get(request.id);
+    if (!span) return;
+    if (attributes.sessionId !== undefined) span.setAttribute('session.id', attributes.sessionId);
+    if (attributes.side !== undefined) span.setAttribute('session.side', attributes.side);
+    if (attributes.protocol !== undefined) span.setAttribute('protocol', attributes.protocol);
   }
 
   traceOf(requestId: string | null): string | null {
@@ -62,33 +151,33 @@ export class Tracing {
 
   /** Part of the actor system's inspection tap. */
   readonly tap = (inspection: InspectionEvent): void => {
-    if (inspection.type !== '@xstate.event' && inspection.type !== '@xstate.snapshot' && inspection.type !== '@xstate.action') return;
-    const context = (inspection.actorRef.getSnapshot() as { context?: SessionContext } | undefined)?.context;
-    if (!context) return;
-    if (inspection.type === '@xstate.event') {
+    const type = inspection.type;
+    if (type !== '@xstate.event' && type !== '@xstate.snapshot' && type !== '@xstate.action') return;
+    if (type === '@xstate.event') {
       const event = inspection.event as { type: string; requestId?: string; turn?: { requestId: string } };
       this.current = event.turn?.requestId ?? event.requestId ?? null;
       return;
     }
-    if (inspection.type === '@xstate.snapshot') {
+    if (type === '@xstate.snapshot') {
+      const context = (inspection.snapshot as { context?: SessionContext }).context;
+      if (!context) return;
       const to = String((inspection.snapshot as { value?: unknown }).value);
       const from = this.states.get(context.sessionId) ?? 'EMPTY';
       if (to === 'CLOSED') this.states.delete(context.sessionId);
-      else this.states.set(context.sessionId, to);
+      else if (to !== from) this.states.set(context.sessionId, to);
       const span = this.current ? this.spans.get(this.current) : undefined;
-      span?.addEvent('session.transition', { 'session.id': context.sessionId, event: inspection.event.type, 'state.from': from, 'state.to': to });
+      span?.addEvent('session.transition', { event: inspection.event.type, 'state.from': from, 'state.to': to });
       return;
     }
-    if (inspection.type === '@xstate.action') {
-      const action = inspection.action as { type: string; params?: { event?: { type: string; requestId: string } } };
-      const emitted = action.type === 'xstate.emit' ? action.params?.event : undefined;
-      if (emitted?.type !== 'reply' || !this.current || this.current === emitted.requestId) return;
-      const sender = this.spans.get(this.current);
-      const receiver = this.spans.get(emitted.requestId);
-      if (!sender || !receiver) return;
-      sender.addLink({ context: receiver.spanContext(), attributes: { 'motiveproxy.link': 'delivered_to' } });
-      receiver.addLink({ context: sender.spanContext(), attributes: { 'motiveproxy.link': 'answered_by' } });
-    }
+    const action = inspection.action as { type: string; params?: { event?: { type: string; requestId: string } } };
+    if (action.type !== 'xstate.emit') return;
+    const emitted = action.params?.event;
+    if (emitted?.type !== 'reply' || !this.current || this.current === emitted.requestId) return;
+    const sender = this.spans.get(this.current);
+    const receiver = this.spans.get(emitted.requestId);
+    if (!sender || !receiver) return;
+    sender.addLink({ context: receiver.spanContext(), attributes: { 'motiveproxy.link': 'delivered_to' } });
+    receiver.addLink({ context: sender.spanContext(), attributes: { 'motiveproxy.link': 'answered_by' } });
   };
 
   shutdown(): Promise<void> {
