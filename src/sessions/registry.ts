@@ -21,21 +21,47 @@ export interface RegistryOptions {
 export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_sessions'; readonly message: string };
 
 /**
- * The root of the actor system: every session actor is its child, so all of them share one
- * system (one clock and scheduler, one inspection tap) instead of carrying one each.
+ * The root of an actor system: session actors are spawned as its children and share its system
+ * (clock, scheduler, inspection) instead of carrying one each, about 4 KB a session. A system
+ * takes at most SESSIONS_PER_SYSTEM sessions, because XState cancels a stopping actor's timers
+ * by scanning every timer of its system.
  */
 const sessionSystem = createMachine({ id: 'sessions' });
+const SESSIONS_PER_SYSTEM = 256;
+
+interface ActorSystem {
+  readonly root: AnyActorRef;
+  live: number;
+}
 
 export class SessionRegistry {
   private readonly sessions = new Map<string, Session>();
-  private readonly root: AnyActorRef;
+  private readonly systems: ActorSystem[] = [];
 
-  constructor(private readonly options: RegistryOptions) {
-    this.root = createActor(sessionSystem, {
-      ...(options.clock ? { clock: options.clock } : {}),
-      ...(options.inspect ? { inspect: options.inspect } : {}),
-    });
-    this.root.start();
+  constructor(private readonly options: RegistryOptions) {}
+
+  /** A system with room for one more session (a new one when all are full). */
+  private systemWithRoom(): ActorSystem {
+    let system = this.systems.find((s) => s.live < SESSIONS_PER_SYSTEM);
+    if (!system) {
+      const root = createActor(sessionSystem, {
+        ...(this.options.clock ? { clock: this.options.clock } : {}),
+        ...(this.options.inspect ? { inspect: this.options.inspect } : {}),
+      });
+      root.start();
+      system = { root, live: 0 };
+      this.systems.push(system);
+    }
+    system.live++;
+    return system;
+  }
+
+  /** A session of `system` reached CLOSED; an empty system other than the first is stopped. */
+  private leave(system: ActorSystem): void {
+    system.live--;
+    if (system.live > 0 || this.systems.length === 1) return;
+    this.systems.splice(this.systems.indexOf(system), 1);
+    system.root.stop();
   }
 
   get size(): number {
@@ -91,14 +117,16 @@ export class SessionRegistry {
 
   private spawn(sessionId: string, extra: Pick<SessionOptions, 'restore'> = {}): Session {
     const journal = this.options.journal;
+    const system = this.systemWithRoom();
     const session = new Session(sessionId, {
       ...extra,
       timing: this.options.timing,
-      parent: this.root,
+      parent: system.root,
       // A store whose appends are durable at once (memory) has nothing for replies to wait for.
       ...(journal && !journal.store.durableOnAppend ? { durable: () => journal.durable() } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),
       onClosed: (closed) => {
+        this.leave(system);
         if (this.sessions.get(closed.id) !== closed) return;
         this.sessions.delete(closed.id);
         journal?.sessionClosed(closed.id, () => new Set(this.sessions.keys()));

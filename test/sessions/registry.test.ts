@@ -180,6 +180,25 @@ describe('SessionRegistry', () => {
     expect(registry.size).toBe(0);
     expect([...registry.list()]).toEqual([]);
   });
+
+  it('runs sessions across several actor systems: timers, TTLs and closing work in every one of them', async () => {
+    const { registry, accept, clock } = setup(2_000);
+    const count = 700; // more than two systems' worth of sessions
+    const handshakes = Array.from({ length: count }, (_, i) => accept(`npc-${i}`, { content: 'ping' }));
+    const openings = handshakes.map((_, i) => accept(`npc-${i}`, { content: `b1 of ${i}` }));
+    const answers = await Promise.all(handshakes.map((h) => h.outcome));
+    expect(answers.every((a, i) => a.type === 'reply' && a.content === `b1 of ${i}`)).toBe(true);
+    // Every B request is held with its own turn timer, whichever system its session is in.
+    clock.increment(TIMING.turnTimeoutMs);
+    const timedOut = await Promise.all(openings.map((o) => o.outcome));
+    expect(timedOut.every((o) => o.type === 'reject' && o.code === 'turn_timeout')).toBe(true);
+    // Half are deleted one by one, the rest closed at once: every one leaves memory, and an id starts afresh.
+    for (let i = 0; i < count / 2; i++) registry.close(`npc-${i}`, 'deleted');
+    expect(registry.size).toBe(count / 2);
+    registry.closeAll('shutdown');
+    expect(registry.size).toBe(0);
+    expect(accept('npc-0', { content: 'ping again' })).toMatchObject({ side: 'A', kind: 'connect' });
+  });
 });
 
 describe('Submission.outcome', () => {
