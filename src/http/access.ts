@@ -112,9 +112,9 @@ export class AccessControl {
 /** An onRequest hook: who is calling, and may they? 401 in the route's protocol's shape. */
 export function identifyClient(access: AccessControl, sendError: (request: FastifyRequest, reply: FastifyReply, error: ProxyError) => FastifyReply) {
   return function identify(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
-    const config = request.routeOptions.config;
+    const { config, url } = request.routeOptions; // a getter that builds an object: read it once
     // Unknown routes are public, so that they get their 404.
-    const needs = config?.access ?? (request.routeOptions.url === undefined ? 'public' : 'client');
+    const needs = config?.access ?? (url === undefined ? 'public' : 'client');
     if (!access.keysRequired || needs !== 'client') {
       request.client = { key: null, id: request.ip };
       return done();

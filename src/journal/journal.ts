@@ -80,11 +80,14 @@ export class Journal {
     this.seqs.set(sessionId, lastSeq);
   }
 
-  /** A session reached CLOSED: its records go at the next compaction. */
-  sessionClosed(sessionId: string, liveSessions: () => ReadonlySet<string>): void {
+  /**
+   * A session reached CLOSED: its records go at the next compaction. `liveCount` is how many
+   * sessions are live; `liveSessions` snapshots their ids, only when a compaction starts.
+   */
+  sessionClosed(sessionId: string, liveCount: number, liveSessions: () => ReadonlySet<string>): void {
     this.seqs.delete(sessionId);
     this.closedSinceCompaction++;
-    if (this.compacting || this.closedSinceCompaction < Math.max(1000, 2 * liveSessions().size)) return;
+    if (this.compacting || this.closedSinceCompaction < Math.max(1000, 2 * liveCount)) return;
     this.closedSinceCompaction = 0;
     this.compacting = this.compact(liveSessions()).finally(() => (this.compacting = null));
   }

@@ -129,7 +129,7 @@ export class SessionRegistry {
         this.leave(system);
         if (this.sessions.get(closed.id) !== closed) return;
         this.sessions.delete(closed.id);
-        journal?.sessionClosed(closed.id, () => new Set(this.sessions.keys()));
+        journal?.sessionClosed(closed.id, this.sessions.size, () => new Set(this.sessions.keys()));
       },
     });
     this.sessions.set(sessionId, session);
