@@ -47,6 +47,8 @@ const PLAN = {
     heldPaired: [false, true],
     journalTurns: 20000,
     replayEvents: 100000,
+    /** Rounds of the headline case (S=100 JSON: baseline, proxy, proxy traced, interleaved); medians are reported. */
+    headlineRounds: 3,
   },
   quick: {
     relay: [1, 10, 100, 1000],
@@ -57,6 +59,7 @@ const PLAN = {
     heldPaired: [false, true],
     journalTurns: 4000,
     replayEvents: 20000,
+    headlineRounds: 1,
   },
   smoke: {
     relay: [10],
@@ -67,6 +70,7 @@ const PLAN = {
     heldPaired: [false],
     journalTurns: 200,
     replayEvents: 2000,
+    headlineRounds: 1,
   },
 }[mode];
 const TURNS_PER_SESSION = 20;
@@ -172,6 +176,15 @@ interface RelayCase {
   result: RelayResult;
   serverCpuMicrosPerTurn: number;
   serverPeakRssMb: number;
+  /** Headline case: every round's figures; the case itself is the median round by throughput. */
+  rounds?: Array<{ turnsPerSecond: number; serverCpuMicrosPerTurn: number }>;
+}
+
+/** The round with the median throughput, carrying every round's figures. */
+function median(rounds: RelayCase[]): RelayCase {
+  const sorted = [...rounds].sort((a, b) => a.result.turnsPerSecond - b.result.turnsPerSecond);
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)]!;
+  return { ...mid, rounds: rounds.map((c) => ({ turnsPerSecond: c.result.turnsPerSecond, serverCpuMicrosPerTurn: c.serverCpuMicrosPerTurn })) };
 }
 
 interface HeldCase {
@@ -321,21 +334,46 @@ async function main(): Promise<void> {
   }
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
-  const total = PLAN.relay.length * 4 + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2 + 3 + 1 + 1;
+  const headline = PLAN.relay.includes(100) ? 100 : PLAN.relay[0]!;
+  const rounds = PLAN.headlineRounds;
+  const total = PLAN.relay.length * 4 + 2 * (rounds - 1) + PLAN.openLoopStreams.length * 2 + PLAN.held.length * PLAN.heldPaired.length * 2 + 3 + rounds + 1;
   let step = 0;
   const progress = (what: string) => log(`[${++step}/${total}] ${what}`);
+  const relayLine = (label: string, c: RelayCase) =>
+    `${label} ${c.target.padEnd(8)} ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`;
 
+  // Traces go to an OTLP/HTTP receiver in this process.
+  const receiver = await otlpReceiver();
+  let traced: RelayCase | null = null;
   for (const stream of [false, true]) {
     for (const sessions of PLAN.relay) {
+      if (sessions === headline && !stream) {
+        // The headline case: baseline, proxy and proxy with tracing, interleaved round by round
+        // so that the machine's drifting load hits all three alike; medians are reported.
+        const runs: Record<'baseline' | 'proxy' | 'traced', RelayCase[]> = { baseline: [], proxy: [], traced: [] };
+        for (let round = 1; round <= rounds; round++) {
+          const tag = rounds > 1 ? ` (round ${round}/${rounds})` : '';
+          for (const target of ['baseline', 'proxy'] as const) {
+            const c = await relayCase(target, sessions, false, PLAN.turns[sessions]!);
+            runs[target].push(c);
+            progress(relayLine(`relay json   S=${String(sessions).padEnd(4)}${tag}`, c));
+          }
+          const t = await relayCase('proxy', sessions, false, PLAN.turns[sessions]!, undefined, undefined, receiver.url);
+          runs.traced.push(t);
+          progress(`${relayLine(`tracing on   S=${String(sessions).padEnd(4)}${tag}`, t)}  ${fmt(receiver.spans())} spans received so far`);
+        }
+        relay.push(median(runs.baseline), median(runs.proxy));
+        traced = median(runs.traced);
+        continue;
+      }
       for (const target of ['baseline', 'proxy'] as const) {
         const c = await relayCase(target, sessions, stream, PLAN.turns[sessions]!);
         relay.push(c);
-        progress(
-          `relay ${stream ? 'stream' : 'json  '} S=${String(sessions).padEnd(4)} ${target.padEnd(8)} ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`,
-        );
+        progress(relayLine(`relay ${stream ? 'stream' : 'json  '} S=${String(sessions).padEnd(4)}`, c));
       }
     }
   }
+  receiver.close();
 
   // Open loop at half the proxy's measured maximum at S=100 (or the largest S measured).
   const openSessions = PLAN.relay.includes(100) ? 100 : PLAN.relay[PLAN.relay.length - 1]!;
@@ -366,12 +404,7 @@ async function main(): Promise<void> {
     relay.push(c);
     progress(`journal ${fsync.padEnd(6)} S=${journalSessions} proxy ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`);
   }
-  // Tracing on, exporting every span to a local OTLP/HTTP receiver (this process), vs off.
-  const receiver = await otlpReceiver();
-  const traced = await relayCase('proxy', journalSessions, false, PLAN.journalTurns, undefined, undefined, receiver.url);
-  relay.push(traced);
-  receiver.close();
-  progress(`tracing on S=${journalSessions} proxy ${fmt(traced.result.turnsPerSecond).padStart(6)} turns/s  p50 ${traced.result.latency.p50} ms  cpu ${fmt(traced.serverCpuMicrosPerTurn)} µs/turn  ${fmt(receiver.spans())} spans received  errors ${errorsOf(traced.result.errors)}`);
+  if (traced) relay.push(traced);
   const replay = await replayCase(PLAN.replayEvents);
   progress(`replay of ${fmt(replay.events)} journal events (${fmt(replay.sessions)} sessions): recovery ${fmt(replay.recoveryMs)} ms, start to first /health ${fmt(replay.startMs)} ms, ${fmt(replay.restored)} restored`);
 
@@ -421,12 +454,8 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
   // Held memory: the worse of held handshakes and paired sessions with one side held.
   const h10k = heldRatios.filter((h) => h.sessions === 10000).sort((a, b) => b.memoryRatio - a.memoryRatio)[0];
   const batch = ratios.find((r) => r.workload === 'journal-batch' && r.sessions === 100);
-  // The untraced reference is the faster of the two untraced runs of the same server work
-  // (relay S=100 JSON and journal off): on a noisy machine one of them may come out low, and
-  // tracing must not look cheap because of it.
-  const untraced = relay
-    .filter((c) => c.target === 'proxy' && c.sessions === journalSessions && !c.stream && (c.workload === 'relay' || c.workload === 'journal-off'))
-    .sort((a, b) => b.result.turnsPerSecond - a.result.turnsPerSecond)[0];
+  // Tracing's cost against the untraced proxy of the same rounds (medians of interleaved runs).
+  const untraced = pick('proxy', journalSessions, false);
   const tracedCase = relay.find((c) => c.workload === 'tracing-on');
   const tracingCost = untraced && tracedCase ? 1 - tracedCase.result.turnsPerSecond / untraced.result.turnsPerSecond : null;
   const targets = {

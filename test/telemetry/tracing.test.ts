@@ -19,7 +19,9 @@ type Attr = { key: string; value: AnyValue };
 interface OtlpSpan {
   traceId: string;
   spanId: string;
+  parentSpanId?: string;
   name: string;
+  kind?: number;
   attributes?: Attr[];
   events?: Array<{ name: string; attributes?: Attr[] }>;
   links?: Array<{ traceId: string; spanId: string; attributes?: Attr[] }>;
@@ -64,20 +66,26 @@ async function otlpReceiver(): Promise<{ url: string; spans: OtlpSpan[]; service
   return { url: `http://127.0.0.1:${(receiver.address() as { port: number }).port}`, spans, serviceNames, contentTypes };
 }
 
+/** Runs the service as a process that exports its traces to `otlpUrl`; resolves with its URL. */
+async function startTracedService(otlpUrl: string): Promise<string> {
+  const port = 20000 + Math.floor(Math.random() * 10000);
+  child = spawn(process.execPath, [cli, '--port', String(port)], {
+    detached: true,
+    stdio: 'ignore',
+    env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: otlpUrl, OTEL_BSP_SCHEDULE_DELAY: '50', JOURNAL_PATH: 'memory', LOG_LEVEL: 'warn' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 200; i++) {
+    if ((await fetch(`${url}/health`).catch(() => null))?.ok) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return url;
+}
+
 describe('OpenTelemetry traces', () => {
   it('exports request spans with session attributes, transition events and who-answered-whom links', async () => {
     const otlp = await otlpReceiver();
-    const port = 20000 + Math.floor(Math.random() * 10000);
-    child = spawn(process.execPath, [cli, '--port', String(port)], {
-      detached: true,
-      stdio: 'ignore',
-      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: '50', JOURNAL_PATH: 'memory', LOG_LEVEL: 'warn' },
-    });
-    const url = `http://127.0.0.1:${port}`;
-    for (let i = 0; i < 200; i++) {
-      if ((await fetch(`${url}/health`).catch(() => null))?.ok) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const url = await startTracedService(otlp.url);
     const client = () => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'k', maxRetries: 0 });
     const model = 'traced';
     const hs = client().chat.completions.create({ model, messages: [{ role: 'user', content: 'ping' }] });
@@ -90,8 +98,8 @@ describe('OpenTelemetry traces', () => {
     expect((await a1).choices[0]!.message.content).toBe('b2');
     b2.catch(() => undefined);
     await fetch(`${url}/v1/sessions/${model}`, { method: 'DELETE' });
-    process.kill(-child.pid!, 'SIGTERM'); // graceful: the SDK flushes its spans
-    await once(child, 'exit');
+    process.kill(-child!.pid!, 'SIGTERM'); // graceful: the SDK flushes its spans
+    await once(child!, 'exit');
 
     expect(otlp.contentTypes.has('application/json')).toBe(true);
     expect(otlp.serviceNames).toEqual(new Set(['motive-proxy']));
@@ -114,5 +122,35 @@ describe('OpenTelemetry traces', () => {
       expect(attr(from.attributes, 'session.side')).not.toBe(attr(to.attributes, 'session.side'));
       expect(['delivered_to', 'answered_by']).toContain(kind);
     }
+  }, 30_000);
+  it('continues the caller\'s trace from a W3C traceparent, with the HTTP attributes of a server span', async () => {
+    const otlp = await otlpReceiver();
+    const url = await startTracedService(otlp.url);
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const parentSpanId = '00f067aa0ba902b7';
+    const res = await fetch(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${parentSpanId}-01`, 'user-agent': 'tracing-test/1.0' },
+      body: JSON.stringify({ model: 'traced-child|A', messages: [{ role: 'user', content: 'ping' }] }),
+      signal: AbortSignal.timeout(300),
+    }).catch((err: Error) => err);
+    expect(res).toBeInstanceOf(Error); // the handshake is held; the client gives up
+    await fetch(`${url}/v1/models`, { headers: { 'x-request': 'untraced' } });
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(-child!.pid!, 'SIGTERM');
+    await once(child!, 'exit');
+
+    const handshake = otlp.spans.find((s) => attr(s.attributes, 'session.id') === 'traced-child');
+    expect(handshake).toMatchObject({ traceId, parentSpanId, name: 'POST /v1/chat/completions', kind: 2 }); // 2: SERVER
+    expect(attr(handshake!.attributes, 'http.request.method')).toBe('POST');
+    expect(attr(handshake!.attributes, 'http.route')).toBe('/v1/chat/completions');
+    expect(attr(handshake!.attributes, 'user_agent.original')).toBe('tracing-test/1.0');
+    expect(attr(handshake!.attributes, 'error.type')).toBe('client_aborted');
+    // A request without traceparent starts its own trace.
+    const models = otlp.spans.find((s) => s.name === 'GET /v1/models');
+    expect(models).toBeDefined();
+    expect(models!.traceId).not.toBe(traceId);
+    expect(models!.parentSpanId ?? '').toBe('');
+    expect(Number(attr(models!.attributes, 'http.response.status_code'))).toBe(200);
   }, 30_000);
 });
