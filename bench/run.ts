@@ -8,8 +8,12 @@
  *   npm run bench -- --smoke      a few seconds; proves the benchmark works (used by npm test)
  *   --out DIR                     where results go (default bench/results; smoke: a temp dir)
  *   --no-docs                     do not rewrite the table in docs/performance.md
- *   --profile                     only the S=100 JSON relay, with the proxy under --cpu-prof;
- *                                 the profile is written to the results folder
+ *   --profile                     only the S=100 JSON relay, with the proxy and the baseline
+ *                                 under --cpu-prof; the profiles are written to the results folder
+ *   --floors                      what the proxy's parts cost on their own: the S=100 JSON relay
+ *                                 on the baseline, on a plain Fastify route (bench/fastify-relay.mjs)
+ *                                 and on the proxy, interleaved 3 times, and the session layer
+ *                                 alone in a loop (bench/session-loop.ts); about a minute
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -23,7 +27,7 @@ import { writeJournalFixture } from './journal-fixture.js';
 import type { HeldJob, HeldResult, Job, RelayJob, RelayResult } from './loadgen.js';
 
 type Mode = 'default' | 'quick' | 'smoke';
-type Target = 'baseline' | 'proxy';
+type Target = 'baseline' | 'proxy' | 'framework';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = process.argv.slice(2);
@@ -35,7 +39,8 @@ const mode: Mode = args.includes('--smoke') ? 'smoke' : args.includes('--quick')
 const outIndex = args.indexOf('--out');
 const outDir = outIndex >= 0 ? args[outIndex + 1]! : mode === 'smoke' ? mkdtempSync(join(tmpdir(), 'motive-bench-')) : join(root, 'bench/results');
 const profile = args.includes('--profile');
-const writeDocs = mode !== 'smoke' && !profile && !args.includes('--no-docs');
+const floors = args.includes('--floors');
+const writeDocs = mode !== 'smoke' && !profile && !floors && !args.includes('--no-docs');
 
 const PLAN = {
   default: {
@@ -97,7 +102,9 @@ interface Server {
 async function startServer(target: Target, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
   const [command, argv] =
-    target === 'baseline'
+    target === 'framework'
+      ? [process.execPath, [join(root, 'bench/fastify-relay.mjs'), String(port)]]
+      : target === 'baseline'
       ? [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=baseline.cpuprofile'] : []), join(root, 'bench/baseline-relay.mjs'), String(port)]]
       : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=proxy.cpuprofile'] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
   const child = spawn(command, argv, {
@@ -332,6 +339,7 @@ async function main(): Promise<void> {
     log('open the .cpuprofile in Chrome DevTools (Performance → Load profile)');
     return;
   }
+  if (floors) return runFloors();
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
   const headline = PLAN.relay.includes(100) ? 100 : PLAN.relay[0]!;
@@ -423,6 +431,45 @@ async function main(): Promise<void> {
     log('docs/performance.md updated');
   }
   process.stdout.write(`\n${table}\n`);
+}
+
+/** `--floors`: the relay on raw node:http, on a plain Fastify route and on the proxy, and the session layer alone. */
+async function runFloors(): Promise<void> {
+  const turns = PLAN.turns[100] ?? 20000;
+  const runs: Record<Target, RelayCase[]> = { baseline: [], framework: [], proxy: [] };
+  for (let round = 1; round <= 3; round++) {
+    for (const target of ['baseline', 'framework', 'proxy'] as const) {
+      const c = await relayCase(target, 100, false, turns);
+      runs[target].push(c);
+      log(`[round ${round}/3] relay json S=100 ${target.padEnd(9)} ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s  cpu ${fmt(c.serverCpuMicrosPerTurn)} µs/turn  errors ${errorsOf(c.result.errors)}`);
+    }
+  }
+  log('session layer alone (bench/session-loop.ts)');
+  const loop = await new Promise<{ actor: number; journal: number }>((resolve, reject) => {
+    const child = fork(join(root, 'bench/session-loop.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child.once('message', (msg: { result?: { actor: number; journal: number }; error?: string }) => (msg.result ? resolve(msg.result) : reject(new Error(msg.error))));
+    child.once('exit', (code) => reject(new Error(`session loop exited with ${code}`)));
+  });
+  const med = (target: Target) => median(runs[target]);
+  const base = med('baseline');
+  const lines = [
+    `Floors measured ${new Date().toISOString().slice(0, 10)} on ${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown'}, Node ${process.version} (medians of 3 interleaved rounds).`,
+    '',
+    '| S=100 JSON relay on | turns/s | ratio | server CPU µs/turn | CPU ratio |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...(['baseline', 'framework', 'proxy'] as const).map((target) => {
+      const c = med(target);
+      const name = { baseline: 'raw node:http (the baseline)', framework: 'a plain Fastify route', proxy: 'the proxy' }[target];
+      return `| ${name} | ${fmt(c.result.turnsPerSecond)} | ${fmt(c.result.turnsPerSecond / base.result.turnsPerSecond, 2)} | ${fmt(c.serverCpuMicrosPerTurn)} | ${fmt(c.serverCpuMicrosPerTurn / base.serverCpuMicrosPerTurn, 2)} |`;
+    }),
+    '',
+    `Session layer alone (attribution, the XState actor, replies; 100 sessions, no HTTP): ${fmt(loop.actor, 1)} µs/turn; with the inspection tap feeding the journal: ${fmt(loop.journal, 1)} µs/turn.`,
+  ];
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-floors.json`);
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), runs, sessionLoop: loop }, null, 2) + '\n');
+  log(`results: ${file}`);
+  process.stdout.write(`\n${lines.join('\n')}\n`);
 }
 
 function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, journalSessions: number) {

@@ -92,7 +92,7 @@ export class Tracing {
   /** Request spans: started when a request arrives, ended when its response is sent or its client leaves. */
   register(app: FastifyInstance): void {
     const { api, tracer } = this;
-    app.addHook('onRequest', (request, _reply, done) => {
+    app.addHook('onRequest', (request, reply, done) => {
       const parent = request.headers.traceparent ? api.propagation.extract(api.ROOT_CONTEXT, request.headers) : api.ROOT_CONTEXT;
       const route = request.routeOptions.url;
       const path = request.url.split('?')[0] ?? request.url;
@@ -113,15 +113,15 @@ export class Tracing {
         parent,
       );
       this.spans.set(request.id, span);
+      // A held request whose client goes away gets no response: its span ends here instead.
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) this.end(request.id, null, 'client_aborted');
+      });
       done();
     });
     app.addHook('onResponse', (request, reply, done) => {
       const status = (request.turnLog?.['stream_status'] as number | undefined) ?? reply.statusCode;
       this.end(request.id, status, request.turnLog?.['error']);
-      done();
-    });
-    app.addHook('onRequestAbort', (request, done) => {
-      this.end(request.id, null, 'client_aborted');
       done();
     });
   }

@@ -111,8 +111,10 @@ describe('an Azure-style conversation with full histories', () => {
     const answer = await forB;
     expect(answer.choices[0]!.message.content).toBe('A second.');
     expect(answer.model).toBe(`${session}|B`);
+    // Listen for the held request's end before ending the session: its 410 may come first.
+    const ended = apiError(next);
     await fetch(`${server.url}/v1/sessions/${encodeURIComponent(session)}`, { method: 'DELETE' });
-    expect((await apiError(next)).status).toBe(410);
+    expect((await ended).status).toBe(410);
   });
 });
 
@@ -148,8 +150,10 @@ describe('Azure-style streaming', () => {
     expect(chunks.map((c) => c.choices[0].delta.content ?? '').join('')).toBe('Hello, Azure.');
     expect(chunks.every((c) => c.model === session && c.object === 'chat.completion.chunk')).toBe(true);
     await untilHeld(server, session, 'B');
+    // Listen for the held request's end before ending the session: its 410 may come first.
+    const ended = apiError(forB);
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
-    expect((await apiError(forB)).status).toBe(410);
+    expect((await ended).status).toBe(410);
   });
 });
 
@@ -167,8 +171,10 @@ describe('Azure-style paired with OpenAI', () => {
       ['B', 'You play the dragon.'],
     ]);
     await untilHeld(server, session, 'A');
+    // Listen for the held request's end before ending the session: its 410 may come first.
+    const ended = apiError(pendingA);
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
-    expect((await apiError(pendingA)).code).toBe('session_closed');
+    expect((await ended).code).toBe('session_closed');
   });
 });
 

@@ -236,8 +236,10 @@ describe('Gemini streaming', () => {
     }
     // B's plain request is held in turn; the session's end answers it.
     await untilHeld(server, session, 'B');
+    // Listen for the held request's end before ending the session: its 410 may come first.
+    const ended = geminiError(forB);
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
-    expect((await geminiError(forB)).status).toBe(410);
+    expect((await ended).status).toBe(410);
   });
 
   it('lets the SDK iterate a stream that was held with keep-alives', async () => {
@@ -259,8 +261,10 @@ describe('Gemini streaming', () => {
     expect(assembled).toBe(text);
     expect(finish).toBe('STOP');
     await untilHeld(server, session, 'B');
+    // Listen for the held request's end before ending the session: its 410 may come first.
+    const ended = geminiError(forB);
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
-    expect((await geminiError(forB)).status).toBe(410);
+    expect((await ended).status).toBe(410);
   });
 });
 
@@ -282,8 +286,9 @@ describe('Gemini paired with OpenAI', () => {
     ]);
     // A's stream is held for B's next turn; ending the session ends it with an in-stream 410.
     await untilHeld(server, session, 'A');
+    const ending = geminiError(pendingA); // listening first: the in-stream 410 may come before the DELETE's answer
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
-    const ended = await geminiError(pendingA);
+    const ended = await ending;
     expect(ended.status).toBe(410);
     expect(ended.body.error.status).toBe('ABORTED');
   });
@@ -413,7 +418,9 @@ describe('the Gemini model list', () => {
     const join = ai.models.generateContent({ model: listed[0]!.name!, contents: 'Here I am.' });
     expect((await held).text).toBe('Here I am.');
     await untilHeld(server, session, 'B');
+    // Listen for the held request's end before ending the session: its 410 may come first.
+    const ended = geminiError(join);
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
-    expect((await geminiError(join)).status).toBe(410);
+    expect((await ended).status).toBe(410);
   });
 });
