@@ -2,7 +2,7 @@
  * The actor system: one session actor per session id, spawned on first use and dropped
  * when it reaches CLOSED, so memory follows live sessions only.
  */
-import { createActor, createMachine, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
+import { createActor, fromTransition, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
 import { replayEvents, type SessionEvent } from '../../machines/session.machine.js';
 import type { Journal } from '../journal/journal.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
@@ -26,7 +26,13 @@ export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_session
  * takes at most SESSIONS_PER_SYSTEM sessions, because XState cancels a stopping actor's timers
  * by scanning every timer of its system.
  */
-const sessionSystem = createMachine({ id: 'sessions' });
+// Not a machine: a machine memoizes its transitions per event type, and every session's end
+// reaches the root as an event of its own type (xstate.done.actor.<id>). A session actor that
+// fails reaches it as xstate.error.actor.<id>, rethrown so that the failure is not silent.
+const sessionSystem = fromTransition((state: null, event: { type: string; error?: unknown }) => {
+  if (event.type.startsWith('xstate.error.actor')) throw event.error;
+  return state;
+}, null);
 const SESSIONS_PER_SYSTEM = 256;
 
 interface ActorSystem {
