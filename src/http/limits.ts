@@ -15,13 +15,12 @@ export interface Limits {
   readonly checking: boolean;
   /** Throws rate_limited when the session, or the client's new sessions, are over their rate. */
   check(request: FastifyRequest, reply: FastifyReply, sessionId: string): Promise<void>;
-  /** Counts a held request against its client; throws rate_limited when over the cap. Returns the release. */
-  hold(request: FastifyRequest): () => void;
-  /** What `hold` returns when no cap is set: nothing to release. */
-  readonly noRelease: () => void;
+  /**
+   * Counts a held request against its client; throws rate_limited when over the cap. Returns
+   * the release, or null when no cap is set (nothing to count).
+   */
+  hold(request: FastifyRequest): (() => void) | null;
 }
-
-const noRelease = (): void => undefined;
 
 export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
   const { sessionRateLimitPerMinute, newSessionsPerMinute, maxHeldPerClient } = ctx.config;
@@ -39,7 +38,6 @@ export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
 
   return {
     checking: perSession !== null || newSessions !== null,
-    noRelease,
     async check(request, reply, sessionId) {
       if (perSession) {
         const result = await perSession(request);
@@ -51,7 +49,7 @@ export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
       }
     },
     hold(request) {
-      if (maxHeldPerClient <= 0) return noRelease;
+      if (maxHeldPerClient <= 0) return null;
       const id = request.client.id;
       const count = held.get(id) ?? 0;
       if (count >= maxHeldPerClient) {

@@ -41,10 +41,10 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     const client = request.client.key;
     const result = ctx.sessions.submit(turn.sessionId, client ? { ...submitted, client } : submitted, request.id, { protocol: adapter.name });
     if ('error' in result) {
-      release();
+      release?.();
       throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});
     }
-    if (release !== limits.noRelease) void result.outcome.then(release);
+    if (release) void result.outcome.then(release);
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
     ctx.tracing?.annotate(request, { side: result.side });

@@ -25,10 +25,12 @@ export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_session
  * (clock, scheduler, inspection) instead of carrying one each, about 4 KB a session. A system
  * takes at most SESSIONS_PER_SYSTEM sessions, because XState cancels a stopping actor's timers
  * by scanning every timer of its system.
+ *
+ * The root is transition logic, not a machine: a machine memoizes its transitions per event
+ * type, and every session's end reaches the root as an event type of its own
+ * (xstate.done.actor.<id>). A failed session actor (xstate.error.actor.<id>) is rethrown, so
+ * that the failure is not silent.
  */
-// Not a machine: a machine memoizes its transitions per event type, and every session's end
-// reaches the root as an event of its own type (xstate.done.actor.<id>). A session actor that
-// fails reaches it as xstate.error.actor.<id>, rethrown so that the failure is not silent.
 const sessionSystem = fromTransition((state: null, event: { type: string; error?: unknown }) => {
   if (event.type.startsWith('xstate.error.actor')) throw event.error;
   return state;

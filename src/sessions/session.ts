@@ -5,7 +5,7 @@
  * event attribution chose, and turns the actor's emitted replies back into per-request
  * outcomes for the HTTP layer.
  */
-import { createActor, type Actor, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
+import { createActor, type Actor, type AnyActorRef } from 'xstate';
 import type { RejectCode, SessionContext, SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
@@ -41,19 +41,12 @@ export type SubmitResult = Submission | { readonly error: 'session_conflict' | '
 
 export interface SessionOptions {
   readonly timing: SessionTiming;
-  /**
-   * The actor system's root: the session actor is spawned as its child and shares its system
-   * (clock, scheduler, inspection). Without it the session is a root actor of its own.
-   */
-  readonly parent?: AnyActorRef;
-  /** For a root session only (a child uses its system's). */
-  readonly clock?: SimulatedClock;
+  /** The actor system's root: the session actor is its child and uses its clock, scheduler and inspection. */
+  readonly parent: AnyActorRef;
   /** Start from this context and state (a session rebuilt from its journal). */
   readonly restore?: { readonly context: SessionContext; readonly state: 'AWAITING_PEER' | 'DORMANT' };
   /** Resolves when what the session did so far is in the journal; replies wait for it. */
   readonly durable?: () => Promise<void>;
-  /** For a root session only (a child is inspected through its system). */
-  readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
   readonly onClosed: (session: Session) => void;
 }
@@ -82,9 +75,7 @@ export class Session {
       id,
       input: { sessionId: id, timing: options.timing },
       ...(options.restore ? { snapshot: sessionMachine.resolveState({ value: options.restore.state, context: options.restore.context }) } : {}),
-      ...(options.parent ? { parent: options.parent } : {}),
-      ...(options.clock && !options.parent ? { clock: options.clock } : {}),
-      ...(options.inspect && !options.parent ? { inspect: options.inspect } : {}),
+      parent: options.parent,
     });
     this.actor.on('reply', (e) => this.settle(e));
     this.actor.on('reject', (e) => this.settle(e));
