@@ -18,7 +18,7 @@ const TURNS = 20;
 const CONCURRENT = 100;
 
 function registryFor(variant: Variant): SessionRegistry {
-  const timing = { handshakeTimeoutMs: 600_000, turnTimeoutMs: 600_000, sessionTtlMs: 3_600_000 };
+  const timing = { handshakeTimeoutMs: 600_000, turnTimeoutMs: 600_000, streamTurnTimeoutMs: 600_000, sessionTtlMs: 3_600_000 };
   if (variant === 'actor') return new SessionRegistry({ timing, maxSessions: 1_000_000 });
   const journal = new Journal(new MemoryStore<JournalRecord>(), pino({ level: 'silent' }));
   const transitions = transitionTap([() => undefined]);
@@ -30,7 +30,7 @@ let requests = 0;
 
 async function session(registry: SessionRegistry, id: string): Promise<void> {
   const history: Record<'A' | 'B', string[]> = { A: [], B: [] };
-  const request = (side: 'A' | 'B', content: string): TurnRequest => ({ explicitSide: null, assistantHistory: history[side], content, system: null, retryCount: 0, idempotencyKey: null });
+  const request = (side: 'A' | 'B', content: string): TurnRequest => ({ explicitSide: null, assistantHistory: history[side], messages: [content], system: null, retryCount: 0, idempotencyKey: null });
   const submit = (side: 'A' | 'B', content: string) => {
     const result = registry.submit(id, request(side, content), `r${requests++}`);
     if ('error' in result) throw new Error(result.message);

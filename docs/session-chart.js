@@ -20,6 +20,7 @@ export const sessionMachine = setup({
   delays: {
     handshakeTimeout: 30000,
     turnTimeout: 30000,
+    streamTurnTimeout: 30000,
     sessionTtl: 30000,
   },
 }).createMachine({

@@ -16,7 +16,12 @@ export interface Turn {
   readonly seq: number;
   /** Deliveries to this side that the request's history shows; null when it shows none. */
   readonly seen: number | null;
+  /** The turn's new content: its new user messages joined by a blank line. */
   readonly content: string;
+  /** Those new user messages one by one (trimmed), so that a later request can tell which it already sent. */
+  readonly messages: readonly string[];
+  /** How many deliveries the side had been given when the turn arrived. */
+  readonly after: number;
   readonly idempotencyKey: string | null;
   /** Side A's first turn: recorded, never forwarded. */
   readonly handshake: boolean;
@@ -24,7 +29,11 @@ export interface Turn {
   readonly answer: number | null;
 }
 
-export type TimerKind = 'handshake' | 'turn';
+/** handshake: A's first wait; turn: any other plain request's; stream: a streaming request's (kept alive, so longer). */
+/** What a side's earlier turn sent, and when (see SideState.recent). */
+export type SentTurn = Pick<Turn, 'after' | 'messages'>;
+
+export type TimerKind = 'handshake' | 'turn' | 'stream';
 
 /** A request held open, waiting for the other side. */
 export interface Held {
@@ -42,13 +51,20 @@ export interface SideState {
   /** Contents from the other side not yet given to this side. */
   readonly queue: readonly string[];
   readonly lastTurn: Turn | null;
+  /**
+   * The side's latest turns (at most RECENT_TURNS), newest last: which user messages it already
+   * sent since a given delivery (PROTOCOL.md §2), so that a re-sent one is never delivered twice.
+   */
+  readonly recent: readonly SentTurn[];
   readonly held: Held | null;
   readonly system: string | null;
+  /** Assistant messages before the first user message of the side's history: its own, never forwarded. */
+  readonly preamble: string | null;
   /** Fingerprint of the API key the side joined with (null without keys): it binds the side. */
   readonly client: string | null;
 }
 
-export type TranscriptKind = 'system' | 'handshake' | 'message';
+export type TranscriptKind = 'system' | 'preamble' | 'handshake' | 'message';
 
 export interface TranscriptEntry {
   readonly at: number;
@@ -61,7 +77,13 @@ export interface TranscriptEntry {
 export interface SessionTiming {
   readonly handshakeTimeoutMs: number;
   readonly turnTimeoutMs: number;
+  readonly streamTurnTimeoutMs: number;
   readonly sessionTtlMs: number;
+}
+
+/** How long a wait of `timer` may last. */
+export function timerMs(timing: SessionTiming, timer: TimerKind): number {
+  return timer === 'handshake' ? timing.handshakeTimeoutMs : timer === 'stream' ? timing.streamTurnTimeoutMs : timing.turnTimeoutMs;
 }
 
 export type CloseReason = 'deleted' | 'expired' | 'shutdown';
@@ -80,12 +102,19 @@ export interface SessionContext {
 export interface TurnPayload {
   readonly requestId: string;
   readonly seen: number | null;
+  /** The new content, as delivered: `messages` joined by a blank line. */
   readonly content: string;
+  /** The new user messages one by one; absent in records written before it existed (then: [content]). */
+  readonly messages?: readonly string[];
   readonly idempotencyKey: string | null;
   readonly system: string | null;
+  /** The client's preamble (assistant messages before its first user message), when it has one. */
+  readonly preamble?: string | null;
   readonly at: number;
   /** The request's wait has no timer (a persistent connection: a WebSocket side). */
   readonly untimed?: boolean;
+  /** A streaming request: its wait is bounded by the stream timeout. */
+  readonly stream?: boolean;
   /** Fingerprint of the client's API key, when keys are configured (never the key itself). */
   readonly client?: string | null;
 }
@@ -121,10 +150,40 @@ const emptySide: SideState = {
   deliveries: [],
   queue: [],
   lastTurn: null,
+  recent: [],
   held: null,
   system: null,
+  preamble: null,
   client: null,
 };
+
+/** How many of a side's latest turns are kept to recognise re-sent messages. */
+export const RECENT_TURNS = 32;
+
+const trimmed = (text: string): string => text.trim();
+
+/**
+ * The user messages of `messages` this side has not already sent as turns since it was given
+ * `seen` deliveries (null: since its latest delivery), in order (PROTOCOL.md §2). Each message
+ * sent already cancels one equal message of the request; texts compare after trimming.
+ */
+export function unsentMessages(side: SideState, seen: number | null, messages: readonly string[]): string[] {
+  const since = seen ?? side.deliveries.length;
+  const sent = new Map<string, number>();
+  for (const turn of side.recent) {
+    if (turn.after < since) continue;
+    for (const m of turn.messages) sent.set(m, (sent.get(m) ?? 0) + 1);
+  }
+  if (sent.size === 0) return [...messages];
+  const unsent: string[] = [];
+  for (const m of messages) {
+    const key = trimmed(m);
+    const count = sent.get(key) ?? 0;
+    if (count > 0) sent.set(key, count - 1);
+    else unsent.push(m);
+  }
+  return unsent;
+}
 
 export function initialContext(sessionId: string, timing: SessionTiming): SessionContext {
   return {
@@ -225,10 +284,14 @@ function flush(d: Draft, side: Side): void {
   });
 }
 
+/** How a request waits: no timer (a persistent connection), or a plain or streaming request's. */
+export type WaitKind = 'untimed' | 'plain' | 'stream';
+
 /** Holds `requestId` open for the side's latest turn, or answers it at once from the queue. */
-function attach(d: Draft, side: Side, requestId: string, since: number, timed = true): void {
-  // HANDSHAKE_TIMEOUT bounds only A's handshake; every other wait is a turn.
-  const timer: TimerKind | 'none' = !timed ? 'none' : d.side(side).lastTurn?.handshake ? 'handshake' : 'turn';
+function attach(d: Draft, side: Side, requestId: string, since: number, wait: WaitKind): void {
+  // HANDSHAKE_TIMEOUT bounds only A's handshake; every other wait is a turn, a stream's longer.
+  const timer: TimerKind | 'none' =
+    wait === 'untimed' ? 'none' : d.side(side).lastTurn?.handshake ? 'handshake' : wait === 'stream' ? 'stream' : 'turn';
   d.update(side, { held: { requestId, timer, since } });
   if (d.side(side).queue.length > 0) {
     flush(d, side);
@@ -248,18 +311,28 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
     d.update(side, { system: turn.system });
     d.record({ at: turn.at, side, kind: 'system', turn: seq, content: turn.system });
   }
+  const preamble = turn.preamble ?? null;
+  if (preamble !== null && preamble !== state.preamble) {
+    d.update(side, { preamble });
+    d.record({ at: turn.at, side, kind: 'preamble', turn: seq, content: preamble });
+  }
   const handshake = side === 'A' && !state.joined;
+  const latest: Turn = {
+    seq,
+    seen: turn.seen,
+    content: turn.content,
+    messages: (turn.messages ?? [turn.content]).map(trimmed),
+    after: state.deliveries.length,
+    idempotencyKey: turn.idempotencyKey,
+    handshake,
+    answer: null,
+  };
+  const recent = state.recent.length < RECENT_TURNS ? [...state.recent, latest] : [...state.recent.slice(1 - RECENT_TURNS), latest];
   d.update(side, {
     joined: true,
     client: state.joined ? state.client : (turn.client ?? null),
-    lastTurn: {
-      seq,
-      seen: turn.seen,
-      content: turn.content,
-      idempotencyKey: turn.idempotencyKey,
-      handshake,
-      answer: null,
-    },
+    lastTurn: latest,
+    recent,
   });
   d.record({ at: turn.at, side, kind: handshake ? 'handshake' : 'message', turn: seq, content: turn.content });
   d.setLatest(side);
@@ -268,12 +341,12 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
     d.update(peer, { queue: [...d.side(peer).queue, turn.content] });
     flush(d, peer);
   }
-  attach(d, side, turn.requestId, turn.at, turn.untimed !== true);
+  attach(d, side, turn.requestId, turn.at, turn.untimed === true ? 'untimed' : turn.stream === true ? 'stream' : 'plain');
   return d.finish();
 }
 
 /** A retry of the side's latest turn: same answer again, or it takes over the wait. */
-export function retryTurn(ctx: SessionContext, side: Side, requestId: string, at: number): Step {
+export function retryTurn(ctx: SessionContext, side: Side, requestId: string, at: number, stream = false): Step {
   const d = new Draft(ctx);
   d.touch(at);
   const state = d.side(side);
@@ -285,7 +358,7 @@ export function retryTurn(ctx: SessionContext, side: Side, requestId: string, at
     return d.finish();
   }
   release(d, side, 'superseded');
-  attach(d, side, requestId, at);
+  attach(d, side, requestId, at, stream ? 'stream' : 'plain');
   return d.finish();
 }
 
@@ -298,7 +371,7 @@ export function listen(ctx: SessionContext, side: Side, requestId: string, at: n
   if (!d.side(side).joined || d.side(side).lastTurn === null) return d.finish();
   d.touch(at);
   release(d, side, 'superseded');
-  attach(d, side, requestId, at, false);
+  attach(d, side, requestId, at, 'untimed');
   return d.finish();
 }
 

@@ -32,8 +32,9 @@ export type SessionEvent =
   | { type: 'CONNECT_B'; turn: TurnPayload }
   | { type: 'MESSAGE_FROM_A'; turn: TurnPayload }
   | { type: 'MESSAGE_FROM_B'; turn: TurnPayload }
-  | { type: 'RETRY_FROM_A'; requestId: string; at: number }
-  | { type: 'RETRY_FROM_B'; requestId: string; at: number }
+  /** `stream`: the retry is a streaming request (its wait, if it takes one over, is a stream's). */
+  | { type: 'RETRY_FROM_A'; requestId: string; at: number; stream?: boolean }
+  | { type: 'RETRY_FROM_B'; requestId: string; at: number; stream?: boolean }
   /** A persistent connection of a joined side waits for its next delivery (no turn, no timer). */
   | { type: 'LISTEN_A'; requestId: string; at: number }
   | { type: 'LISTEN_B'; requestId: string; at: number }
@@ -90,6 +91,7 @@ export const sessionMachine = setup({
   delays: {
     handshakeTimeout: ({ context }) => context.timing.handshakeTimeoutMs,
     turnTimeout: ({ context }) => context.timing.turnTimeoutMs,
+    streamTurnTimeout: ({ context }) => context.timing.streamTurnTimeoutMs,
     sessionTtl: ({ context }) => context.timing.sessionTtlMs,
   },
   guards: {
@@ -104,7 +106,7 @@ export const sessionMachine = setup({
     }),
     retryTurn: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'RETRY_FROM_A' && event.type !== 'RETRY_FROM_B') return;
-      applyStep(enqueue, retryTurn(context, sideOf(event), event.requestId, event.at));
+      applyStep(enqueue, retryTurn(context, sideOf(event), event.requestId, event.at, event.stream === true));
     }),
     listen: enqueueActions(({ context, event, enqueue }) => {
       if (event.type !== 'LISTEN_A' && event.type !== 'LISTEN_B') return;
@@ -173,7 +175,9 @@ export const sessionMachine = setup({
 
 export type SessionStateName = 'EMPTY' | 'AWAITING_PEER' | 'ACTIVE' | 'DORMANT' | 'CLOSING' | 'CLOSED';
 
-type Enqueue = Parameters<Parameters<typeof enqueueActions<SessionContext, SessionEvent, undefined, SessionEvent, never, never, never, 'handshakeTimeout' | 'turnTimeout' | 'sessionTtl', SessionEmitted>>[0]>[0]['enqueue'];
+type Enqueue = Parameters<Parameters<typeof enqueueActions<SessionContext, SessionEvent, undefined, SessionEvent, never, never, never, 'handshakeTimeout' | 'turnTimeout' | 'streamTurnTimeout' | 'sessionTtl', SessionEmitted>>[0]>[0]['enqueue'];
+
+const TIMER_DELAYS = { handshake: 'handshakeTimeout', turn: 'turnTimeout', stream: 'streamTurnTimeout' } as const;
 
 /** Turns a logic step into chart actions: the new context, timers, and emitted replies. */
 function applyStep(enqueue: Enqueue, step: Step): void {
@@ -183,7 +187,7 @@ function applyStep(enqueue: Enqueue, step: Step): void {
       case 'arm':
         enqueue.raise(
           { type: 'TIMEOUT', requestId: effect.requestId },
-          { id: effect.requestId, delay: effect.timer === 'handshake' ? 'handshakeTimeout' : 'turnTimeout' },
+          { id: effect.requestId, delay: TIMER_DELAYS[effect.timer] },
         );
         break;
       case 'disarm':
@@ -213,7 +217,7 @@ export function replayEvents(sessionId: string, timing: SessionTiming, events: r
         break;
       case 'RETRY_FROM_A':
       case 'RETRY_FROM_B':
-        ctx = retryTurn(ctx, sideOf(event), event.requestId, event.at).context;
+        ctx = retryTurn(ctx, sideOf(event), event.requestId, event.at, event.stream === true).context;
         break;
       case 'LISTEN_A':
       case 'LISTEN_B':

@@ -15,6 +15,20 @@ function version(): string {
   return pkg.version;
 }
 
+/**
+ * The one line a newcomer looks for: where the service listens (the address as bound, so
+ * HOST=0.0.0.0 says so), where to open the console, and where to point clients.
+ */
+function listeningLine(host: string, url: string, consoleUrl: string | null): string {
+  const { port } = new URL(url);
+  const wildcard = host === '0.0.0.0' || host === '::';
+  const listening = wildcard ? `http://${host.includes(':') ? `[${host}]` : host}:${port} (every interface)` : url;
+  // On every interface, loopback is the address that surely works from this machine.
+  const local = wildcard && consoleUrl ? consoleUrl.replace(/\/$/, '') : url;
+  const consoleText = consoleUrl ?? `none on HOST ${host} (it answers callers on this machine only: see docs/console.md)`;
+  return `MotiveProxy listening on ${listening} — console: ${consoleText} — clients: ${local}/v1`;
+}
+
 function help(loaded: LoadedConfig | null): string {
   const lines = (Object.keys(OPTIONS) as OptionName[]).map((name) => {
     const option = OPTIONS[name];
@@ -97,8 +111,14 @@ async function main(): Promise<void> {
     return;
   }
   logger.info(
-    { url: service.url, handshake_timeout_s: config.handshakeTimeoutSeconds, turn_timeout_s: config.turnTimeoutSeconds, max_sessions: config.maxSessions },
-    `motive-proxy listening on ${service.url} — point clients at ${service.url}/v1`,
+    {
+      url: service.url,
+      console_url: service.consoleUrl,
+      handshake_timeout_s: config.handshakeTimeoutSeconds,
+      turn_timeout_s: config.turnTimeoutSeconds,
+      max_sessions: config.maxSessions,
+    },
+    listeningLine(config.host, service.url, service.consoleUrl),
   );
 
   const stop = (signal: string) => {

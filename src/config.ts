@@ -40,7 +40,19 @@ export const OPTIONS = {
   },
   sessionTtlSeconds: { env: 'SESSION_TTL_SECONDS', default: '3600', schema: seconds, help: 'inactivity after which a session closes' },
   handshakeTimeoutSeconds: { env: 'HANDSHAKE_TIMEOUT_SECONDS', default: '30', schema: seconds, help: "how long side A's handshake waits for a peer" },
-  turnTimeoutSeconds: { env: 'TURN_TIMEOUT_SECONDS', default: '30', schema: seconds, help: 'how long any other request waits for the other side' },
+  turnTimeoutSeconds: { env: 'TURN_TIMEOUT_SECONDS', default: '30', schema: seconds, help: 'how long any other (non-streaming) request waits for the other side' },
+  streamTurnTimeoutSeconds: {
+    env: 'STREAM_TURN_TIMEOUT_SECONDS',
+    default: '600',
+    schema: seconds,
+    help: "how long a streaming request waits for the other side (its keep-alives keep the client patient; a person may take minutes)",
+  },
+  modelListWindowSeconds: {
+    env: 'MODEL_LIST_WINDOW_SECONDS',
+    default: '300',
+    schema: z.coerce.number().finite().min(0).max(365 * 24 * 3600),
+    help: 'model lists show a session waiting for its peer while a side waits now, or for this long after its last activity',
+  },
   maxSessions: { env: 'MAX_SESSIONS', default: '100', schema: z.coerce.number().int().positive(), help: 'live sessions at most; a new one beyond gets 503' },
   maxMessageBytes: {
     env: 'MAX_MESSAGE_BYTES',
@@ -228,6 +240,7 @@ export function timingOf(config: Config) {
   return {
     handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
     turnTimeoutMs: config.turnTimeoutSeconds * 1000,
+    streamTurnTimeoutMs: config.streamTurnTimeoutSeconds * 1000,
     sessionTtlMs: config.sessionTtlSeconds * 1000,
   };
 }

@@ -20,10 +20,26 @@ import { logTransitions, transitionTap, type TransitionListener } from './teleme
 
 const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
 
+/**
+ * Where a person on this machine opens the console, given the listening URL (whose port is the
+ * bound one): the console answers loopback callers only (docs/console.md), so a wildcard host
+ * is shown as loopback, and a host that is neither has none (null).
+ */
+export function consoleUrlOf(host: string, url: string): string | null {
+  if (!url) return null;
+  const { port } = new URL(url);
+  if (isLoopbackHost(host)) return `${url}/`;
+  if (host === '0.0.0.0' || host === '') return `http://127.0.0.1:${port}/`;
+  if (host === '::') return `http://[::1]:${port}/`;
+  return null;
+}
+
 export interface Service {
   readonly app: FastifyInstance;
   readonly ctx: AppContext;
   readonly url: string;
+  /** The console's URL for a browser on this machine; null when not listening or not reachable from loopback. */
+  readonly consoleUrl: string | null;
   /** Answers held requests with 503, stops listening, and resolves when the server is closed. */
   shutdown(): Promise<void>;
 }
@@ -105,5 +121,5 @@ export async function createService(config: Config, logger: Logger, options: Ser
     })();
     return closing;
   };
-  return { app, ctx, url, shutdown };
+  return { app, ctx, url, consoleUrl: consoleUrlOf(config.host, url), shutdown };
 }

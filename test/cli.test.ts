@@ -1,7 +1,8 @@
 /**
  * The `motive-proxy` command as users run it: --help shows every option with its effective
- * value, bad settings exit 2 with a clear message, `npm start -- --port N` serves, and
- * SIGTERM shuts down gracefully (held requests get 503) within 5 s.
+ * value, bad settings exit 2 with a clear message, `npm start -- --port N` serves and says in
+ * one log line where the console is, and SIGTERM shuts down gracefully (held requests get
+ * 503) within 5 s.
  * Processes run in their own process group and the whole group is signalled, because npm
  * does not pass SIGTERM on to its child.
  */
@@ -139,7 +140,30 @@ describe('running the service as a process', () => {
 
     // One JSON line per request and per session transition, with ids, side and state.
     const lines = log.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    // A newcomer's first question, answered in one line: where it listens and where the console is.
+    const listening = lines.filter((l) => typeof l['msg'] === 'string' && l['msg'].startsWith('MotiveProxy listening on'));
+    expect(listening).toHaveLength(1);
+    expect(listening[0]!['msg']).toBe(`MotiveProxy listening on ${url} — console: ${url}/ — clients: ${url}/v1`);
+    expect(listening[0]!['level']).toBe(30);
+    expect(listening[0]!['console_url']).toBe(`${url}/`);
     expect(lines.some((l) => l['msg'] === 'session transition' && l['session_id'] === 'cli-shutdown' && l['event'] === 'CONNECT_A' && l['state'] === 'AWAITING_PEER' && l['side'] === 'A')).toBe(true);
     expect(lines.some((l) => l['msg'] === 'request' && l['session_id'] === 'cli-shutdown' && l['status'] === 503 && typeof l['request_id'] === 'string')).toBe(true);
   }, 200_000);
+
+  it('on every interface (HOST=0.0.0.0), the listening line says so and gives a loopback URL for the console', async () => {
+    const port = await freePort();
+    const child = startService(process.execPath, [cli], { HOST: '0.0.0.0', PORT: String(port), JOURNAL_PATH: 'memory', API_KEYS: 'cli-test-key' });
+    let log = '';
+    child.stdout!.on('data', (d: Buffer) => (log += d.toString()));
+    const expected = `MotiveProxy listening on http://0.0.0.0:${port} (every interface) — console: http://127.0.0.1:${port}/ — clients: http://127.0.0.1:${port}/v1`;
+    for (const until = Date.now() + 60_000; Date.now() < until && !log.includes(expected); ) {
+      if (child.exitCode !== null) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(log).toContain(expected);
+    // The URL it gives works: the console page answers there.
+    const page = await fetch(`http://127.0.0.1:${port}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toContain('text/html');
+  }, 90_000);
 });

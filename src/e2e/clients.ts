@@ -51,7 +51,7 @@ export interface ClientContext {
   /** The message index the current call belongs to (set by the runner before each call). */
   current: { i: number };
   readonly record: (event: AttemptEvent) => void;
-  readonly recordStream: (event: { ev: 'stream'; t: number; i: number; keepAlives: number; bytes: number }) => void;
+  readonly recordStream: (event: { ev: 'stream'; t: number; i: number; keepAlives: number; bytes: number; firstKeepAliveAt: number | null }) => void;
   readonly injection: Injection | null;
   readonly random: Rng;
 }
@@ -98,7 +98,7 @@ export function recordingFetch(ctx: ClientContext): typeof fetch {
     try {
       const res = await fetch(input, init);
       ctx.record({ ...base, t, status: res.status, headersAt: now() });
-      return watchStream(res, (keepAlives, bytes) => ctx.recordStream({ ev: 'stream', t: now(), i, keepAlives, bytes }));
+      return watchStream(res, (keepAlives, bytes, firstKeepAliveAt) => ctx.recordStream({ ev: 'stream', t: now(), i, keepAlives, bytes, firstKeepAliveAt }));
     } catch (err) {
       const e = err as Error & { cause?: { code?: string; message?: string } };
       ctx.record({ ...base, t, status: null, headersAt: null, error: `${e.message}${e.cause ? `: ${e.cause.code ?? e.cause.message}` : ''}` });
@@ -109,18 +109,24 @@ export function recordingFetch(ctx: ClientContext): typeof fetch {
 
 /**
  * Passes an SSE body through unchanged, counting the keep-alives the SDK never shows: comment
- * lines (`: keep-alive`) and Anthropic's `event: ping`.
+ * lines (`: keep-alive`) and Anthropic's `event: ping`; and noting when the first one came.
  */
-function watchStream(res: Response, done: (keepAlives: number, bytes: number) => void): Response {
+function watchStream(res: Response, done: (keepAlives: number, bytes: number, firstKeepAliveAt: number | null) => void): Response {
   if (!res.body || !(res.headers.get('content-type') ?? '').includes('text/event-stream')) return res;
   const decoder = new TextDecoder();
   let carry = '';
   let keepAlives = 0;
+  let firstKeepAliveAt: number | null = null;
   let bytes = 0;
   const count = (text: string) => {
     const lines = (carry + text).split('\n');
     carry = lines.pop()!;
-    for (const line of lines) if (line.startsWith(':') || line === 'event: ping') keepAlives++;
+    for (const line of lines) {
+      if (line.startsWith(':') || line === 'event: ping') {
+        keepAlives++;
+        firstKeepAliveAt ??= now();
+      }
+    }
   };
   const body = res.body.pipeThrough(
     new TransformStream<Uint8Array, Uint8Array>({
@@ -131,7 +137,7 @@ function watchStream(res: Response, done: (keepAlives: number, bytes: number) =>
       },
       flush() {
         count('\n');
-        done(keepAlives, bytes);
+        done(keepAlives, bytes, firstKeepAliveAt);
       },
     }),
   );

@@ -7,11 +7,12 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { runScenario } from './orchestrator.js';
+import { preflight } from './preflight.js';
 import { killAll } from './processes.js';
 import { Progress, summaryTable } from './progress.js';
 import { writeReports } from './report.js';
 import { effectiveOptions, SCENARIOS, scenarioByName, type Scenario } from './scenarios.js';
-import type { ProtocolChoice, RunReport, ScenarioReport, Side } from './types.js';
+import type { ProtocolChoice, ProxyTimers, RunReport, ScenarioReport, Side } from './types.js';
 
 export const E2E_USAGE = 'motive-proxy e2e [--scenario NAME ...|--all] [--turns N] [--concurrent C] [--protocol P] [--stream] [--url URL] [--output DIR] [--seed S]';
 
@@ -46,7 +47,13 @@ Options:
                         (OpenAI Responses), or mixed (each session pairs two different SDKs)
   --stream              streaming requests (stream: true) on the SDK sides
   --url URL             test a service that is already running instead of starting one
-                        (scenarios that must restart it or change its timeouts are not run)
+                        (scenarios that must restart it or change its timeouts are not run);
+                        it is asked for GET /health and GET /v1/models first, and a service
+                        that does not answer them properly is refused within seconds
+  --keepalive-interval SECONDS
+                        with --url: the proxy's KEEPALIVE_INTERVAL_SECONDS, for a proxy that
+                        does not report it on GET /health (the streaming scenario judges
+                        keep-alives by it); it wins over what /health says
   --output DIR          where reports and logs go (default ./e2e-results/<time>)
   --seed S              seed of the messages, agents and injected failures (default: random)
   --agent-cmd A=CMD B=CMD
@@ -82,6 +89,8 @@ export interface E2eArgs {
   agentCommands: Partial<Record<Side, string>>;
   maxProcesses: number;
   timeoutSeconds: number | null;
+  /** --keepalive-interval: the external proxy's keep-alive interval, as the user states it. */
+  keepaliveIntervalSeconds: number | null;
   apiKey: string;
   faultInjection: string | null;
   quiet: boolean;
@@ -89,6 +98,12 @@ export interface E2eArgs {
 }
 
 export class UsageError extends Error {}
+
+const positiveNumber = (flag: string, value: string | undefined): number => {
+  const n = Number(value);
+  if (value === undefined || value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new UsageError(`${flag} needs a number of seconds above 0 (got ${value === undefined ? 'nothing' : `'${value}'`})`);
+  return n;
+};
 
 const positiveInt = (flag: string, value: string | undefined): number => {
   const n = Number(value);
@@ -105,10 +120,12 @@ export function parseE2eArgs(argv: readonly string[], env: NodeJS.ProcessEnv): E
     stream: false,
     url: null,
     output: '',
-    seed: Math.floor(Math.random() * 1_000_000),
+    // From 1: --seed takes only what it prints, and it takes no 0.
+    seed: 1 + Math.floor(Math.random() * 999_999),
     agentCommands: {},
     maxProcesses: 16,
     timeoutSeconds: null,
+    keepaliveIntervalSeconds: null,
     apiKey: 'e2e-harness',
     faultInjection: null,
     quiet: false,
@@ -185,6 +202,9 @@ export function parseE2eArgs(argv: readonly string[], env: NodeJS.ProcessEnv): E
       case '--timeout':
         args.timeoutSeconds = positiveInt(flag, value());
         break;
+      case '--keepalive-interval':
+        args.keepaliveIntervalSeconds = positiveNumber(flag, value());
+        break;
       case '--api-key':
         args.apiKey = value();
         break;
@@ -205,6 +225,9 @@ export function parseE2eArgs(argv: readonly string[], env: NodeJS.ProcessEnv): E
     throw new UsageError(`--fault-injection / FAULT_INJECTION must be one of ${FAULTS.join(', ')} or off (got '${args.faultInjection}')`);
   }
   if (args.faultInjection && args.url) throw new UsageError('--fault-injection needs the harness to start the service itself; it cannot be used with --url');
+  if (args.keepaliveIntervalSeconds !== null && !args.url) {
+    throw new UsageError('--keepalive-interval describes a proxy you run (--url); the service the harness starts itself has the interval each scenario sets');
+  }
   for (const name of names.filter(Boolean)) {
     const scenario = scenarioByName(name);
     if (!scenario) throw new UsageError(`unknown scenario '${name}'; the scenarios are: ${SCENARIOS.map((s) => s.name).join(', ')}`);
@@ -223,6 +246,15 @@ export function parseE2eArgs(argv: readonly string[], env: NodeJS.ProcessEnv): E
   return args;
 }
 
+/** --keepalive-interval wins over what the proxy reports (and the report says so when they differ). */
+function withFlag(found: ProxyTimers, flag: number | null, notes: string[]): ProxyTimers {
+  if (flag === null) return found;
+  if (found.keepaliveIntervalSeconds !== null && found.keepaliveIntervalSeconds !== flag) {
+    notes.push(`--keepalive-interval ${flag} is used, although the proxy reports KEEPALIVE_INTERVAL_SECONDS=${found.keepaliveIntervalSeconds}`);
+  }
+  return { ...found, keepaliveIntervalSeconds: flag, source: 'flag' };
+}
+
 export async function e2eCommand(argv: readonly string[], env: NodeJS.ProcessEnv, version: string): Promise<number> {
   let args: E2eArgs;
   try {
@@ -235,6 +267,19 @@ export async function e2eCommand(argv: readonly string[], env: NodeJS.ProcessEnv
   if (args.help) {
     process.stdout.write(e2eHelp());
     return 0;
+  }
+  // A proxy the user runs: refuse a plainly broken one at once, and learn its timers.
+  let proxy: ProxyTimers | null = null;
+  const preflightNotes: string[] = [];
+  if (args.url) {
+    const checked = await preflight(args.url, args.apiKey);
+    if (!checked.ok) {
+      process.stderr.write(`motive-proxy e2e: ${checked.reason}\n`);
+      return 1;
+    }
+    preflightNotes.push(...checked.notes);
+    proxy = withFlag(checked.timers, args.keepaliveIntervalSeconds, preflightNotes);
+    for (const line of preflightNotes) process.stderr.write(`motive-proxy e2e: ${line}\n`);
   }
   const outDir = resolve(args.output);
   mkdirSync(outDir, { recursive: true });
@@ -257,6 +302,8 @@ export async function e2eCommand(argv: readonly string[], env: NodeJS.ProcessEnv
     protocol: args.protocol,
     stream: args.stream,
     url: args.url,
+    proxyTimers: proxy,
+    preflight: preflightNotes.length ? preflightNotes : null,
     seed: args.seed,
     agentCommands: Object.keys(args.agentCommands).length ? args.agentCommands : null,
     faultInjection: args.faultInjection,
@@ -301,6 +348,7 @@ export async function e2eCommand(argv: readonly string[], env: NodeJS.ProcessEnv
         outDir,
         maxProcesses: args.maxProcesses,
         timeoutMs,
+        proxy,
         faultInjection: args.faultInjection,
         apiKey: args.apiKey,
         progress,
@@ -312,6 +360,10 @@ export async function e2eCommand(argv: readonly string[], env: NodeJS.ProcessEnv
   process.stdout.write(`\n${summaryTable(reports)}\n\n`);
   const failed = reports.filter((r) => r.verdict === 'fail').map((r) => r.name);
   for (const r of reports.filter((x) => x.verdict === 'not-run')) process.stdout.write(`${r.name}: ${r.reasons[0]}\n`);
+  for (const r of reports) {
+    for (const skipped of r.skippedChecks ?? []) process.stdout.write(`${r.name}: not checked: ${skipped}\n`);
+    for (const seen of r.observations ?? []) process.stdout.write(`${r.name}: seen: ${seen}\n`);
+  }
   process.stdout.write(`${report.ok ? 'PASS' : `FAIL: ${failed.join(', ') || 'nothing passed'}`} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   process.stdout.write(`report: ${paths.html}\n        ${paths.json}\n`);
   process.removeListener('SIGINT', onSignal);

@@ -8,12 +8,13 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join, relative } from 'node:path';
 import { createInterface } from 'node:readline';
 import { OPTIONS } from '../config.js';
+import { preflight, UNKNOWN_TIMERS } from './preflight.js';
 import type { Progress } from './progress.js';
 import { closed, RUNNER_PATH, signalGroup, spawnGroup } from './processes.js';
-import type { RunFacts, Scenario, ScenarioOptions, SessionPlan, SessionView } from './scenarios.js';
+import type { ChosenOptions, RunFacts, Scenario, ScenarioOptions, SessionPlan, SessionView } from './scenarios.js';
 import { ServiceProcess } from './service.js';
 import { summarize } from './stats.js';
-import type { ProgressLine, RunnerJob, ScenarioReport, SessionReport, Side, SideJob } from './types.js';
+import type { ProgressLine, ProxyTimers, RunnerJob, ScenarioReport, SessionReport, Side, SideJob } from './types.js';
 import { checkCompletion, checkDirection, checkEnding, eventsOf, parseRecord, turnsOf, type SideRecord } from './verify.js';
 
 export interface RunSettings {
@@ -23,6 +24,8 @@ export interface RunSettings {
   /** Runner processes at most; sessions beyond share processes (one side per process). */
   readonly maxProcesses: number;
   readonly timeoutMs: number;
+  /** The timers of the proxy at `url`, as its preflight found them; null for the harness's own. */
+  readonly proxy: ProxyTimers | null;
   readonly faultInjection: string | null;
   readonly apiKey: string;
   readonly progress: Progress;
@@ -37,7 +40,7 @@ interface Runner {
 const SERVER_LOG_LINES_PER_SESSION = 400;
 
 /** The service's own settings, cleared of whatever the caller's environment says. */
-function serviceEnvironment(scenarioEnv: Record<string, string>, options: ScenarioOptions, fault: string | null): Record<string, string> {
+function serviceEnvironment(scenarioEnv: Record<string, string>, options: ChosenOptions, fault: string | null): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) if (value !== undefined) env[key] = value;
   for (const option of Object.values(OPTIONS)) delete env[option.env];
@@ -52,17 +55,34 @@ function serviceEnvironment(scenarioEnv: Record<string, string>, options: Scenar
   };
 }
 
-export async function runScenario(scenario: Scenario, options: ScenarioOptions, settings: RunSettings): Promise<ScenarioReport> {
+/** The timers of the service the harness starts itself: its environment, else the defaults. */
+function timersOfEnvironment(env: Record<string, string>): ProxyTimers {
+  const value = (name: string): number | null => {
+    const raw = env[name] ?? Object.values(OPTIONS).find((o) => o.env === name)?.default;
+    const n = Number(raw);
+    return raw === undefined || !Number.isFinite(n) ? null : n;
+  };
+  return {
+    keepaliveIntervalSeconds: value('KEEPALIVE_INTERVAL_SECONDS'),
+    handshakeTimeoutSeconds: value('HANDSHAKE_TIMEOUT_SECONDS'),
+    turnTimeoutSeconds: value('TURN_TIMEOUT_SECONDS'),
+    streamTurnTimeoutSeconds: value('STREAM_TURN_TIMEOUT_SECONDS'),
+    source: 'harness',
+  };
+}
+
+export async function runScenario(scenario: Scenario, chosen: ChosenOptions, settings: RunSettings): Promise<ScenarioReport> {
   const startedAt = Date.now();
   const dir = join(settings.outDir, scenario.name);
   rmSync(dir, { recursive: true, force: true });
   for (const sub of ['sessions', 'clients', 'jobs']) mkdirSync(join(dir, sub), { recursive: true });
   const events: Array<{ t: number; what: string }> = [];
   const note = (what: string) => events.push({ t: Date.now(), what });
-  const plans = scenario.plan(options);
   const progress = settings.progress;
 
-  const serverEnv = serviceEnvironment(scenario.serverEnv(options, dir), options, settings.faultInjection);
+  const serverEnv = serviceEnvironment(scenario.serverEnv(chosen, dir), chosen, settings.faultInjection);
+  const options: ScenarioOptions = { ...chosen, proxy: settings.url ? (settings.proxy ?? UNKNOWN_TIMERS) : timersOfEnvironment(serverEnv) };
+  const plans = scenario.plan(options);
   const shownEnv = Object.fromEntries(Object.entries(serverEnv).filter(([k]) => Object.values(OPTIONS).some((o) => o.env === k)));
   const pairs = Math.max(1, Math.min(plans.length, Math.floor(settings.maxProcesses / 2)));
   const perProcess = Math.ceil(plans.length / pairs);
@@ -114,8 +134,9 @@ export async function runScenario(scenario: Scenario, options: ScenarioOptions, 
       url = service.url;
       note(`service started at ${url} (pid ${service.pid})`);
     } else {
-      const health = await fetch(`${url}/health`).then((r) => r.ok, () => false);
-      if (!health) throw new Error(`${url}/health does not answer`);
+      // It answered before the run; it may have gone since (an earlier scenario, a restart).
+      const checked = await preflight(url, settings.apiKey);
+      if (!checked.ok) throw new Error(checked.reason);
     }
 
     // The runners: one side of `perProcess` sessions each.
@@ -128,7 +149,7 @@ export async function runScenario(scenario: Scenario, options: ScenarioOptions, 
     const doneSides = new Map<string, number>();
     const expected = plans.reduce((n, p) => n + Math.max(0, (p.sides.A.script?.length ?? 1) - 1) + (p.sides.B.script?.length ?? 1), 0);
     let crash: Promise<void> | null = null;
-    const onLine = (line: string) => {
+    const onLine = (line: string, side: Side, chunk: number) => {
       let msg: ProgressLine;
       try {
         msg = JSON.parse(line) as ProgressLine;
@@ -145,6 +166,8 @@ export async function runScenario(scenario: Scenario, options: ScenarioOptions, 
         }
       } else if (msg.p === 'error') progress.error();
       else if (msg.p === 'done') {
+        // A side that failed: its peer may still wait to see the session listed, in vain.
+        if (!msg.ok) runners.find((r) => r.label === `${side === 'A' ? 'B' : 'A'}-${chunk}`)?.child.stdin?.write(`peer-failed ${msg.s}\n`);
         const n = (doneSides.get(msg.s) ?? 0) + 1;
         doneSides.set(msg.s, n);
         if (n === 2) progress.sessionDone();
@@ -176,7 +199,7 @@ export async function runScenario(scenario: Scenario, options: ScenarioOptions, 
         const runner: Runner = { child, label, ready: false };
         createInterface({ input: child.stdout! }).on('line', (line) => {
           if (line.startsWith('{"p":"ready"')) runner.ready = true;
-          else onLine(line);
+          else onLine(line, side, k);
         });
         runners.push(runner);
       }
@@ -319,6 +342,8 @@ export async function runScenario(scenario: Scenario, options: ScenarioOptions, 
     startedAt,
     durationMs: Date.now() - startedAt,
     settings: { ...baseSettings, peakConcurrentSessions: facts.peakConcurrent, crash: facts.crash },
+    skippedChecks: scenario.skippedChecks?.(options) ?? [],
+    observations: failure === null ? (scenario.observe?.(views, options) ?? []) : [],
     stats: { sessions: sessions.length, sessionsPassed: sessions.length - failed.length, turns: receivedTotal, errors: errorTotal, latency: summarize(allLatencies) },
     events,
     sessions,

@@ -135,6 +135,10 @@ ${reasons}
 ${notes}${log}</details>`;
 }
 
+function listOf(title: string, items: readonly string[] | undefined): string {
+  return items && items.length > 0 ? `<p class="muted"><b>${esc(title)}:</b></p><ul class="muted">${items.map((x) => `<li>${esc(x)}</li>`).join('')}</ul>\n` : '';
+}
+
 function scenarioSection(s: ScenarioReport): string {
   const latencies = s.sessions.flatMap((x) => x.turns.map((t) => t.latencyMs).filter((v): v is number => v !== null));
   const reasons = s.reasons.length
@@ -155,7 +159,7 @@ function scenarioSection(s: ScenarioReport): string {
 <h2>${badge(s.verdict)} ${esc(s.name)}</h2>
 <p>${esc(s.summary)}</p>
 <p class="condition"><b>Pass condition.</b> ${esc(s.passCondition)}</p>
-${reasons}
+${listOf('Not checked in this run', s.skippedChecks)}${listOf('Seen (not required)', s.observations)}${reasons}
 <h4>Relay latency</h4>${histogramSvg(latencies)}<p class="muted">p50 ${s.stats.latency.p50} ms · p90 ${s.stats.latency.p90} ms · p99 ${s.stats.latency.p99} ms · max ${s.stats.latency.max} ms · ${s.stats.latency.count} messages</p>
 <details class="settings"><summary>Settings and process model</summary><table class="kv">${settings}</table></details>
 ${events}

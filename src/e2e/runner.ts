@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentProcess } from './agent-host.js';
 import { CallError, classify, createClient, now, type CallResult, type ChatClient, type ClientContext } from './clients.js';
 import { rng } from './rng.js';
-import type { ProgressLine, RecordEvent, RunnerJob, SideJob } from './types.js';
+import type { AttemptEvent, ProgressLine, RecordEvent, RunnerJob, SideJob } from './types.js';
 
 const progress = (line: ProgressLine): void => {
   process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -40,9 +40,18 @@ class Recorder {
   }
 }
 
+/**
+ * A side whose every request so far failed without an answer (connection refused, reset, no
+ * response) gives up after this long, instead of calling again for as long as its scenario
+ * allows: the service is not there.
+ */
+const UNREACHABLE_MS = 10_000;
+/** How long the model list may answer with errors (a service shedding load) before a side gives up. */
+const MODEL_LIST_ERRORS_MS = 60_000;
+
 /** One poller per process: which sessions are listed as joinable (GET /v1/models). */
 class PeerWatch {
-  private readonly waiting = new Map<string, () => void>();
+  private readonly waiting = new Map<string, { resolve: () => void; reject: (err: Error) => void }>();
   private running = false;
 
   constructor(
@@ -51,27 +60,57 @@ class PeerWatch {
   ) {}
 
   listed(session: string): Promise<void> {
-    return new Promise((resolve) => {
-      this.waiting.set(session, resolve);
+    return new Promise((resolve, reject) => {
+      this.waiting.set(session, { resolve, reject });
       if (!this.running) void this.poll();
     });
   }
 
+  /** The session's other side ended before it was listed: stop waiting for it. */
+  abandon(session: string, error: CallError): void {
+    this.waiting.get(session)?.reject(error);
+    this.waiting.delete(session);
+  }
+
+  private giveUp(error: CallError): void {
+    for (const { reject } of this.waiting.values()) reject(error);
+    this.waiting.clear();
+  }
+
   private async poll(): Promise<void> {
     this.running = true;
+    // Since when every poll has failed to get a model list.
+    let failingSince: number | null = null;
     while (this.waiting.size > 0) {
+      let failure: { connection: boolean; message: string } | null = null;
       try {
-        const res = await fetch(`${this.url}/v1/models`, { headers: { authorization: `Bearer ${this.apiKey}` } });
-        const body = (await res.json()) as { data?: Array<{ id: string }> };
+        const res = await fetch(`${this.url}/v1/models`, { headers: { authorization: `Bearer ${this.apiKey}` }, signal: AbortSignal.timeout(5000) });
+        if (res.status === 401 || res.status === 403) {
+          await res.body?.cancel();
+          this.giveUp(new CallError(`GET /v1/models answered ${res.status}: the service refuses this API key (see --api-key)`, `status_${res.status}`, false));
+          break;
+        }
+        const body = (await res.json().catch(() => ({}))) as { data?: Array<{ id: string }> };
+        if (!Array.isArray(body.data)) failure = { connection: false, message: `GET /v1/models answered ${res.status} without a model list` };
         for (const { id } of body.data ?? []) {
-          const resolve = this.waiting.get(id);
-          if (resolve) {
+          const waiter = this.waiting.get(id);
+          if (waiter) {
             this.waiting.delete(id);
-            resolve();
+            waiter.resolve();
           }
         }
-      } catch {
-        // the service is not answering yet; keep asking
+      } catch (err) {
+        const e = err as Error & { cause?: { code?: string } };
+        failure = { connection: true, message: `GET /v1/models: ${e.name === 'TimeoutError' ? 'no answer within 5 s' : `${e.message}${e.cause?.code ? ` (${e.cause.code})` : ''}`}` };
+      }
+      if (failure === null) failingSince = null;
+      else {
+        failingSince ??= now();
+        const limit = failure.connection ? UNREACHABLE_MS : MODEL_LIST_ERRORS_MS;
+        if (now() - failingSince >= limit) {
+          this.giveUp(new CallError(`the service at ${this.url} did not list its sessions for ${Math.round(limit / 1000)} s: ${failure.message}`, 'unreachable', false));
+          break;
+        }
       }
       if (this.waiting.size > 0) await sleep(40);
     }
@@ -87,6 +126,12 @@ class SidePlayer {
   private lastWasDelivery = false;
   /** HTTP attempts per message index. */
   private readonly attempts = new Map<number, number>();
+  /** Whether any request of this side got an answer (a status) from the service. */
+  private reached = false;
+  /** When the first request of this side failed without an answer, while none had one. */
+  private unreachableSince: number | null = null;
+  /** The latest HTTP attempt, whose error says more than an SDK's "Connection error.". */
+  private lastAttempt: AttemptEvent | null = null;
 
   constructor(
     private readonly job: RunnerJob,
@@ -109,6 +154,9 @@ class SidePlayer {
       current: this.current,
       record: (event) => {
         this.attempts.set(event.i, (this.attempts.get(event.i) ?? 0) + 1);
+        this.lastAttempt = event;
+        if (event.status !== null) this.reached = true;
+        else if (!event.injected) this.unreachableSince ??= event.t;
         this.rec.write(event);
       },
       recordStream: (event) => this.rec.write(event),
@@ -231,12 +279,19 @@ class SidePlayer {
         }
         return result;
       } catch (err) {
-        const error = classify(err);
+        let error = classify(err);
+        const last = this.lastAttempt;
+        if (last && last.i === i && last.status === null && !last.injected && last.error && !error.message.includes(last.error)) {
+          error = new CallError(`${error.message} (${last.path}: ${last.error})`, error.code, error.retryable);
+        }
         const script = this.side.script;
         if (error.code === 'session_conflict' && script && i === script.length - 1 && (this.attempts.get(i) ?? 0) > 1) {
           // The peer got this last message and closed the session before a retry of it arrived.
           this.rec.write({ ev: 'closed', t: now(), i, by: 'deleted-before-retry' });
           return { type: 'closed' };
+        }
+        if (!this.reached && this.unreachableSince !== null && now() - this.unreachableSince >= UNREACHABLE_MS) {
+          throw new CallError(`the service at ${this.job.url} never answered this side (no answer for ${Math.round((now() - this.unreachableSince) / 1000)} s): ${error.message}`, 'unreachable', false);
         }
         if (!error.retryable || now() - t0 > this.side.appRetryMs) throw error;
         // What the docs tell applications: after the SDK's retries, call again with the same
@@ -323,9 +378,14 @@ async function main(): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const lines = createInterface({ input: process.stdin });
     lines.on('line', (line) => {
-      if (line.trim() === 'go') {
+      const command = line.trim();
+      if (command === 'go') {
         started = true;
         resolve();
+      } else if (command.startsWith('peer-failed ')) {
+        // The orchestrator: the other side of this session failed and ended.
+        const session = command.slice('peer-failed '.length);
+        peers.abandon(session, new CallError('the other side failed and ended before this session was listed as joinable', 'peer_failed', false));
       }
     });
     // The orchestrator keeps stdin open until this process ends: if it closes, it is gone.

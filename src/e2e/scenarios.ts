@@ -6,9 +6,10 @@
 import { GUESS_NUMBER_PATH } from './processes.js';
 import { eventsOf, type DirectionCheck, type SideRecord } from './verify.js';
 import { hash, pick, rng, type Rng } from './rng.js';
-import type { ClientProtocol, Injection, ProtocolChoice, Side, SideJob } from './types.js';
+import type { ClientProtocol, Injection, ProtocolChoice, ProxyTimers, Side, SideJob } from './types.js';
 
-export interface ScenarioOptions {
+/** What the user chose for a scenario (its defaults filled in). */
+export interface ChosenOptions {
   /** Messages each side says (the agents scenario: at most, per side). */
   readonly turns: number;
   readonly concurrent: number;
@@ -18,6 +19,11 @@ export interface ScenarioOptions {
   /** Prefix of every session id of this run, so runs against one server never collide. */
   readonly runId: string;
   readonly agentCommands: Partial<Record<Side, string>>;
+}
+
+/** What a scenario plans and checks with: the user's choices and the proxy's timers. */
+export interface ScenarioOptions extends ChosenOptions {
+  readonly proxy: ProxyTimers;
 }
 
 /** One side as planned: a SideJob without what the orchestrator fills in. */
@@ -55,7 +61,7 @@ export interface Scenario {
   readonly needsOwnServer: string | null;
   /** Turns are fixed for this scenario (--turns does not change them). */
   readonly fixedTurns?: number;
-  serverEnv(options: ScenarioOptions, dir: string): Record<string, string>;
+  serverEnv(options: ChosenOptions, dir: string): Record<string, string>;
   plan(options: ScenarioOptions): SessionPlan[];
   /** Problems of one session beyond the common checks. */
   check?(session: SessionView, options: ScenarioOptions): string[];
@@ -67,6 +73,10 @@ export interface Scenario {
   readonly downtimeMs?: number;
   /** Notes about how options were applied (shown in the report). */
   notes?(options: ScenarioOptions): string[];
+  /** Checks of the pass condition this run cannot make, each with the reason (shown in the report and the summary). */
+  skippedChecks?(options: ScenarioOptions): string[];
+  /** What was seen beyond the pass condition: never a failure. */
+  observe?(sessions: readonly SessionView[], options: ScenarioOptions): string[];
 }
 
 // ---- messages -------------------------------------------------------------------------------
@@ -184,38 +194,140 @@ const multiTurn: Scenario = {
 };
 
 const STREAM_THINK_MS = 300;
+/** The longest a sender thinks so that the stream it answers shows a keep-alive: this scenario's budget for them. */
+const KEEPALIVE_HOLD_LIMIT_MS = 8000;
+/** A keep-alive this soon after a stream's headers counts as sent with them. */
+const AT_ONCE_MS = 250;
+
+const SOURCES: Record<ProxyTimers['source'], string> = {
+  harness: 'set by the harness',
+  health: "reported by the proxy's GET /health",
+  flag: 'given with --keepalive-interval',
+  unknown: 'unknown',
+};
+
+export type KeepAliveCheck = { readonly intervalMs: number; readonly holdMs: number } | { readonly skipped: string };
+
+/**
+ * Whether this run can judge keep-alives, and if so how long the first stream of each side is
+ * held: two of the proxy's intervals and some slack, so that one is due whatever the phase of
+ * its timer. A proxy whose interval is long (the default is 15 s) or unknown is not held
+ * that long; its headers are still checked.
+ */
+export function keepAliveCheck(proxy: ProxyTimers): KeepAliveCheck {
+  const k = proxy.keepaliveIntervalSeconds;
+  if (k === null) {
+    return { skipped: 'keep-alives while held: the proxy does not report its KEEPALIVE_INTERVAL_SECONDS (no settings in GET /health); give it with --keepalive-interval SECONDS' };
+  }
+  const intervalMs = k * 1000;
+  const holdMs = Math.max(STREAM_THINK_MS, Math.ceil(2 * intervalMs + 200));
+  const what = `KEEPALIVE_INTERVAL_SECONDS is ${k} (${SOURCES[proxy.source]})`;
+  if (holdMs > KEEPALIVE_HOLD_LIMIT_MS) {
+    return { skipped: `keep-alives while held: ${what}; seeing one would hold a stream ${holdMs / 1000} s, longer than this scenario waits (${KEEPALIVE_HOLD_LIMIT_MS / 1000} s), so only the headers were checked` };
+  }
+  const waits = [proxy.handshakeTimeoutSeconds, proxy.streamTurnTimeoutSeconds ?? proxy.turnTimeoutSeconds].filter((n): n is number => n !== null);
+  const shortestMs = waits.length > 0 ? Math.min(...waits) * 1000 : Infinity;
+  if (holdMs > shortestMs / 2) {
+    return { skipped: `keep-alives while held: ${what}; holding a stream ${holdMs / 1000} s would come close to the proxy's ${shortestMs / 1000} s timeout, so only the headers were checked` };
+  }
+  return { intervalMs, holdMs };
+}
+
+/** One reply a side received on a stream, with what its client saw of that stream. */
+interface HeldStream {
+  readonly side: Side;
+  /** The receiver's message whose request carried the reply. */
+  readonly i: number;
+  readonly streamed: boolean;
+  readonly headersAt: number | null;
+  /** When the other side sent the message the stream carried. */
+  readonly sentAt: number | null;
+  /** From the headers to that send: how long the stream was certainly held. */
+  readonly heldMs: number;
+  readonly keepAlives: number;
+  readonly firstKeepAliveAt: number | null;
+}
+
+function heldStreams({ a, b }: Pick<SessionView, 'a' | 'b'>): HeldStream[] {
+  const streams: HeldStream[] = [];
+  for (const [receiver, sender] of [
+    [a, b],
+    [b, a],
+  ] as const) {
+    const sends = eventsOf(sender, 'send').filter((s) => !s.handshake);
+    for (const recv of eventsOf(receiver, 'recv')) {
+      const answered = attempts(receiver).filter((h) => h.i === recv.i && h.status === 200).at(-1);
+      const carried = sends.find((s) => recv.content.startsWith(s.content));
+      const stream = eventsOf(receiver, 'stream').filter((e) => e.i === recv.i).at(-1);
+      const headersAt = answered?.headersAt ?? null;
+      streams.push({
+        side: receiver.side,
+        i: recv.i,
+        streamed: recv.firstChunkAt !== null || recv.content === '',
+        headersAt,
+        sentAt: carried?.t ?? null,
+        heldMs: headersAt !== null && carried ? carried.t - headersAt : 0,
+        keepAlives: stream?.keepAlives ?? 0,
+        firstKeepAliveAt: stream?.firstKeepAliveAt ?? null,
+      });
+    }
+  }
+  return streams;
+}
+
 const streaming: Scenario = {
   name: 'streaming',
-  summary: 'stream: true on both sides: held streams get their headers at once, keep-alives while held, then the reply as deltas',
-  passCondition: `Every message arrived as streamed deltas, in order, exactly once; every held stream's response headers arrived before the other side had even sent the message it then carried (the sender thinks ${STREAM_THINK_MS} ms first), and every stream held that long carried keep-alives (every 0.1 s here) before its reply; no error reached either application.`,
+  summary: "stream: true on both sides: held streams get their headers at once, keep-alives at the proxy's interval while held, then the reply as deltas",
+  passCondition: `Every message arrived as streamed deltas, in order, exactly once; every held stream's response headers arrived before the other side had even sent the message it then carried (the sender thinks ${STREAM_THINK_MS} ms or more first); when the proxy's KEEPALIVE_INTERVAL_SECONDS is known (the harness's own service: 0.1 s; a proxy at --url: its GET /health or --keepalive-interval) and a stream can be held two intervals within ${KEEPALIVE_HOLD_LIMIT_MS / 1000} s, the first stream of each side is held that long and every stream held two intervals or more carried at least one keep-alive per two intervals held; no error reached either application.`,
   defaults: { turns: 4, concurrent: 4 },
   needsOwnServer: null,
   serverEnv: () => ({ KEEPALIVE_INTERVAL_SECONDS: '0.1' }),
-  plan: (options) => scripted('streaming', options, { turns: options.turns, stream: true, think: (side, i) => (side === 'A' && i === 0 ? 0 : STREAM_THINK_MS) }),
-  check({ a, b }) {
+  plan(options) {
+    const check = keepAliveCheck(options.proxy);
+    const holdMs = 'holdMs' in check ? check.holdMs : STREAM_THINK_MS;
+    // B's first message answers A's handshake stream, A's first answers B's first stream.
+    const think = (side: Side, i: number): number => (side === 'A' && i === 0 ? 0 : (side === 'B' && i === 0) || (side === 'A' && i === 1) ? holdMs : STREAM_THINK_MS);
+    return scripted('streaming', options, { turns: options.turns, stream: true, think });
+  },
+  check(view, options) {
+    const check = keepAliveCheck(options.proxy);
     const problems: string[] = [];
-    for (const [receiver, sender] of [
-      [a, b],
-      [b, a],
-    ] as const) {
-      const sends = eventsOf(sender, 'send').filter((s) => !s.handshake);
-      eventsOf(receiver, 'recv').forEach((recv) => {
-        if (recv.firstChunkAt === null && recv.content !== '') problems.push(`side ${receiver.side}: the reply to its message ${recv.i + 1} was not streamed`);
-        const answered = attempts(receiver).filter((h) => h.i === recv.i && h.status === 200).at(-1);
-        const carried = sends.find((s) => recv.content.startsWith(s.content));
-        if (answered?.headersAt != null && carried && !(answered.headersAt < carried.t)) {
-          problems.push(`side ${receiver.side}: the stream for its message ${recv.i + 1} got its headers only ${Math.round(answered.headersAt - carried.t)} ms after the other side sent the reply`);
+    for (const s of heldStreams(view)) {
+      const which = `side ${s.side}: the stream for its message ${s.i + 1}`;
+      if (!s.streamed) problems.push(`side ${s.side}: the reply to its message ${s.i + 1} was not streamed`);
+      if (s.headersAt !== null && s.sentAt !== null && !(s.headersAt < s.sentAt)) {
+        problems.push(`${which} got its headers only ${Math.round(s.headersAt - s.sentAt)} ms after the other side sent the reply`);
+      }
+      if ('intervalMs' in check) {
+        const due = Math.floor(s.heldMs / (2 * check.intervalMs));
+        if (due >= 1 && s.keepAlives < due) {
+          problems.push(
+            `${which} was held ${Math.round(s.heldMs)} ms with ${s.keepAlives === 0 ? 'no keep-alive' : `${s.keepAlives} keep-alive${s.keepAlives === 1 ? '' : 's'}`}; at KEEPALIVE_INTERVAL_SECONDS=${check.intervalMs / 1000} at least ${due === 1 ? 'one was' : `${due} were`} due (one per two intervals)`,
+          );
         }
-        const stream = eventsOf(receiver, 'stream').filter((e) => e.i === recv.i).at(-1);
-        const heldMs = answered?.headersAt != null && carried ? carried.t - answered.headersAt : 0;
-        if (heldMs >= STREAM_THINK_MS && (!stream || stream.keepAlives === 0)) {
-          problems.push(`side ${receiver.side}: the stream for its message ${recv.i + 1} was held ${Math.round(heldMs)} ms without a keep-alive`);
-        }
-      });
+      }
     }
     return problems;
   },
-  notes: () => ['streaming is on for this scenario whatever --stream says'],
+  skippedChecks(options) {
+    const check = keepAliveCheck(options.proxy);
+    return 'skipped' in check ? [check.skipped] : [];
+  },
+  observe(sessions, options) {
+    // Sooner than the proxy's timer would send its first one.
+    const k = options.proxy.keepaliveIntervalSeconds;
+    const atOnceMs = k === null ? AT_ONCE_MS : Math.min(AT_ONCE_MS, (k * 1000) / 2);
+    const held = sessions.flatMap((s) => heldStreams(s)).filter((s) => s.headersAt !== null && s.heldMs >= atOnceMs);
+    if (held.length === 0) return [];
+    const atOnce = held.filter((s) => s.firstKeepAliveAt !== null && s.firstKeepAliveAt - s.headersAt! <= atOnceMs).length;
+    const seen = [`a keep-alive with the headers (within ${atOnceMs} ms): ${atOnce} of ${held.length} held streams (optional: not required yet)`];
+    if ('skipped' in keepAliveCheck(options.proxy)) seen.push(`a keep-alive while held: ${held.filter((s) => s.keepAlives > 0).length} of ${held.length} held streams`);
+    return seen;
+  },
+  notes: (options) => [
+    'streaming is on for this scenario whatever --stream says',
+    `keep-alive interval: ${options.proxy.keepaliveIntervalSeconds === null ? 'unknown' : `${options.proxy.keepaliveIntervalSeconds} s`} (${SOURCES[options.proxy.source]})`,
+  ],
 };
 
 const CROSS_PAIRS: ReadonlyArray<readonly [ClientProtocol, ClientProtocol]> = [
@@ -425,7 +537,7 @@ export const SCENARIOS: readonly Scenario[] = [basicHandshake, multiTurn, stream
 export const scenarioByName = (name: string): Scenario | undefined => SCENARIOS.find((s) => s.name === name);
 
 /** The options a scenario runs with: its defaults unless the user gave a value. */
-export function effectiveOptions(scenario: Scenario, given: Omit<ScenarioOptions, 'turns' | 'concurrent'> & { turns?: number; concurrent?: number }): ScenarioOptions {
+export function effectiveOptions(scenario: Scenario, given: Omit<ChosenOptions, 'turns' | 'concurrent'> & { turns?: number; concurrent?: number }): ChosenOptions {
   return {
     ...given,
     turns: scenario.fixedTurns ?? given.turns ?? scenario.defaults.turns,

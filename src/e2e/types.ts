@@ -21,6 +21,23 @@ export interface Injection {
   readonly duplicateRate: number;
 }
 
+/**
+ * What the harness knows of the timers of the proxy under test, for the checks that depend on
+ * them (the streaming scenario's keep-alives). A value is null when it is not known.
+ */
+export interface ProxyTimers {
+  readonly keepaliveIntervalSeconds: number | null;
+  readonly handshakeTimeoutSeconds: number | null;
+  readonly turnTimeoutSeconds: number | null;
+  /** The wait of a streaming request, when the proxy has a timer of its own for it. */
+  readonly streamTurnTimeoutSeconds: number | null;
+  /**
+   * Where the keep-alive interval came from: the environment of the service the harness
+   * started itself, the proxy's GET /health, the --keepalive-interval flag, or nowhere.
+   */
+  readonly source: 'harness' | 'health' | 'flag' | 'unknown';
+}
+
 /** One side of one session, as a runner plays it. */
 export interface SideJob {
   readonly session: string;
@@ -80,8 +97,11 @@ export type RecordEvent =
   | { readonly ev: 'send'; readonly t: number; readonly i: number; readonly content: string; readonly handshake: boolean }
   | { readonly ev: 'recv'; readonly t: number; readonly i: number; readonly content: string; readonly firstChunkAt: number | null }
   | AttemptEvent
-  /** A streamed (SSE) response body ended: how many keep-alives (comments, pings) it carried. */
-  | { readonly ev: 'stream'; readonly t: number; readonly i: number; readonly keepAlives: number; readonly bytes: number }
+  /**
+   * A streamed (SSE) response body ended: how many keep-alives (comments, pings) it carried,
+   * and when the first of them arrived (null: none; absent in records of older runners).
+   */
+  | { readonly ev: 'stream'; readonly t: number; readonly i: number; readonly keepAlives: number; readonly bytes: number; readonly firstKeepAliveAt?: number | null }
   | { readonly ev: 'duplicate'; readonly t: number; readonly i: number; readonly same: boolean; readonly content: string }
   | { readonly ev: 'app-retry'; readonly t: number; readonly i: number; readonly error: string }
   /**
@@ -171,6 +191,10 @@ export interface ScenarioReport {
     readonly latency: LatencySummary;
   };
   readonly events: readonly { readonly t: number; readonly what: string }[];
+  /** Checks of the pass condition that could not be made in this run, each with the reason. */
+  readonly skippedChecks?: readonly string[];
+  /** What was seen that the pass condition does not require (yet). */
+  readonly observations?: readonly string[];
   readonly sessions: readonly SessionReport[];
 }
 

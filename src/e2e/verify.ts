@@ -32,7 +32,15 @@ export function parseRecord(side: Side, text: string): SideRecord {
 /** The messages a delivery carries: queued messages are joined by a blank line. */
 export const splitDelivery = (content: string): string[] => (content === '' ? [] : content.split('\n\n'));
 
-const preview = (text: string): string => JSON.stringify(text.length > 60 ? `${text.slice(0, 57)}...` : text);
+/** At most `max` characters, cut between code points (never inside an emoji's surrogate pair). */
+export function clip(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const points = Array.from(text);
+  if (points.length <= max) return text;
+  return `${points.slice(0, max - 3).join('')}...`;
+}
+
+const preview = (text: string): string => JSON.stringify(clip(text, 60));
 
 /** Error codes of requests the proxy refused outright (their content was never accepted). */
 const REFUSED = /^(session_conflict|invalid_request|invalid_json|payload_too_large|unsupported_media_type|not_found|method_not_allowed|invalid_api_key|max_sessions|rate_limited|status_4(0[0-7]|1[1-9]|[2-9]\d))$/;
@@ -133,7 +141,7 @@ export function turnsOf(a: SideRecord, b: SideRecord, ab: DirectionCheck, ba: Di
     n: n + 1,
     from: r.from,
     to: r.to,
-    content: r.content.length > 200 ? `${r.content.slice(0, 197)}...` : r.content,
+    content: clip(r.content, 200),
     sentAt: r.sentAt,
     receivedAt: r.receivedAt,
     latencyMs: r.receivedAt === null ? null : Math.max(0, Math.round((r.receivedAt - r.sentAt) * 10) / 10),

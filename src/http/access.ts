@@ -35,8 +35,37 @@ export function presentedKey(request: FastifyRequest): string | null {
   return null;
 }
 
-/** The request URL as it may be logged: key query parameters are blanked out. */
-export const loggableUrl = (url: string): string => url.replace(/([?&](?:key|api_key|api-key)=)[^&#]*/gi, '$1[redacted]');
+/** Query parameters that carry a key (matched case-insensitively, after percent-decoding). */
+const KEY_PARAMS = new Set(['key', 'api_key', 'api-key']);
+
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name.replace(/\+/g, ' ')).toLowerCase();
+  } catch {
+    return name.toLowerCase();
+  }
+}
+
+/**
+ * The request URL as it may be logged: the value of every key parameter is blanked out. Names
+ * are decoded first, as the query parser decodes them (`?k%65y=` is `?key=`), and every URL
+ * that reaches a log goes through here.
+ */
+export function loggableUrl(url: string): string {
+  const q = url.indexOf('?');
+  if (q === -1) return url;
+  const hash = url.indexOf('#', q);
+  const query = url.slice(q + 1, hash === -1 ? undefined : hash);
+  const redacted = query
+    .split('&')
+    .map((pair) => {
+      const eq = pair.indexOf('=');
+      const name = eq === -1 ? pair : pair.slice(0, eq);
+      return KEY_PARAMS.has(decodedName(name)) ? `${name}=[redacted]` : pair;
+    })
+    .join('&');
+  return `${url.slice(0, q + 1)}${redacted}`;
+}
 
 export interface Client {
   /** Fingerprint of the client's API key, or null when keys are not configured. */

@@ -15,6 +15,7 @@ import type { ProtocolAdapter } from '../protocols/adapter.js';
 import type { Logger } from '../telemetry/logger.js';
 import { identifyClient, loggableUrl, type Client } from './access.js';
 import type { AppContext } from './context.js';
+import { clientErrorHandler } from './client-errors.js';
 import { registerJsonBody } from './json-body.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
@@ -79,6 +80,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     genReqId: requestIds(),
     bodyLimit: ctx.config.maxMessageBytes,
     return503OnClosing: false,
+    clientErrorHandler: clientErrorHandler(logger),
     // Slow clients (slowloris): a request's headers, and then all of it, must arrive in time.
     requestTimeout: ctx.config.bodyTimeoutSeconds * 1000,
     http: {
@@ -160,9 +162,11 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     });
   }
 
-  // While shutting down, no connection is kept alive for another request.
-  app.addHook('onSend', (_request, reply, payload, done) => {
-    if (ctx.shuttingDown) reply.header('connection', 'close');
+  // While shutting down, no connection is kept alive for another request; nor is a WebSocket
+  // upgrade's that was refused with an HTTP error: its socket is closed after the answer, and
+  // the answer must say so (Node would claim keep-alive, and a pooling client reuse it).
+  app.addHook('onSend', (request, reply, payload, done) => {
+    if (ctx.shuttingDown || request.headers.upgrade !== undefined) reply.header('connection', 'close');
     done(null, payload);
   });
 
@@ -208,8 +212,16 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 
 /** Answers 405 (with Allow) for every method a known route does not take. */
-export function refuseOtherMethods(app: FastifyInstance, url: string, allowed: readonly string[], protocol: ProtocolAdapter = openAIChat): void {
-  const allow = allowed.includes('GET') ? [...allowed, 'HEAD'] : allowed;
+export function refuseOtherMethods(
+  app: FastifyInstance,
+  url: string,
+  allowed: readonly string[],
+  protocol: ProtocolAdapter = openAIChat,
+  /** The methods a particular path takes, where they differ from the route's (a wildcard route shared by two uses). */
+  allowedFor?: (path: string) => readonly string[],
+): void {
+  const withHead = (methods: readonly string[]) => (methods.includes('GET') ? [...methods, 'HEAD'] : methods);
+  const allow = withHead(allowed);
   // With CORS on, OPTIONS belongs to the CORS plugin's preflight answer.
   const cors = app.hasPlugin('@fastify/cors');
   app.route({
@@ -217,8 +229,9 @@ export function refuseOtherMethods(app: FastifyInstance, url: string, allowed: r
     url,
     config: { protocol },
     handler: async (request, reply) => {
-      reply.header('allow', allow.join(', '));
-      return sendError(request, reply, new ProxyError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${allowed.join(' or ')}.`));
+      const methods = allowedFor?.(request.url.split('?')[0] ?? request.url) ?? allowed;
+      reply.header('allow', withHead(methods).join(', '));
+      return sendError(request, reply, new ProxyError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${methods.join(' or ')}.`));
     },
   });
 }

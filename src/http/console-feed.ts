@@ -12,7 +12,7 @@
  */
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
-import type { SessionTiming, Side, TranscriptEntry } from '../../machines/session.logic.js';
+import { timerMs, type SessionTiming, type Side, type TranscriptEntry } from '../../machines/session.logic.js';
 import { timingOf } from '../config.js';
 import type { Session } from '../sessions/session.js';
 import type { TransitionRecord } from '../telemetry/transitions.js';
@@ -29,7 +29,7 @@ export interface HeldSummary {
   /** ms since the epoch when this wait began */
   readonly since: number;
   /** `none`: a WebSocket side's wait, which never times out */
-  readonly timer: 'handshake' | 'turn' | 'none';
+  readonly timer: 'handshake' | 'turn' | 'stream' | 'none';
   /** when the wait times out (408), or null */
   readonly deadline: number | null;
 }
@@ -167,8 +167,7 @@ export class ConsoleFeed {
       let held: HeldSummary | null = null;
       if (s.held) {
         const { since, timer } = s.held;
-        const ms = timer === 'handshake' ? context.timing.handshakeTimeoutMs : timer === 'turn' ? context.timing.turnTimeoutMs : null;
-        held = { since, timer, deadline: ms === null ? null : since + ms };
+        held = { since, timer, deadline: timer === 'none' ? null : since + timerMs(context.timing, timer) };
       }
       const socket = this.holders.has(session.id, side);
       sides[side] = {
@@ -185,8 +184,8 @@ export class ConsoleFeed {
   }
 
   private timing(): SessionTiming {
-    const { handshakeTimeoutMs, turnTimeoutMs, sessionTtlMs } = timingOf(this.ctx.config);
-    return { handshakeTimeoutMs, turnTimeoutMs, sessionTtlMs };
+    const { handshakeTimeoutMs, turnTimeoutMs, streamTurnTimeoutMs, sessionTtlMs } = timingOf(this.ctx.config);
+    return { handshakeTimeoutMs, turnTimeoutMs, streamTurnTimeoutMs, sessionTtlMs };
   }
 
   private changed(sessionId: string): void {

@@ -5,8 +5,10 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Side } from '../../machines/session.logic.js';
 import type { ProtocolAdapter, RenderTurn, WireRequest } from '../protocols/adapter.js';
+import type { ToolCall } from '../protocols/background-tasks.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
+import { loggableUrl } from './access.js';
 import { injectFault } from './fault-injection.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
@@ -29,17 +31,23 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     request.body = null;
     request.turnLog = { session_id: turn.sessionId, protocol: adapter.name };
 
-    if (turn.localReply !== null) {
-      request.turnLog.background = true;
-      const local: Outcome = { type: 'reply', content: turn.localReply, delivery: -1, repeat: false };
-      return respond(adapter, turn, request, reply, { side: null, outcome: Promise.resolve(local) }, keepAliveMs);
+    if (turn.background !== null) {
+      const { kind, reply: content, toolCall } = turn.background;
+      request.turnLog.background = kind;
+      const local: Outcome = { type: 'reply', content, delivery: -1, repeat: false };
+      // A protocol without function calls gets the call's arguments as text (`content`).
+      const call = toolCall && adapter.toolCalls ? { toolCall } : {};
+      return respond(adapter, turn, request, reply, { side: null, outcome: Promise.resolve(local), ...call }, keepAliveMs);
     }
 
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
     if (limits.checking) await limits.check(request, reply, turn.sessionId);
     const release = limits.hold(request);
     const client = request.client.key;
-    const result = ctx.sessions.submit(turn.sessionId, client ? { ...submitted, client } : submitted, request.id, { protocol: adapter.name });
+    const result = ctx.sessions.submit(turn.sessionId, client ? { ...submitted, client } : submitted, request.id, {
+      protocol: adapter.name,
+      ...(turn.stream ? { stream: true } : {}),
+    });
     if ('error' in result) {
       release?.();
       throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});
@@ -65,7 +73,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     reply.raw.on('close', () => {
       if (reply.raw.writableFinished) return;
       result.disconnect();
-      request.log.info({ request_id: request.id, method: request.method, url: request.url, aborted: true, ...request.turnLog }, 'request aborted by client');
+      request.log.info({ request_id: request.id, method: request.method, url: loggableUrl(request.url), aborted: true, ...request.turnLog }, 'request aborted by client');
     });
     // FAULT_INJECTION: for testing the e2e harness only, off by default (src/http/fault-injection.ts).
     if (ctx.config.faultInjection !== 'off') {
@@ -76,11 +84,20 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
   };
 }
 
+const PREVIEW_WITHDRAWN =
+  'The other side withdrew text it had typed live after this stream showed it, and sent a different message. Call again with the same messages to receive that message as sent.';
+
 function waitError(code: Exclude<Outcome, { type: 'reply' | 'disconnected' }>['code']): ProxyError {
   return new ProxyError(code as ErrorCode, WAIT_ENDED[code] ?? code);
 }
 
-type Waiting = { readonly side: Side | null; readonly outcome: Promise<Outcome>; readonly onPreview?: Submission['onPreview'] };
+type Waiting = {
+  readonly side: Side | null;
+  readonly outcome: Promise<Outcome>;
+  readonly onPreview?: Submission['onPreview'];
+  /** The proxy's own reply is this function call (a background request that forces one). */
+  readonly toolCall?: ToolCall;
+};
 
 async function respond(
   adapter: ProtocolAdapter,
@@ -93,25 +110,25 @@ async function respond(
   const { side, outcome: pending } = waiting;
   if (!turn.stream) {
     const outcome = await pending;
-    if (outcome.type === 'reply') return reply.send(adapter.renderReply(turn, { content: outcome.content, side, delivery: outcome.delivery }));
+    if (outcome.type === 'reply') return reply.send(adapter.renderReply(turn, { content: outcome.content, side, delivery: outcome.delivery, ...(waiting.toolCall ? { toolCall: waiting.toolCall } : {}) }));
     if (outcome.type === 'reject') throw waitError(outcome.code);
     return reply; // the client is gone; there is nobody to answer
   }
 
-  // Streaming: headers go out at once so clients never hit a header timeout while held.
+  // Streaming: headers go out at once so clients never hit a header timeout while held, with the
+  // first keep-alive, since some clients (SillyTavern) show nothing until a body byte arrives.
+  // Node decides the Connection header: a client that sent `Connection: close` is told so, and
+  // its socket is not kept for a request it would never send (issue: node-fetch 2 reused it).
   reply.hijack();
   const res = reply.raw;
   res.writeHead(200, {
     'content-type': adapter.stream.contentType,
     'cache-control': 'no-cache',
-    connection: 'keep-alive',
     'x-accel-buffering': 'no',
     'x-request-id': request.id,
   });
   const writer = adapter.stream.writer(turn);
-  const opening = writer.open();
-  if (opening) res.write(opening);
-  res.flushHeaders();
+  res.write(writer.open() + writer.keepAlive());
   const keepAlive = setInterval(() => res.write(writer.keepAlive()), keepAliveMs);
   keepAlive.unref();
   // What the other side typed live, already written here; the delivery starts with it.
@@ -125,12 +142,21 @@ async function respond(
   try {
     const outcome = await pending;
     if (outcome.type === 'disconnected' || res.destroyed) return reply;
-    if (outcome.type === 'reply') {
+    if (outcome.type === 'reply' && waiting.toolCall) {
+      res.end(writer.end({ content: outcome.content, side, delivery: outcome.delivery, toolCall: waiting.toolCall }));
+    } else if (outcome.type === 'reply' && outcome.content.startsWith(previewed)) {
+      // Every request is shown the whole draft first, so its text is the delivery exactly.
       const { content } = outcome;
-      // A preview is always a prefix of its delivery (typing only appends); should that ever
-      // not hold, the whole delivery is sent rather than a piece of it.
-      const rest = content.startsWith(previewed) ? content.slice(previewed.length) : content;
+      const rest = content.slice(previewed.length);
       res.end((rest ? writer.delta(rest) : '') + writer.end({ content, side, delivery: outcome.delivery }));
+    } else if (outcome.type === 'reply') {
+      // The typist left and then sent something else: this stream showed text the message does
+      // not start with. Rather than a garbled text, an error; the same call again (a retry)
+      // gets the message as sent.
+      const error = new ProxyError('preview_withdrawn', PREVIEW_WITHDRAWN);
+      status = error.status;
+      request.turnLog = { ...request.turnLog, error: error.code };
+      res.end(writer.error(error));
     } else {
       const error = waitError(outcome.code);
       status = error.status;

@@ -10,9 +10,11 @@ import type { SessionEvent } from '../../machines/session.machine.js';
 import { RECORD_VERSION, type JournalRecord } from './records.js';
 import type { JournalStore } from './store.js';
 
-/** system: a side's system prompt, recorded when it changes; handshake: A's first turn (never forwarded);
- *  message: a turn's new content; delivery: what one response gave a side (queued messages joined). */
-export type TranscriptLineKind = 'system' | 'handshake' | 'message' | 'delivery';
+/** system: a side's system prompt, recorded when it changes; preamble: the assistant messages before a
+ *  side's first user message (a chat UI's character greeting; its own, never forwarded), recorded when it
+ *  changes; handshake: A's first turn (never forwarded); message: a turn's new content; delivery: what one
+ *  response gave a side (queued messages joined). */
+export type TranscriptLineKind = 'system' | 'preamble' | 'handshake' | 'message' | 'delivery';
 
 export interface TranscriptLine {
   /** ms since the epoch */
@@ -65,6 +67,7 @@ export function buildTranscript(records: readonly JournalRecord[]): Transcript |
   if (!first) return null;
   const turns: Record<Side, number> = { A: 0, B: 0 };
   const systems: Record<Side, string | null> = { A: null, B: null };
+  const preambles: Record<Side, string | null> = { A: null, B: null };
   const lines: TranscriptLine[] = [];
   let outcome: TranscriptOutcome = { status: 'open', reason: null, at: null };
   let lastActivityAt = first.at;
@@ -80,6 +83,11 @@ export function buildTranscript(records: readonly JournalRecord[]): Transcript |
         if (payload.system !== null && payload.system !== systems[side]) {
           systems[side] = payload.system;
           lines.push({ at: payload.at, side, kind: 'system', turn, content: payload.system });
+        }
+        const preamble = payload.preamble ?? null;
+        if (preamble !== null && preamble !== preambles[side]) {
+          preambles[side] = preamble;
+          lines.push({ at: payload.at, side, kind: 'preamble', turn, content: preamble });
         }
         // As in session.logic.ts: A's first turn is its handshake, recorded but never forwarded.
         const kind = side === 'A' && turn === 1 ? 'handshake' : 'message';
@@ -151,6 +159,9 @@ export function toMarkdown(transcript: Transcript): string {
     switch (line.kind) {
       case 'system':
         parts.push(quote(`**System prompt (side ${line.side})** · from ${heading}\n\n${line.content}`));
+        break;
+      case 'preamble':
+        parts.push(quote(`**Preamble (side ${line.side}: its own greeting, not forwarded)** · from ${heading}\n\n${line.content}`));
         break;
       case 'handshake':
         parts.push(`**${line.side}** · ${heading} · handshake (not forwarded)\n\n${line.content}`);

@@ -7,6 +7,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { Side } from '../../machines/session.logic.js';
 import type { TurnRequest } from '../sessions/attribution.js';
 import { z } from 'zod';
+import type { BackgroundTask, ToolCall } from './background-tasks.js';
 import { ProxyError } from './errors.js';
 
 /** The parts of an HTTP request an adapter reads. */
@@ -24,8 +25,8 @@ export interface ParsedTurn {
   readonly sessionId: string;
   readonly turn: TurnRequest;
   readonly stream: boolean;
-  /** A chat UI's background request, answered by the proxy itself. */
-  readonly localReply: string | null;
+  /** A chat UI's background or connection-test request, answered by the proxy itself. */
+  readonly background: BackgroundTask | null;
   /** Rough token estimate of the prompt, for the usage block. */
   readonly promptTokens: number;
   /** Adapter-specific options (e.g. OpenAI's stream_options.include_usage). */
@@ -42,6 +43,11 @@ export interface Reply {
   readonly side: Side | null;
   /** 0-based index of the delivery among the side's deliveries; -1 for the proxy's own replies. */
   readonly delivery: number;
+  /**
+   * The proxy's own reply to a background request that forces a function call: that call,
+   * instead of `content`. Protocols without function calls send `content`.
+   */
+  readonly toolCall?: ToolCall;
 }
 
 export interface ParseOptions {
@@ -83,13 +89,39 @@ export interface ProtocolAdapter {
     writer(turn: RenderTurn): StreamWriter;
   };
   renderError(error: ProxyError): unknown;
+  /** Its replies can be function calls (`Reply.toolCall`); other protocols send the call's JSON as text. */
+  readonly toolCalls?: boolean;
   /** URL prefixes that belong to this protocol: requests there that match no route get its error shape. */
   readonly pathPrefixes?: readonly string[];
-  /** A GET route listing joinable sessions in this protocol's model-list shape. */
-  readonly models?: {
+  /** The protocol's model routes: sessions as the models a client can pick. */
+  readonly models?: ModelRoutes;
+}
+
+export interface ModelRoutes {
+  /** A GET route listing the sessions a client could join now, in this protocol's model-list shape. */
+  readonly route: string;
+  render(sessions: readonly JoinableSession[]): unknown;
+  /**
+   * Two protocols share the route (OpenAI's and Anthropic's /v1/models): this one answers
+   * requests carrying this header (Anthropic's SDK always sends `anthropic-version`).
+   */
+  readonly header?: string;
+  /** Retrieving one model. Any id names a session (one that does not exist yet starts on first use). */
+  readonly retrieve?: {
+    readonly method: 'GET' | 'POST';
     readonly route: string;
-    render(sessions: readonly JoinableSession[]): unknown;
+    /** The session the request names; a ProxyError when it names none. */
+    sessionOf(request: WireRequest): string;
+    render(session: JoinableSession): unknown;
   };
+}
+
+/** The session a model route's path names after its prefix (`/v1/models/{id}`); 404 when it names none. */
+export function sessionInPath({ params }: WireRequest): string {
+  const id = params['*'] ?? '';
+  if (id === '') throw new ProxyError('not_found', 'Name the model (the session id) in the path, as in /v1/models/npc-guard.');
+  if (id.length > 256) throw new ProxyError('not_found', 'The model in the path is longer than any session id (256 characters).');
+  return id;
 }
 
 /** `<session>|A` / `<session>|B` names the side explicitly; anything else is the session id. */
@@ -130,17 +162,72 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
   throw new ProxyError('invalid_request', `${where}${issue.message}`, { param });
 }
 
-/** The protocol-neutral request of a chat turn; system prompts are joined by a blank line. */
+/** A message of a chat history, normalised: its role (`user`, `assistant`, `system`, …) and its text. */
+export interface ChatMessage {
+  readonly role: string;
+  readonly content: string;
+}
+
+/** A history read the way the contract reads it (PROTOCOL.md §2–3). */
+export interface ReadHistory {
+  /** Assistant messages before the first user message: the client's own (a greeting), never compared or forwarded. */
+  readonly preamble: readonly string[];
+  /** The assistant messages after the preamble: deliveries the request shows. */
+  readonly assistantHistory: readonly string[];
+  /** The user messages after the last of those (every user message without one): candidates for the new content. */
+  readonly messages: readonly string[];
+}
+
+/**
+ * Splits a history into preamble, shown deliveries and trailing user messages. Roles other than
+ * user and assistant (system, developer, tool, …) are skipped, so a UI's instruction injected
+ * after the user's message is never sent as chat. `params` name the list and a message's text in
+ * the wire format, for errors. Throws a 422 when there is no user message with text to send.
+ */
+export function readHistory(history: readonly ChatMessage[], params: { readonly list: string; readonly text: (index: number) => string }): ReadHistory {
+  const preamble: string[] = [];
+  const assistantHistory: string[] = [];
+  let messages: string[] = [];
+  let sawUser = false;
+  let lastUser = -1;
+  let lastAssistant = -1;
+  for (let i = 0; i < history.length; i++) {
+    const { role, content } = history[i]!;
+    if (role === 'assistant') {
+      lastAssistant = i;
+      if (!sawUser) {
+        if (content.trim() !== '') preamble.push(content);
+        continue;
+      }
+      assistantHistory.push(content);
+      messages = [];
+    } else if (role === 'user') {
+      sawUser = true;
+      lastUser = i;
+      if (content.trim() !== '') messages.push(content);
+    }
+  }
+  const refuse = (param: string, why: string) => new ProxyError('invalid_request', `${param}: ${why}`, { param });
+  if (lastUser === -1) throw refuse(params.list, 'there is no user message, so there is nothing to send.');
+  if (lastAssistant > lastUser) throw refuse(params.text(lastAssistant), 'the history ends with an assistant message; there is no new user message after it to send.');
+  // A newest message with no text (an image alone) cannot be sent, and must not pass for a retry.
+  if (history[lastUser]!.content.trim() === '') throw refuse(params.text(lastUser), 'the last user message has no text content; there is nothing to send.');
+  return { preamble, assistantHistory, messages };
+}
+
+/** The protocol-neutral request of a chat turn; system prompts (and a preamble's messages) are joined by a blank line. */
 export function chatTurn(
-  fields: { explicitSide: Side | null; assistantHistory: readonly string[]; content: string; system: readonly string[] },
+  fields: { explicitSide: Side | null; history: ReadHistory; system: readonly string[] },
   headers: IncomingHttpHeaders,
   extra: Pick<TurnRequest, 'continues'> = {},
 ): TurnRequest {
+  const { preamble, assistantHistory, messages } = fields.history;
   return {
     explicitSide: fields.explicitSide,
-    assistantHistory: fields.assistantHistory,
-    content: fields.content,
+    assistantHistory,
+    messages,
     system: fields.system.length > 0 ? fields.system.join('\n\n') : null,
+    preamble: preamble.length > 0 ? preamble.join('\n\n') : null,
     retryCount: retryCountOf(headers),
     idempotencyKey: idempotencyKeyOf(headers),
     ...extra,

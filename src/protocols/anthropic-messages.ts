@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter } from './adapter.js';
+import { chatTurn, readHistory, sessionInPath, textOfParts, type JoinableSession, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const block = z.looseObject({ type: z.string({ error: 'each content block needs a type' }), text: z.unknown().optional() });
@@ -115,15 +115,9 @@ export const anthropicMessages: ProtocolAdapter = {
     const fields = parseBody(request, body);
     const { model, messages } = fields;
     const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));
-    const last = texts[texts.length - 1]!;
-    if (last.content.trim() === '') {
-      throw new ProxyError('invalid_request', `messages.${texts.length - 1}.content: the last message has no text content; there is nothing to send.`, {
-        param: `messages.${texts.length - 1}.content`,
-      });
-    }
+    const history = readHistory(texts, { list: 'messages', text: (i) => `messages.${i}.content` });
     // The top-level system prompt, and system-role messages (which this SDK's MessageParam allows).
     const system = [textOfParts(fields.system), ...texts.filter((m) => m.role === 'system').map((m) => m.content)].filter((s) => s !== '');
-    const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
     const withSystem: ChatText[] = system.length > 0 ? [{ role: 'system', content: system.join('\n\n') }, ...texts] : texts;
     let promptChars = 0;
     for (const m of withSystem) promptChars += m.content.length;
@@ -132,10 +126,10 @@ export const anthropicMessages: ProtocolAdapter = {
       model,
       sessionId,
       stream: fields.stream === true,
-      localReply: answerBackgroundTasks ? (detectBackgroundTask(withSystem, fields)?.reply ?? null) : null,
+      background: answerBackgroundTasks ? detectBackgroundTask(withSystem, fields) : null,
       promptTokens: Math.max(1, Math.ceil(promptChars / 4)),
       options: {},
-      turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers),
+      turn: chatTurn({ explicitSide, history, system }, headers),
     };
   },
 
@@ -174,4 +168,34 @@ export const anthropicMessages: ProtocolAdapter = {
   },
 
   renderError: anthropicErrorBody,
+
+  // The route is OpenAI's too: requests with Anthropic's version header get Anthropic's shapes.
+  models: {
+    route: '/v1/models',
+    header: 'anthropic-version',
+    render: (sessions) => ({
+      data: sessions.map(anthropicModel),
+      has_more: false,
+      first_id: sessions[0]?.id ?? null,
+      last_id: sessions[sessions.length - 1]?.id ?? null,
+    }),
+    retrieve: { method: 'GET', route: '/v1/models/*', sessionOf: sessionInPath, render: anthropicModel },
+  },
 };
+
+/** A session as the Models API's ModelInfo. */
+function anthropicModel(s: JoinableSession) {
+  return {
+    type: 'model',
+    id: s.id,
+    display_name: s.id,
+    created_at: new Date(s.createdAt).toISOString(),
+    capabilities: null,
+    deprecated_at: null,
+    lifecycle: 'active',
+    line: null,
+    max_input_tokens: null,
+    max_tokens: null,
+    retires_at: null,
+  };
+}

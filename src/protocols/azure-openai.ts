@@ -11,6 +11,7 @@ import { openAIChat, parseChatCompletion } from './openai-chat.js';
 export const azureOpenAI: ProtocolAdapter = {
   name: 'azure-openai',
   routes: ['/openai/deployments/:deployment/chat/completions'],
+  toolCalls: true,
 
   parse(request, options) {
     const deployment = request.params['deployment'] ?? '';

@@ -5,19 +5,23 @@
 
 export const ERROR_STATUS = {
   invalid_json: 400,
+  bad_request: 400,
   invalid_api_key: 401,
   session_forbidden: 403,
   admin_only: 403,
   not_found: 404,
   method_not_allowed: 405,
+  request_timeout: 408,
   handshake_timeout: 408,
   turn_timeout: 408,
   session_conflict: 409,
   superseded: 409,
+  preview_withdrawn: 409,
   session_closed: 410,
   payload_too_large: 413,
   unsupported_media_type: 415,
   invalid_request: 422,
+  headers_too_large: 431,
   upgrade_required: 426,
   rate_limited: 429,
   internal_error: 500,
@@ -30,7 +34,7 @@ export const ERROR_STATUS = {
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
 /** Statuses a retry cannot mend: the official SDKs honour `x-should-retry: false`. */
-const NOT_RETRYABLE = new Set<number>([400, 401, 403, 409, 410, 413, 415, 422]);
+const NOT_RETRYABLE = new Set<number>([400, 401, 403, 409, 410, 413, 415, 422, 431]);
 
 export class ProxyError extends Error {
   readonly status: number;
@@ -38,7 +42,7 @@ export class ProxyError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly options: { param?: string | null; retryAfterSeconds?: number } = {},
+    readonly options: { param?: string | null; retryAfterSeconds?: number; allow?: string } = {},
   ) {
     super(message);
     this.name = 'ProxyError';
@@ -54,6 +58,7 @@ export class ProxyError extends Error {
     const headers: Record<string, string> = {};
     if (!this.retryable) headers['x-should-retry'] = 'false';
     if (this.options.retryAfterSeconds !== undefined) headers['retry-after'] = String(this.options.retryAfterSeconds);
+    if (this.options.allow !== undefined) headers['allow'] = this.options.allow;
     return headers;
   }
 }

@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, estimateTokens, parseBody, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, readHistory, sessionInPath, estimateTokens, type JoinableSession, parseBody, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 /** The methods a model path ends with (`…/models/{session}:{method}`). */
@@ -98,13 +98,7 @@ export function parseGenerateContent({ body, headers, params }: WireRequest, { a
   const instruction = fields.systemInstruction ?? fields.system_instruction;
   const system = typeof instruction === 'string' ? instruction : instruction ? textOf(instruction.parts) : '';
   const texts: ChatText[] = contents.map((c) => ({ role: c.role === 'model' ? 'assistant' : 'user', content: textOf(c.parts) }));
-  const last = texts[texts.length - 1]!;
-  if (last.content.trim() === '') {
-    throw new ProxyError('invalid_request', 'The last content has no text parts with text; there is nothing to send.', {
-      param: `contents.${texts.length - 1}.parts`,
-    });
-  }
-  const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
+  const history = readHistory(texts, { list: 'contents', text: (i) => `contents.${i}.parts` });
   const { sessionId, explicitSide } = splitModel(model);
   const withSystem: ChatText[] = system !== '' ? [{ role: 'system', content: system }, ...texts] : texts;
   let promptTokens = 0;
@@ -113,10 +107,10 @@ export function parseGenerateContent({ body, headers, params }: WireRequest, { a
     model,
     sessionId,
     stream: method === 'streamGenerateContent',
-    localReply: answerBackgroundTasks ? (detectBackgroundTask(withSystem, fields)?.reply ?? null) : null,
+    background: answerBackgroundTasks ? detectBackgroundTask(withSystem, fields) : null,
     promptTokens,
     options: { method },
-    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system: system !== '' ? [system] : [] }, headers),
+    turn: chatTurn({ explicitSide, history, system: system !== '' ? [system] : [] }, headers),
   };
 }
 
@@ -175,16 +169,30 @@ export const gemini: ProtocolAdapter = {
 
   models: {
     route: '/v1beta/models',
-    render: (sessions) => ({
-      models: sessions.map((s) => ({
-        name: `models/${s.id}`,
-        version: '1',
-        displayName: s.id,
-        description: `A MotiveProxy session waiting for its peer since ${new Date(s.createdAt).toISOString()}.`,
-        inputTokenLimit: 1_048_576,
-        outputTokenLimit: 65_536,
-        supportedGenerationMethods: [...METHODS],
-      })),
-    }),
+    render: (sessions) => ({ models: sessions.map(geminiModel) }),
+    retrieve: {
+      method: 'GET',
+      route: '/v1beta/models/*',
+      sessionOf: (request) => {
+        const name = sessionInPath(request);
+        // models/{session}:generateContent and the like are the chat routes: POST only.
+        if (name.includes(':')) throw new ProxyError('method_not_allowed', `GET is not allowed on /v1beta/models/${name}; use POST.`, { allow: 'POST' });
+        return name;
+      },
+      render: geminiModel,
+    },
   },
 };
+
+/** A session as the Models API's Model. */
+function geminiModel(s: JoinableSession) {
+  return {
+    name: `models/${s.id}`,
+    version: '1',
+    displayName: s.id,
+    description: `MotiveProxy session '${s.id}', started ${new Date(s.createdAt).toISOString()}: the other side of it answers.`,
+    inputTokenLimit: 1_048_576,
+    outputTokenLimit: 65_536,
+    supportedGenerationMethods: [...METHODS],
+  };
+}

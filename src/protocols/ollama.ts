@@ -5,13 +5,20 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, readHistory, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const message = z.looseObject({
   role: z.string({ error: 'each message needs a role' }),
   content: z.string({ error: 'message content must be a string' }).nullish(),
 });
+const DETAILS = { parent_model: '', format: 'motive-proxy', family: 'motive-proxy', families: ['motive-proxy'], parameter_size: '', quantization_level: '' };
+
+const showRequest = z.preprocess(
+  (body) => (body && typeof body === 'object' && !('model' in body) && 'name' in body ? { ...body, model: (body as { name: unknown }).name } : body),
+  z.looseObject({ model: sessionModel }),
+);
+
 const request = z.looseObject({
   model: sessionModel,
   messages: z.array(message, { error: 'messages is required and must be an array' }).min(1, 'messages must not be empty'),
@@ -24,14 +31,8 @@ export function parseOllamaChat({ body, headers }: WireRequest, { answerBackgrou
   const fields = parseBody(request, body);
   const { model, messages } = fields;
   const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: m.content ?? '' }));
-  const last = texts[texts.length - 1]!;
-  if (last.content.trim() === '') {
-    throw new ProxyError('invalid_request', 'The last message has no content; there is nothing to send.', {
-      param: `messages.${texts.length - 1}.content`,
-    });
-  }
+  const history = readHistory(texts, { list: 'messages', text: (i) => `messages.${i}.content` });
   const system = texts.filter((m) => m.role === 'system').map((m) => m.content);
-  const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
   const { sessionId, explicitSide } = splitModel(model);
   let promptTokens = 0;
   for (const m of texts) promptTokens += estimateTokens(m.content);
@@ -40,10 +41,10 @@ export function parseOllamaChat({ body, headers }: WireRequest, { answerBackgrou
     sessionId,
     // Ollama streams unless told not to.
     stream: fields.stream !== false,
-    localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, fields)?.reply ?? null) : null,
+    background: answerBackgroundTasks ? detectBackgroundTask(texts, fields) : null,
     promptTokens,
     options: { receivedAt: Date.now() },
-    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers),
+    turn: chatTurn({ explicitSide, history, system }, headers),
   };
 }
 
@@ -109,8 +110,24 @@ export const ollama: ProtocolAdapter = {
         modified_at: new Date(s.createdAt).toISOString(),
         size: 0,
         digest: createHash('sha256').update(s.id).digest('hex'),
-        details: { parent_model: '', format: 'motive-proxy', family: 'motive-proxy', families: ['motive-proxy'], parameter_size: '', quantization_level: '' },
+        details: DETAILS,
       })),
     }),
+    // POST /api/show {"model"} (older clients send "name").
+    retrieve: {
+      method: 'POST',
+      route: '/api/show',
+      sessionOf: ({ body }) => parseBody(showRequest, body).model,
+      render: (s) => ({
+        license: '',
+        modelfile: `# MotiveProxy session '${s.id}': the other side of it answers.\nFROM ${s.id}\n`,
+        parameters: '',
+        template: '{{ .Prompt }}',
+        details: DETAILS,
+        model_info: { 'general.architecture': 'motive-proxy' },
+        capabilities: ['completion'],
+        modified_at: new Date(s.createdAt).toISOString(),
+      }),
+    },
   },
 };

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, textOfParts, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
+import { chatTurn, readHistory, sessionInPath, textOfParts, type JoinableSession, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter, type WireRequest } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const part = z.looseObject({ type: z.string(), text: z.unknown().optional() });
@@ -64,12 +64,15 @@ export function openAIErrorBody(error: ProxyError) {
 const idPrefix = randomBytes(6).toString('hex');
 let idCounter = 0;
 const completionId = (): string => `chatcmpl-${idPrefix}${(idCounter++).toString(36).padStart(8, '0')}`;
+const callId = (): string => `call_${idPrefix}${(idCounter++).toString(36).padStart(8, '0')}`;
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
 function usage(turn: RenderTurn, content: string) {
   const completion = estimateTokens(content);
   return { prompt_tokens: turn.promptTokens, completion_tokens: completion, total_tokens: turn.promptTokens + completion };
 }
+
+const openAIModel = (s: JoinableSession) => ({ id: s.id, object: 'model', created: Math.floor(s.createdAt / 1000), owned_by: 'motive-proxy' });
 
 const sse = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
 
@@ -83,14 +86,8 @@ export function parseChatCompletion({ body, headers }: WireRequest, { answerBack
   const { messages } = fields;
   const model = sessionFromPath ?? (fields.model as string);
   const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));
-  const last = texts[texts.length - 1]!;
-  if (last.content.trim() === '') {
-    throw new ProxyError('invalid_request', 'The last message has no text content; there is nothing to send.', {
-      param: `messages.${texts.length - 1}.content`,
-    });
-  }
+  const history = readHistory(texts, { list: 'messages', text: (i) => `messages.${i}.content` });
   const system = texts.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content);
-  const assistantHistory = texts.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
   const { sessionId, explicitSide } = splitModel(model);
   let promptChars = 0;
   for (const m of texts) promptChars += m.content.length;
@@ -98,20 +95,21 @@ export function parseChatCompletion({ body, headers }: WireRequest, { answerBack
     model,
     sessionId,
     stream: fields.stream === true,
-    localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, fields)?.reply ?? null) : null,
+    background: answerBackgroundTasks ? detectBackgroundTask(texts, fields) : null,
     promptTokens: Math.ceil(promptChars / 4),
     options: { includeUsage: fields.stream_options?.include_usage === true },
-    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers),
+    turn: chatTurn({ explicitSide, history, system }, headers),
   };
 }
 
 export const openAIChat: ProtocolAdapter = {
   name: 'openai',
   routes: ['/v1/chat/completions'],
+  toolCalls: true,
 
   parse: (request, options) => parseChatCompletion(request, options),
 
-  renderReply(turn, { content }) {
+  renderReply(turn, { content, toolCall }) {
     return {
       id: completionId(),
       object: 'chat.completion',
@@ -120,9 +118,11 @@ export const openAIChat: ProtocolAdapter = {
       choices: [
         {
           index: 0,
-          message: { role: 'assistant', content, refusal: null, annotations: [] },
+          message: toolCall
+            ? { role: 'assistant', content: null, refusal: null, annotations: [], tool_calls: [{ id: callId(), type: 'function', function: toolCall }] }
+            : { role: 'assistant', content, refusal: null, annotations: [] },
           logprobs: null,
-          finish_reason: 'stop',
+          finish_reason: toolCall ? 'tool_calls' : 'stop',
         },
       ],
       usage: usage(turn, content),
@@ -149,8 +149,13 @@ export const openAIChat: ProtocolAdapter = {
         open: () => '',
         keepAlive: () => ': keep-alive\n\n',
         delta: (text) => start() + chunk({ content: text }, null),
-        end({ content }) {
-          let out = start() + chunk({}, 'stop');
+        end({ content, toolCall }) {
+          let out = start();
+          if (toolCall) {
+            out += chunk({ tool_calls: [{ index: 0, id: callId(), type: 'function', function: toolCall }] }, null) + chunk({}, 'tool_calls');
+          } else {
+            out += chunk({}, 'stop');
+          }
           if (includeUsage) out += sse({ ...base, choices: [], usage: usage(turn, content) });
           return `${out}data: [DONE]\n\n`;
         },
@@ -163,9 +168,7 @@ export const openAIChat: ProtocolAdapter = {
 
   models: {
     route: '/v1/models',
-    render: (sessions) => ({
-      object: 'list',
-      data: sessions.map((s) => ({ id: s.id, object: 'model', created: Math.floor(s.createdAt / 1000), owned_by: 'motive-proxy' })),
-    }),
+    render: (sessions) => ({ object: 'list', data: sessions.map(openAIModel) }),
+    retrieve: { method: 'GET', route: '/v1/models/*', sessionOf: sessionInPath, render: openAIModel },
   },
 };

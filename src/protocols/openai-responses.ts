@@ -30,6 +30,7 @@ import type { Side } from '../../machines/session.logic.js';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
 import {
   chatTurn,
+  readHistory,
   estimateTokens,
   parseBody,
   sessionModel,
@@ -167,32 +168,22 @@ function parseResponsesRequest({ body, headers }: Parameters<ProtocolAdapter['pa
   const { sessionId, explicitSide } = splitModel(model);
 
   const messages = messagesOf(data.input);
-  let lastUser = -1;
-  for (let i = messages.length - 1; i >= 0; i--) {
-    if (messages[i]!.role === 'user') {
-      lastUser = i;
-      break;
-    }
-  }
-  if (lastUser === -1) {
-    throw new ProxyError('invalid_request', 'input has no user message: there is nothing to send.', { param: 'input' });
-  }
-  const last = messages[lastUser]!;
-  if (last.content.trim() === '') {
-    const param = last.index === -1 ? 'input' : `input.${last.index}.content`;
-    throw new ProxyError('invalid_request', `The last user message of input has no text content; there is nothing to send.`, { param });
-  }
-  const upToLast = messages.slice(0, lastUser + 1);
-  const assistantHistory = upToLast.slice(0, -1).filter((m) => m.role === 'assistant').map((m) => m.content);
+  const history = readHistory(messages, {
+    list: 'input',
+    text: (i) => {
+      const index = messages[i]?.index ?? -1;
+      return index === -1 ? 'input' : `input.${index}.content`;
+    },
+  });
   const system = [
     ...(data.instructions ? [data.instructions] : []),
-    ...upToLast.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content),
+    ...messages.filter((m) => m.role === 'system' || m.role === 'developer').map((m) => m.content),
   ];
   const continues = data.previous_response_id ? continuesFrom(data.previous_response_id, sessionId) : null;
 
   const texts: ChatText[] = [
     ...(data.instructions ? [{ role: 'system', content: data.instructions }] : []),
-    ...upToLast.map((m) => ({ role: m.role, content: m.content })),
+    ...messages.map((m) => ({ role: m.role, content: m.content })),
   ];
   let promptChars = 0;
   for (const t of texts) promptChars += t.content.length;
@@ -201,10 +192,10 @@ function parseResponsesRequest({ body, headers }: Parameters<ProtocolAdapter['pa
     model,
     sessionId,
     stream: data.stream === true,
-    localReply: answerBackgroundTasks ? (detectBackgroundTask(texts, data)?.reply ?? null) : null,
+    background: answerBackgroundTasks ? detectBackgroundTask(texts, data) : null,
     promptTokens: Math.ceil(promptChars / 4),
     options: { echo: echoedFields(data) },
-    turn: chatTurn({ explicitSide, assistantHistory, content: last.content, system }, headers, { continues }),
+    turn: chatTurn({ explicitSide, history, system }, headers, { continues }),
   };
 }
 

@@ -7,8 +7,10 @@
  *   {"type":"typing","delta":"…"}                 more of the next message, shown live
  *   {"type":"ping","id"?:"…"}                     answered with pong
  * Proxy → client:
- *   {"type":"ready","session","side","state","deliveries"}  (then, with ?since=N, the
- *                                                          deliveries after the first N again)
+ *   {"type":"ready","session","side","state","deliveries","draft"?}  (then, with ?since=N, the
+ *                                                  deliveries after the first N again; `draft`:
+ *                                                  what this side typed live on an earlier
+ *                                                  connection, which its next message continues)
  *   {"type":"accepted","id","content","turn"}     the message was taken (echoes the client id)
  *   {"type":"delivery","content","index"}          what the other side said, the moment it does
  *   {"type":"typing","delta"}                      the other side (also on WebSocket) is typing
@@ -32,7 +34,7 @@ const clientFrame = z.discriminatedUnion(
 export type ClientFrame = z.infer<typeof clientFrame>;
 
 export type ServerFrame =
-  | { type: 'ready'; session: string; side: Side; state: string; deliveries: number }
+  | { type: 'ready'; session: string; side: Side; state: string; deliveries: number; draft?: string }
   | { type: 'accepted'; id: string | null; content: string; turn: 'connect' | 'message' }
   | { type: 'delivery'; content: string; index: number }
   | { type: 'typing'; delta: string }

@@ -5,17 +5,22 @@
  * actor receives (CONNECT_x, MESSAGE_FROM_x, RETRY_FROM_x), so replaying events never has to
  * attribute anything again.
  */
-import { otherSide, SIDES, type SessionContext, type Side, type SideState } from '../../machines/session.logic.js';
+import { otherSide, SIDES, unsentMessages, type SessionContext, type Side, type SideState } from '../../machines/session.logic.js';
 
 /** A chat request reduced to what attribution and delivery need, whatever its wire format. */
 export interface TurnRequest {
   /** From a `<session>|A` / `<session>|B` model suffix. */
   readonly explicitSide: Side | null;
-  /** The assistant messages of the request's history, in order. */
+  /** The assistant messages of the request's history after its preamble, in order: deliveries it shows. */
   readonly assistantHistory: readonly string[];
-  /** The new content: the text of the last message. */
-  readonly content: string;
+  /**
+   * The user messages after the last assistant message (all of them without one), in order:
+   * the candidates for the request's new content (PROTOCOL.md §2). Never empty.
+   */
+  readonly messages: readonly string[];
   readonly system: string | null;
+  /** Assistant messages before the first user message (a character greeting): the client's own. */
+  readonly preamble?: string | null;
   /** `X-Stainless-Retry-Count`, 0 when absent. */
   readonly retryCount: number;
   readonly idempotencyKey: string | null;
@@ -32,8 +37,18 @@ export interface TurnRequest {
 }
 
 export type Attribution =
-  | { readonly kind: 'connect' | 'message' | 'retry'; readonly side: Side; readonly seen: number | null }
+  | {
+      readonly kind: 'connect' | 'message';
+      readonly side: Side;
+      readonly seen: number | null;
+      /** The request's user messages that the side has not sent yet: its new content, one by one. */
+      readonly messages: readonly string[];
+    }
+  | { readonly kind: 'retry'; readonly side: Side; readonly seen: number | null }
   | { readonly kind: 'conflict'; readonly message: string };
+
+/** A new turn's content: its new messages joined by a blank line (PROTOCOL.md §2). */
+export const joinMessages = (messages: readonly string[]): string => messages.join('\n\n');
 
 const sameText = (a: string, b: string): boolean => a === b || a.trim() === b.trim();
 
@@ -46,9 +61,16 @@ function historyMatches(side: SideState, history: readonly string[]): boolean {
   return true;
 }
 
-function repeatsLatestTurn(side: SideState, seen: number | null, content: string): boolean {
+/** The request sent nothing new: every user message of it was sent already since the delivery it shows. */
+function sentAlready(side: SideState, seen: number | null, req: TurnRequest): boolean {
+  return side.lastTurn !== null && unsentMessages(side, seen, req.messages).length === 0;
+}
+
+/** The request is the side's latest turn once more (same `seen`, same messages). */
+function repeatsLatestTurn(side: SideState, seen: number | null, req: TurnRequest): boolean {
   const turn = side.lastTurn;
-  return turn !== null && turn.seen === seen && turn.content === content;
+  if (turn === null || turn.seen !== seen || turn.messages.length !== req.messages.length) return false;
+  return turn.messages.every((m, i) => sameText(m, req.messages[i]!));
 }
 
 function hasRetryHint(side: SideState, req: TurnRequest): boolean {
@@ -58,15 +80,18 @@ function hasRetryHint(side: SideState, req: TurnRequest): boolean {
   );
 }
 
-/** Given the side, is the request a new turn or a retry of the side's latest one? */
+/**
+ * Given the side, is the request a new turn or a retry of the side's latest one? New content is
+ * what the side has not sent since the delivery the request shows; nothing new makes a retry,
+ * and so does a retry hint on a repeat of an answered turn (a stateless client that lost its answer).
+ */
 function classify(ctx: SessionContext, side: Side, req: TurnRequest, seen: number | null): Attribution {
   const state = ctx.sides[side];
-  if (!state.joined) return { kind: 'connect', side, seen };
-  if (req.alwaysNew) return { kind: 'message', side, seen };
-  const retry =
-    repeatsLatestTurn(state, seen, req.content) &&
-    (state.lastTurn!.answer === null || seen !== null || hasRetryHint(state, req));
-  return { kind: retry ? 'retry' : 'message', side, seen };
+  if (!state.joined) return { kind: 'connect', side, seen, messages: req.messages };
+  if (req.alwaysNew) return { kind: 'message', side, seen, messages: req.messages };
+  const unsent = unsentMessages(state, seen, req.messages);
+  if (unsent.length === 0 || (hasRetryHint(state, req) && repeatsLatestTurn(state, seen, req))) return { kind: 'retry', side, seen };
+  return { kind: 'message', side, seen, messages: unsent };
 }
 
 function unknownHistory(ctx: SessionContext, side: Side | null): Attribution {
@@ -119,7 +144,7 @@ export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribu
   for (const side of candidates) {
     const state = ctx.sides[side];
     const waitEnded = state.held === null && state.lastTurn?.answer === null;
-    if (repeatsLatestTurn(state, seen, req.content) && (waitEnded || hasRetryHint(state, req))) {
+    if ((sentAlready(state, seen, req) || repeatsLatestTurn(state, seen, req)) && (waitEnded || hasRetryHint(state, req))) {
       return classify(ctx, side, req, seen);
     }
   }

@@ -8,7 +8,7 @@
 import { createActor, type Actor, type AnyActorRef } from 'xstate';
 import type { RejectCode, SessionContext, SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
-import { attributeRequest, type TurnRequest } from './attribution.js';
+import { attributeRequest, joinMessages, type TurnRequest } from './attribution.js';
 
 export type Outcome =
   | { readonly type: 'reply'; readonly content: string; readonly delivery: number; readonly repeat: boolean }
@@ -25,7 +25,9 @@ export interface Submission {
   disconnect(): void;
   /**
    * Live text the other side is typing (a WebSocket side's `typing` frames) while this request
-   * is held: a preview, not a delivery. The delivery that follows starts with all of it.
+   * is held: a preview, not a delivery. The listener is first given everything typed so far
+   * (so a retry shows the same text as the request it replaces), then each new piece; the
+   * delivery that follows starts with all of it.
    */
   onPreview(listener: (text: string) => void): void;
 }
@@ -33,6 +35,8 @@ export interface Submission {
 export interface SubmitOptions {
   /** The request's wait has no timer (a persistent connection). */
   readonly untimed?: boolean;
+  /** A streaming request: its wait is bounded by STREAM_TURN_TIMEOUT_SECONDS. */
+  readonly stream?: boolean;
   /** The wire protocol the request came in (a label for views; the chart never sees it). */
   readonly protocol?: string;
 }
@@ -64,6 +68,11 @@ export class Session {
   private readonly durable: (() => Promise<void>) | undefined;
   /** The protocol of each side's latest request (`openai`, `anthropic`, `websocket`, …), for views. */
   readonly protocols: Record<Side, string | null> = { A: null, B: null };
+  /**
+   * What each side has typed live since its latest turn (previews, not journaled): every
+   * request of the other side that starts waiting is shown all of it first.
+   */
+  private readonly drafts: Record<Side, string> = { A: '', B: '' };
 
   constructor(
     readonly id: string,
@@ -109,19 +118,26 @@ export class Session {
     const outcome = this.wait(requestId);
     const at = this.now();
     let event: SessionEvent;
-    if (kind === 'retry') {
-      event = { type: side === 'A' ? 'RETRY_FROM_A' : 'RETRY_FROM_B', requestId, at };
+    if (attribution.kind === 'retry') {
+      event = { type: side === 'A' ? 'RETRY_FROM_A' : 'RETRY_FROM_B', requestId, at, ...(options.stream ? { stream: true } : {}) };
     } else {
+      const { messages } = attribution;
       const turn = {
         requestId,
         seen,
-        content: request.content,
+        content: joinMessages(messages),
+        // One message (almost every turn) needs no list: it is the content.
+        ...(messages.length > 1 ? { messages } : {}),
         idempotencyKey: request.idempotencyKey,
         system: request.system,
+        ...(request.preamble ? { preamble: request.preamble } : {}),
         at,
         ...(options.untimed ? { untimed: true } : {}),
+        ...(options.stream ? { stream: true } : {}),
         ...(request.client ? { client: request.client } : {}),
       };
+      // What the side typed live is now its turn (or abandoned for it).
+      this.drafts[side] = '';
       const type = kind === 'connect' ? (side === 'A' ? 'CONNECT_A' : 'CONNECT_B') : side === 'A' ? 'MESSAGE_FROM_A' : 'MESSAGE_FROM_B';
       event = { type, turn };
     }
@@ -171,11 +187,17 @@ export class Session {
     return this.submission(side, 'message', requestId, outcome);
   }
 
+  /** What `side` has typed live since its latest turn (a reconnecting typist carries on from it). */
+  draft(side: Side): string {
+    return this.drafts[side];
+  }
+
   /**
    * `side` is typing: forwards `text` (new characters only) to the other side's held request
    * as a preview. Not journaled and not a delivery. False when nobody is held to see it.
    */
   preview(side: Side, text: string): boolean {
+    this.drafts[side] += text;
     const held = this.context.sides[side === 'A' ? 'B' : 'A'].held;
     const listener = held ? this.waiting.get(held.requestId)?.preview : undefined;
     if (!listener) return false;
@@ -198,7 +220,10 @@ export class Session {
       },
       onPreview: (listener) => {
         const waiter = this.waiting.get(requestId);
-        if (waiter) waiter.preview = listener;
+        if (!waiter) return;
+        waiter.preview = listener;
+        const typed = this.drafts[side === 'A' ? 'B' : 'A'];
+        if (typed) listener(typed);
       },
     };
   }

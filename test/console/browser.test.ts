@@ -52,9 +52,10 @@ async function openSession(p: Page, id: string, s: TestServer = server): Promise
   await p.locator('#conv-id', { hasText: id }).waitFor();
 }
 
-/** The handshake of side A through the SDK, held until the page answers as B. */
-function handshake(id: string, system?: string, s: TestServer = server) {
+/** The handshake of side A through the SDK, held until the page answers as B; `greeting` opens the history as a chat UI's character card does. */
+function handshake(id: string, system?: string, s: TestServer = server, greeting?: string) {
   const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [{ role: 'user', content: 'ping' }];
+  if (greeting) messages.unshift({ role: 'assistant', content: greeting });
   if (system) messages.unshift({ role: 'system', content: system });
   return sdk(s).chat.completions.create({ model: id, messages });
 }
@@ -111,17 +112,22 @@ describe('the console in a browser', () => {
     'plays side B: the SDK receives exactly the text typed in the page',
     async () => {
       const id = uniqueId('answer');
-      const held = handshake(id, 'You guard the city gate.');
+      const held = handshake(id, 'You guard the city gate.', server, '*The guard eyes you from the gate.*');
       await openConsole(page);
       await page.locator(`tr[data-session="${id}"] a`).click();
       await page.locator('#conv-id', { hasText: id }).waitFor();
 
-      // The transcript: A's system prompt, collapsed, and its handshake.
+      // The transcript: A's system prompt and its preamble (the card's greeting), collapsed, and its handshake.
       const system = page.locator('#transcript li[data-kind="system"]');
       await system.waitFor();
       expect(await system.locator('summary').innerText()).toMatch(/System prompt of A · turn 1/);
       expect(await system.locator('details').getAttribute('open')).toBeNull();
       expect(await system.locator('.text').isVisible()).toBe(false);
+      const preamble = page.locator('#transcript li[data-kind="preamble"]');
+      expect(await preamble.locator('summary').innerText()).toMatch(/Preamble \(its own greeting, not forwarded\) of A · turn 1/);
+      expect(await preamble.locator('.text').isVisible()).toBe(false);
+      await preamble.locator('summary').click();
+      expect(await preamble.locator('.text').innerText()).toBe('*The guard eyes you from the gate.*');
       expect(await page.locator('#transcript li[data-kind="handshake"]').innerText()).toMatch(/A · turn 1 · .*handshake, not forwarded\s+ping/s);
       // The chart, drawn from the machine, with the session's state highlighted.
       expect(await page.locator('#chart g.state').count()).toBe(6);

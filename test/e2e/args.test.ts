@@ -29,6 +29,20 @@ describe('parseE2eArgs', () => {
     expect(() => parseE2eArgs(['--url', 'http://127.0.0.1:8000', '--fault-injection', 'drop-delivery'], {})).toThrow(/cannot be used with --url/);
   });
 
+  it('takes --keepalive-interval (fractions too) for a proxy at --url only', () => {
+    expect(parseE2eArgs(['--url', 'http://127.0.0.1:8000', '--keepalive-interval', '0.5'], {}).keepaliveIntervalSeconds).toBe(0.5);
+    expect(parseE2eArgs(['--url', 'http://127.0.0.1:8000'], {}).keepaliveIntervalSeconds).toBeNull();
+    expect(() => parseE2eArgs(['--url', 'http://127.0.0.1:8000', '--keepalive-interval', '0'], {})).toThrow(/--keepalive-interval needs a number of seconds above 0 \(got '0'\)/);
+    expect(() => parseE2eArgs(['--keepalive-interval', '15'], {})).toThrow(/--keepalive-interval describes a proxy you run \(--url\)/);
+  });
+
+  it('picks a seed that --seed takes back', () => {
+    for (let n = 0; n < 200; n++) {
+      const { seed } = parseE2eArgs([], {});
+      expect(parseE2eArgs(['--seed', String(seed)], {}).seed).toBe(seed);
+    }
+  });
+
   it('takes the fault from FAULT_INJECTION or the flag, and checks its value and the numbers', () => {
     expect(parseE2eArgs([], { FAULT_INJECTION: 'duplicate-delivery' }).faultInjection).toBe('duplicate-delivery');
     expect(parseE2eArgs(['--fault-injection', 'off'], { FAULT_INJECTION: 'drop-delivery' }).faultInjection).toBeNull();

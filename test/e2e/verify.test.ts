@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { peakOverlap } from '../../src/e2e/orchestrator.js';
 import type { RecordEvent, Side } from '../../src/e2e/types.js';
-import { checkCompletion, checkDirection, checkEnding, type SideRecord } from '../../src/e2e/verify.js';
+import { checkCompletion, checkDirection, checkEnding, clip, type SideRecord } from '../../src/e2e/verify.js';
 
 let clock = 1000;
 const t = () => (clock += 10);
@@ -74,6 +74,21 @@ describe('checkDirection', () => {
     const timedOut: RecordEvent = { ev: 'error', t: t(), i: 2, message: 'gave up', code: 'turn_timeout' };
     const a2 = record('A', ['ping', 'a1', 'a2'], ['b1', 'b2'], [timedOut]);
     expect(checkDirection(a2, b).problems).toEqual(['A→B: message 2 "a2" never reached B (lost; received 0 of 1)']);
+  });
+});
+
+describe('how a reason quotes a message', () => {
+  it('as JSON, escapes and all (a random message may carry quotes, backslashes, line breaks), never cutting an emoji in half', () => {
+    const short = '[s0 B1] quotes "double" and \\ a backslash\nline two';
+    // 56 UTF-16 units before the emoji: a cut at 57 units would split its surrogate pair.
+    const long = `[s0 B2] ${'x'.repeat(48)}🙂🚀 and more`;
+    const problems = checkDirection(record('B', [short, long], []), record('A', ['ping'], [])).problems;
+    const quoted = problems.map((p) => /^B→A: message \d ("\[s0 B\d\] (?:[^"\\]|\\.)*") never reached A \(lost; received 0 of 1\)$/.exec(p)?.[1]);
+    expect(quoted.every((q) => q !== undefined), problems.join('\n')).toBe(true);
+    expect(quoted.map((q) => JSON.parse(q!) as string)).toEqual([short, `[s0 B2] ${'x'.repeat(48)}🙂...`]);
+    expect(clip(long, 200)).toBe(long);
+    expect(clip('ab🙂cd', 4)).toBe('a...');
+    expect(clip('ab🙂cd', 5)).toBe('ab🙂cd');
   });
 });
 

@@ -246,7 +246,7 @@ describe('Azure-style errors, in OpenAI shape', () => {
   });
 
   it('ends a held stream that times out with an in-stream turn_timeout error', async () => {
-    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
+    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '30', streamTurnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
     const session = uniqueId('az-timeout');
     const client = azure(server, session, [], 0);
     const handshake = client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'ping' }] });

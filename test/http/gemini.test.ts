@@ -359,7 +359,7 @@ describe('Gemini errors, in Google shape', () => {
   });
 
   it('ends a held stream that times out with an in-stream error the SDK raises as ApiError 408', async () => {
-    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
+    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '30', streamTurnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
     const session = uniqueId('gem-timeout');
     const ai = genai(server);
     const handshake = ai.models.generateContent({ model: session, contents: 'ping' });

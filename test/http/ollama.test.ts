@@ -330,7 +330,7 @@ describe('Ollama errors, in Ollama shape', () => {
   });
 
   it('ends a held stream that times out with an error line the client throws', async () => {
-    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
+    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '30', streamTurnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
     const session = uniqueId('oll-timeout');
     const ollama = client(server);
     const handshake = ollama.chat({ model: session, messages: [{ role: 'user', content: 'ping' }], stream: false });

@@ -502,7 +502,7 @@ describe('bad requests', () => {
   });
 
   it('ends a held stream that times out with the in-stream error event, which the SDK raises', async () => {
-    const server = await start({ handshakeTimeoutSeconds: '0.3', turnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
+    const server = await start({ handshakeTimeoutSeconds: '0.3', turnTimeoutSeconds: '30', streamTurnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.05' });
     const client = server.client({ maxRetries: 0 });
 
     // Raw: the error event in both the documented (top-level) and the live (nested) shape.

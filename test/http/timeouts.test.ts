@@ -40,8 +40,34 @@ describe('timeouts', () => {
     expect(err.headers?.get('x-should-retry')).toBeNull();
   });
 
+  it('gives a streaming request its own, longer wait (STREAM_TURN_TIMEOUT_SECONDS) than a plain request\'s', async () => {
+    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3', streamTurnTimeoutSeconds: '5', keepaliveIntervalSeconds: '0.1' });
+    const session = uniqueId('stream-long');
+    const client = server.client({ maxRetries: 0 });
+    const handshake = client.chat.completions.create({ model: session, messages: [{ role: 'user', content: 'ping' }] });
+    await untilHeld(server, session, 'A');
+    // B streams its first prompt and waits for A, who takes three plain timeouts to answer.
+    const startedAt = Date.now();
+    const stream = await client.chat.completions.create({ model: session, stream: true, messages: [{ role: 'user', content: 'b1' }] });
+    expect((await handshake).choices[0]!.message.content).toBe('b1');
+    expect(server.service.ctx.sessions.get(session)!.context.sides.B.held?.timer).toBe('stream');
+    const reading = (async () => {
+      let text = '';
+      for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+      return text;
+    })();
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    // A answers with a plain request: B's stream carries it; A's own wait is a plain one.
+    const plain = apiError(client.chat.completions.create({ model: session, messages: [{ role: 'user', content: 'ping' }, { role: 'assistant', content: 'b1' }, { role: 'user', content: 'Sorry, I was away.' }] }));
+    expect(await reading).toBe('Sorry, I was away.');
+    expect(Date.now() - startedAt).toBeGreaterThanOrEqual(850);
+    const err = await plain;
+    expect(err.status).toBe(408);
+    expectOpenAIError({ error: err.error }, 'turn_timeout');
+  });
+
   it('ends a held stream that times out with an in-stream turn_timeout error', async () => {
-    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.1' });
+    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '30', streamTurnTimeoutSeconds: '0.3', keepaliveIntervalSeconds: '0.1' });
     const session = uniqueId('stream-timeout');
     const client = server.client({ maxRetries: 0 });
     const handshake = client.chat.completions.create({ model: session, messages: [{ role: 'user', content: 'ping' }] });

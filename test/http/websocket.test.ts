@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Participant, sleep, uniqueId, until, untilHeld, useServers } from './support.js';
 import type { TestServer } from '../helpers/server.js';
+import { sideHolders } from '../../src/http/routes/realtime.js';
 
 const start = useServers();
 
@@ -261,5 +262,104 @@ describe('the session ends', () => {
     await server.close();
     expect(a.frames.find((f) => f.type === 'closed')).toMatchObject({ reason: 'shutting_down' });
     expect((await a.closedWith()).code).toBe(1012);
+  });
+});
+
+describe('live typing and a streaming client that calls again', () => {
+  /** A streaming chat call whose deltas are collected as they come; `abort` cuts it. */
+  function streamingCall(server: TestServer, model: string, messages: { role: 'user' | 'assistant'; content: string }[]) {
+    const seen: string[] = [];
+    const abort = new AbortController();
+    const done = (async () => {
+      const stream = await server.client({ maxRetries: 0 }).chat.completions.create({ model, stream: true, messages }, { signal: abort.signal });
+      for await (const chunk of stream) {
+        const text = chunk.choices[0]?.delta?.content;
+        if (text) seen.push(text);
+      }
+      return seen.join('');
+    })();
+    done.catch(() => undefined);
+    return { seen, text: () => seen.join(''), abort: () => abort.abort(), done };
+  }
+
+  /** A (OpenAI, streaming) and B (WebSocket) paired: A's handshake answered by B's first message. */
+  async function paired(server: TestServer, session: string) {
+    const handshake = server.client().chat.completions.create({ model: session, messages: [{ role: 'user', content: 'ping' }] });
+    await untilHeld(server, session, 'A');
+    const b = await Client.connect(server, `session=${session}&side=B`);
+    await b.next('ready');
+    b.send({ type: 'message', content: 'Who are you?' });
+    expect((await handshake).choices[0]!.message.content).toBe('Who are you?');
+    const history: { role: 'user' | 'assistant'; content: string }[] = [{ role: 'user', content: 'ping' }, { role: 'assistant', content: 'Who are you?' }, { role: 'user', content: 'A traveller.' }];
+    return { b, history };
+  }
+
+  it('a call made again while the other side types shows the whole typed text first: the assembled reply is the message exactly', async () => {
+    const server = await start({ keepaliveIntervalSeconds: '0.05' });
+    const session = uniqueId('ws-retry-typing');
+    const { b, history } = await paired(server, session);
+
+    const first = streamingCall(server, session, history);
+    expect(await b.next('delivery')).toMatchObject({ content: 'A traveller.' });
+    await untilHeld(server, session, 'A');
+    b.send({ type: 'typing', delta: 'Hello ' });
+    await until(() => first.text() === 'Hello ', 'the first call shows the typed text');
+    first.abort(); // the client gives up on the first call, then calls again with the same messages
+    await until(() => server.service.ctx.sessions.get(session)!.context.sides.A.held === null, 'the first call is gone');
+
+    const again = streamingCall(server, session, history);
+    await until(() => again.text() === 'Hello ', 'the second call shows what was typed before it came');
+    b.send({ type: 'typing', delta: 'there ' });
+    await until(() => again.text() === 'Hello there ', 'and what is typed after');
+    b.send({ type: 'message', content: 'friend.' });
+    expect(await again.done).toBe('Hello there friend.');
+    expect(again.seen[0]).toBe('Hello '); // one delta with the whole draft, not a replay of pieces
+
+    // The conversation goes on: A's next turn, with the reply it assembled, is accepted.
+    history.push({ role: 'assistant', content: 'Hello there friend.' }, { role: 'user', content: 'Well met.' });
+    const next = streamingCall(server, session, history);
+    expect(await b.next('delivery')).toMatchObject({ content: 'Well met.' });
+    b.send({ type: 'message', content: 'Sit down.' });
+    expect(await next.done).toBe('Sit down.');
+    b.close();
+  });
+
+  it('after the stream times out (STREAM_TURN_TIMEOUT_SECONDS), the next call gets the typed text and the rest, consistently', async () => {
+    const server = await start({ keepaliveIntervalSeconds: '0.05', streamTurnTimeoutSeconds: '0.4' });
+    const session = uniqueId('ws-timeout-typing');
+    const { b, history } = await paired(server, session);
+    const first = streamingCall(server, session, history);
+    expect(await b.next('delivery')).toMatchObject({ content: 'A traveller.' });
+    await untilHeld(server, session, 'A');
+    b.send({ type: 'typing', delta: 'Let me think' });
+    await until(() => first.text() === 'Let me think', 'the typed text reaches the stream');
+    await expect(first.done).rejects.toThrow(/turn timeout|did not answer/);
+
+    const again = streamingCall(server, session, history);
+    await until(() => again.text() === 'Let me think', 'the call made again shows the draft');
+    b.send({ type: 'message', content: '... yes.' });
+    expect(await again.done).toBe('Let me think... yes.');
+    expect(server.service.ctx.sessions.get(session)!.context.sides.A.deliveries).toEqual(['Who are you?', 'Let me think... yes.']);
+    b.close();
+  });
+
+  it('a typist who reconnects carries on from its draft', async () => {
+    const server = await start({ keepaliveIntervalSeconds: '0.05' });
+    const session = uniqueId('ws-reconnect-typing');
+    const { b, history } = await paired(server, session);
+    const call = streamingCall(server, session, history);
+    expect(await b.next('delivery')).toMatchObject({ content: 'A traveller.' });
+    await untilHeld(server, session, 'A');
+    b.send({ type: 'typing', delta: 'One moment, ' });
+    await until(() => call.text() === 'One moment, ', 'the stream shows the typing');
+    b.close();
+    await b.closedWith();
+    await until(() => !sideHolders(server.service.ctx).has(session, 'B'), 'the side is let go');
+    const back = await Client.connect(server, `session=${session}&side=B`);
+    expect(await back.next('ready')).toMatchObject({ draft: 'One moment, ' });
+    back.send({ type: 'message', content: 'please.' });
+    expect(await back.next('accepted')).toMatchObject({ content: 'One moment, please.' });
+    expect(await call.done).toBe('One moment, please.');
+    back.close();
   });
 });

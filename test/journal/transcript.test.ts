@@ -32,7 +32,7 @@ async function journalOf(sessionId: string, events: ReadonlyArray<readonly [numb
   let now = T0;
   const journal = new Journal(store, createLogger({ logLevel: 'silent', logFormat: 'json' }), () => now);
   const actor = createActor(sessionMachine, {
-    input: { sessionId, timing: { handshakeTimeoutMs: 30_000, turnTimeoutMs: 30_000, sessionTtlMs: 3_600_000 } },
+    input: { sessionId, timing: { handshakeTimeoutMs: 30_000, turnTimeoutMs: 30_000, streamTurnTimeoutMs: 30_000, sessionTtlMs: 3_600_000 } },
     clock: new SimulatedClock(),
     inspect: journal.tap,
   }).start();

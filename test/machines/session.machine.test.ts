@@ -7,7 +7,7 @@ import { createActor, SimulatedClock } from 'xstate';
 import type { CloseReason, RejectCode, SessionTiming, TurnPayload } from '../../machines/session.logic.js';
 import { replayEvents, sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
 
-const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 60_000 };
+const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 60_000 };
 
 function harness(timing: SessionTiming = TIMING) {
   const clock = new SimulatedClock();
@@ -338,6 +338,27 @@ describe('ACTIVE', () => {
     expect(s.ctx.sides.B.held).toBeNull();
   });
 
+  it('a streaming wait lasts streamTurnTimeoutMs, a plain one turnTimeoutMs; a retry takes over with its own kind of wait', () => {
+    const s = opened({ ...TIMING, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 10_000 });
+    s.advance(3_000);
+    expect(s.take()).toEqual([reject('B', 'b-1', 'turn_timeout')]);
+    // B calls again, streaming now: its wait is a stream's.
+    s.actor.send({ type: 'RETRY_FROM_B', requestId: 'b-1-stream', at: s.clock.now(), stream: true });
+    expect(s.ctx.sides.B.held).toMatchObject({ requestId: 'b-1-stream', timer: 'stream' });
+    s.advance(9_999);
+    expect(s.take()).toEqual([]);
+    s.advance(1);
+    expect(s.take()).toEqual([reject('B', 'b-1-stream', 'turn_timeout')]);
+    // A new streaming turn waits as long; a handshake keeps its own timeout even when streaming.
+    s.messageA('a-1', 'a1', { seen: 1, stream: true });
+    expect(s.ctx.sides.A.held).toMatchObject({ requestId: 'a-1', timer: 'stream' });
+    const h = harness({ ...TIMING, streamTurnTimeoutMs: 10_000 });
+    h.connectA('hs', 'ping', { stream: true });
+    expect(h.ctx.sides.A.held?.timer).toBe('handshake');
+    h.advance(1_000);
+    expect(h.take()).toEqual([reject('A', 'hs', 'handshake_timeout')]);
+  });
+
   it('a timeout loses nothing: what arrives later is queued and the retry gets it', () => {
     const s = opened();
     s.advance(3_000);
@@ -521,7 +542,7 @@ describe('DORMANT', () => {
 });
 
 describe('the session TTL', () => {
-  const TTL: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 5_000 };
+  const TTL: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 5_000 };
 
   it('closes a DORMANT session at exactly sessionTtlMs after its last activity (CLOSING → CLOSED)', () => {
     const s = opened(TTL);
@@ -557,7 +578,7 @@ describe('the session TTL', () => {
   });
 
   it('never closes a session while a handshake is held; it runs again once nothing is held', () => {
-    const s = harness({ handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 500 });
+    const s = harness({ handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 500 });
     s.connectA('a-hs', 'ping');
     s.advance(999);
     expect(s.value).toBe('AWAITING_PEER');
@@ -573,7 +594,7 @@ describe('the session TTL', () => {
   });
 
   it('never closes a session while a turn is held', () => {
-    const s = opened({ handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 500 });
+    const s = opened({ handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 500 });
     s.advance(2_999);
     expect(s.value).toBe('ACTIVE');
     s.advance(1);
@@ -606,7 +627,7 @@ describe('the session TTL', () => {
 });
 
 describe('fractional-millisecond timings', () => {
-  const FRACTIONAL: SessionTiming = { handshakeTimeoutMs: 1.5, turnTimeoutMs: 2.25, sessionTtlMs: 3.75 };
+  const FRACTIONAL: SessionTiming = { handshakeTimeoutMs: 1.5, turnTimeoutMs: 2.25, streamTurnTimeoutMs: 2.25, sessionTtlMs: 3.75 };
 
   it('times out the handshake at exactly 1.5 ms and expires the session 3.75 ms later', () => {
     const s = harness(FRACTIONAL);

@@ -146,6 +146,33 @@ describe('API keys', () => {
   });
 });
 
+describe('keys in URLs never reach the log', () => {
+  it('redacts the key of a held request whose client went away, and a key parameter whose name is percent-encoded or in capitals', async () => {
+    const s = await start({ apiKeys: `${KEY_A},${KEY_B}` });
+    // A held Gemini request with its key in the query (its name percent-encoded), then the client leaves.
+    const abort = new AbortController();
+    const held = fetch(`${s.url}/v1beta/models/url-keys:generateContent?k%65y=${KEY_A}&alt=json`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'anyone?' }] }] }),
+      signal: abort.signal,
+    });
+    held.catch(() => undefined);
+    await until(() => s.service.ctx.sessions.get('url-keys')?.context.sides.A.held != null, 'the request is held');
+    abort.abort();
+    await until(() => s.log.join('').includes('request aborted by client'), 'the aborted request is logged');
+    // Not a key parameter for the proxy (names are case-sensitive), but it looks like one: redacted too.
+    expect((await post(s, `/v1beta/models/caps:generateContent?KEY=${KEY_B}`, { contents: [] })).status).toBe(401);
+    expect((await post(s, `/v1beta/models/plus:generateContent?api%5Fkey=${KEY_B}`, { contents: [] })).status).toBe(422);
+    await sleep(50);
+    const text = s.log.join('');
+    expect(text).toContain('k%65y=[redacted]&alt=json');
+    expect(text).toContain('KEY=[redacted]');
+    expect(text).toContain('api%5Fkey=[redacted]');
+    for (const secret of [KEY_A, KEY_B]) expect(text).not.toContain(secret);
+  });
+});
+
 describe('a session is bound to the keys that joined it', () => {
   it('gives a third client nothing: it cannot read, write, take a side, or end the session', async () => {
     const s = await start({ apiKeys: `${KEY_A},${KEY_B},${KEY_EVE}`, adminApiKey: ADMIN });

@@ -8,18 +8,25 @@ import type { SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine } from '../../machines/session.machine.js';
 import { attributeRequest, type Attribution, type TurnRequest } from '../../src/sessions/attribution.js';
 
-const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 60_000 };
+const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 60_000 };
 
+/** `content` is the request's one new user message (the usual case); `messages` overrides it. */
 type RequestSpec = Partial<TurnRequest> & { readonly content: string };
 
-const request = (spec: RequestSpec): TurnRequest => ({
+const request = ({ content, ...spec }: RequestSpec): TurnRequest => ({
   explicitSide: null,
   assistantHistory: [],
   system: null,
   retryCount: 0,
   idempotencyKey: null,
+  messages: [content],
   ...spec,
 });
+
+type Verdict = { kind: 'connect' | 'message' | 'retry'; side: Side; seen: number | null } | Extract<Attribution, { kind: 'conflict' }>;
+
+/** Which side and kind (the new messages a turn carries are checked on their own, below). */
+const summary = (a: Attribution): Verdict => (a.kind === 'conflict' ? a : { kind: a.kind, side: a.side, seen: a.seen });
 
 /** A live session: each request is attributed against its current context, then applied. */
 function conversation() {
@@ -32,22 +39,23 @@ function conversation() {
   return {
     ctx,
     /** Attribution only; the session is not changed. */
-    attribute: (spec: RequestSpec): Attribution => attributeRequest(ctx(), request(spec)),
+    attribute: (spec: RequestSpec): Verdict => summary(attributeRequest(ctx(), request(spec))),
     /** Attributes the request and sends the event it implies, as Session.submit does. */
-    send(spec: RequestSpec, requestId = `req-${++counter}`): Attribution {
+    send(spec: RequestSpec, requestId = `req-${++counter}`): Verdict {
       const req = request(spec);
       const verdict = attributeRequest(ctx(), req);
       if (verdict.kind === 'conflict') return verdict;
-      const { side, kind, seen } = verdict;
+      const { side, seen } = verdict;
       const at = clock.now();
-      if (kind === 'retry') {
+      if (verdict.kind === 'retry') {
         actor.send({ type: side === 'A' ? 'RETRY_FROM_A' : 'RETRY_FROM_B', requestId, at });
       } else {
-        const turn = { requestId, seen, content: req.content, idempotencyKey: req.idempotencyKey, system: req.system, at };
-        if (kind === 'connect') actor.send({ type: side === 'A' ? 'CONNECT_A' : 'CONNECT_B', turn });
+        const { messages } = verdict;
+        const turn = { requestId, seen, content: messages.join('\n\n'), messages, idempotencyKey: req.idempotencyKey, system: req.system, at };
+        if (verdict.kind === 'connect') actor.send({ type: side === 'A' ? 'CONNECT_A' : 'CONNECT_B', turn });
         else actor.send({ type: side === 'A' ? 'MESSAGE_FROM_A' : 'MESSAGE_FROM_B', turn });
       }
-      return verdict;
+      return summary(verdict);
     },
     heldRequest: (side: Side): string | null => ctx().sides[side].held?.requestId ?? null,
     leave(side: Side): void {
@@ -61,7 +69,7 @@ function conversation() {
 
 type Conversation = ReturnType<typeof conversation>;
 
-const verdict = (kind: 'connect' | 'message' | 'retry', side: Side, seen: number | null = null): Attribution => ({
+const verdict = (kind: 'connect' | 'message' | 'retry', side: Side, seen: number | null = null): Verdict => ({
   kind,
   side,
   seen,
@@ -89,7 +97,7 @@ function withHistories(): Conversation {
   return c;
 }
 
-const expectConflict = (result: Attribution, pattern: RegExp): void => {
+const expectConflict = (result: Verdict, pattern: RegExp): void => {
   expect(result.kind).toBe('conflict');
   if (result.kind === 'conflict') expect(result.message).toMatch(pattern);
 };
@@ -267,7 +275,9 @@ describe('rule 3 and "is it new?": a retry of the latest turn', () => {
 
   it('of an answered turn whose client shows history with the same seen is a retry (it never got the answer)', () => {
     const c = withHistories(); // A's latest turn, a2 (seen 2), is held
-    expect(c.attribute({ content: 'a1', assistantHistory: ['b1'] })).toEqual(verdict('message', 'A', 1)); // not the latest turn
+    // a1 was sent since the delivery that history shows, so nothing in it is new: a retry of the
+    // latest turn (PROTOCOL.md §2), never a second a1.
+    expect(c.attribute({ content: 'a1', assistantHistory: ['b1'] })).toEqual(verdict('retry', 'A', 1));
     expect(c.attribute({ content: 'a2', assistantHistory: ['b1', 'b2'] })).toEqual(verdict('retry', 'A', 2));
     c.send({ content: 'b3', assistantHistory: ['a1', 'a2'] }); // answers A's a2 with b3
     expect(c.ctx().sides.A.lastTurn?.answer).toBe(2);
@@ -425,5 +435,59 @@ describe('a persistent connection (alwaysNew)', () => {
     s.send({ content: 'b1', explicitSide: 'B', alwaysNew: true });
     expect(s.attribute({ content: 'b1', explicitSide: 'B' })).toMatchObject({ kind: 'retry', side: 'B' });
     expect(s.attribute({ content: 'b1', explicitSide: 'B', alwaysNew: true })).toEqual({ kind: 'message', side: 'B', seen: null });
+  });
+});
+
+describe('new content: the user messages not already sent since the delivery a history shows (§2)', () => {
+  const newMessages = (c: Conversation, spec: RequestSpec): readonly string[] | 'retry' | 'conflict' => {
+    const result = attributeRequest(c.ctx(), request(spec));
+    if (result.kind === 'conflict') return 'conflict';
+    return result.kind === 'retry' ? 'retry' : result.messages;
+  };
+
+  it('takes every user message after the last assistant message, in order', () => {
+    const c = opened();
+    expect(newMessages(c, { content: '', messages: ['a1', 'a2', 'a3'], assistantHistory: ['b1'] })).toEqual(['a1', 'a2', 'a3']);
+  });
+
+  it('leaves out those the side already sent since that delivery, each once', () => {
+    const c = opened();
+    c.send({ content: 'a1', assistantHistory: ['b1'] });
+    expect(newMessages(c, { content: '', messages: ['a1', 'a2'], assistantHistory: ['b1'] })).toEqual(['a2']);
+    // The same text again after it is a new message: only one a1 was sent.
+    expect(newMessages(c, { content: '', messages: ['a1', 'a1'], assistantHistory: ['b1'] })).toEqual(['a1']);
+    // Compared after trimming, as histories are.
+    expect(newMessages(c, { content: '', messages: [' a1\n', 'a2'], assistantHistory: ['b1'] })).toEqual(['a2']);
+  });
+
+  it('a request all of whose messages were sent is a retry of the latest turn, whichever earlier request it repeats', () => {
+    const c = opened();
+    c.send({ content: 'a1', assistantHistory: ['b1'] });
+    c.send({ content: '', messages: ['a1', 'a2'], assistantHistory: ['b1'] });
+    const { B } = c.ctx().sides;
+    expect([...B.deliveries, ...B.queue]).toEqual(['a1', 'a2']);
+    expect(newMessages(c, { content: '', messages: ['a1', 'a2'], assistantHistory: ['b1'] })).toBe('retry');
+    expect(newMessages(c, { content: 'a1', assistantHistory: ['b1'] })).toBe('retry');
+  });
+
+  it('counts only what was sent since the delivery the history shows: an old text after a new delivery is new', () => {
+    const c = withHistories(); // A sent a1 (after b1) and a2 (after b2)
+    c.send({ content: 'b3', assistantHistory: ['a1', 'a2'] });
+    expect(newMessages(c, { content: 'a1', assistantHistory: ['b1', 'b2', 'b3'] })).toEqual(['a1']);
+  });
+
+  it('a stateless client (no history) is compared with what it sent since its latest delivery', () => {
+    const c = opened(); // A's handshake "ping" was answered with b1
+    expect(newMessages(c, { content: 'ping' })).toEqual(['ping']); // answered: sending it again is new
+    c.send({ content: 'a1' });
+    expect(newMessages(c, { content: 'a1', explicitSide: 'A' })).toBe('retry'); // unanswered: the same again is a retry
+  });
+
+  it('keeps a side\'s latest RECENT_TURNS turns to recognise re-sent messages', () => {
+    const c = opened();
+    for (let i = 0; i < 40; i++) c.send({ content: `a${i}`, explicitSide: 'A', assistantHistory: ['b1'] });
+    expect(c.ctx().sides.A.recent).toHaveLength(32);
+    const { B } = c.ctx().sides;
+    expect([...B.deliveries, ...B.queue]).toHaveLength(40);
   });
 });

@@ -156,7 +156,7 @@ class Scenario {
     const client = (side: Side): Client => ({ side, kind: kinds[side], sent: [], received: [], latest: null, open: null });
     this.clients = { A: client('A'), B: client('B') };
     this.registry = new SessionRegistry({
-      timing: { handshakeTimeoutMs: HANDSHAKE_MS, turnTimeoutMs: TURN_MS, sessionTtlMs: 1e9 },
+      timing: { handshakeTimeoutMs: HANDSHAKE_MS, turnTimeoutMs: TURN_MS, streamTurnTimeoutMs: TURN_MS, sessionTtlMs: 1e9 },
       maxSessions: 4,
       clock: this.clock,
       now: () => this.clock.now(),
@@ -267,7 +267,7 @@ class Scenario {
     const request: TurnRequest = {
       explicitSide: c.kind.explicit ? c.side : null,
       assistantHistory: c.kind.history ? [...c.received] : [],
-      content,
+      messages: [content],
       system: null,
       retryCount: 0,
       idempotencyKey: c.kind.keys ? `key-${content}` : null,

@@ -10,20 +10,26 @@ import type { TurnRequest } from '../../src/sessions/attribution.js';
 import { SessionRegistry, type RegistrySubmitResult } from '../../src/sessions/registry.js';
 import type { Outcome, Submission } from '../../src/sessions/session.js';
 
-const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, sessionTtlMs: 5_000 };
+const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 5_000 };
 
+/** `content` is the request's one new user message (the usual case). */
 type RequestSpec = Partial<TurnRequest> & { readonly content: string };
+const toRequest = ({ content, ...spec }: RequestSpec): TurnRequest => ({
+  explicitSide: null,
+  assistantHistory: [],
+  system: null,
+  retryCount: 0,
+  idempotencyKey: null,
+  messages: [content],
+  ...spec,
+});
 
 function setup(maxSessions = 10) {
   const clock = new SimulatedClock();
   const registry = new SessionRegistry({ timing: TIMING, maxSessions, clock, now: () => clock.now() });
   let counter = 0;
   const submit = (sessionId: string, spec: RequestSpec, requestId = `req-${++counter}`): RegistrySubmitResult =>
-    registry.submit(
-      sessionId,
-      { explicitSide: null, assistantHistory: [], system: null, retryCount: 0, idempotencyKey: null, ...spec },
-      requestId,
-    );
+    registry.submit(sessionId, toRequest(spec), requestId);
   return {
     clock,
     registry,

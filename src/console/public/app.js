@@ -356,9 +356,11 @@ function entryEl(entry) {
     entry.kind === 'handshake' ? node('span', { class: 'tag', text: 'handshake, not forwarded' }) : null,
   );
   const text = node('div', { class: 'text', text: entry.content });
-  if (entry.kind === 'system') {
-    const summary = node('summary', {}, node('span', { text: `System prompt of ${entry.side} · turn ${entry.turn} · ` }), node('time', { datetime: new Date(entry.at).toISOString(), text: clock(entry.at) }));
-    return node('li', { class: `entry system side-${entry.side}`, dataKind: 'system' }, node('details', {}, summary, text));
+  if (entry.kind === 'system' || entry.kind === 'preamble') {
+    // A preamble (a chat UI's character greeting before the first user message) is the client's own, like its system prompt.
+    const label = entry.kind === 'system' ? 'System prompt' : 'Preamble (its own greeting, not forwarded)';
+    const summary = node('summary', {}, node('span', { text: `${label} of ${entry.side} · turn ${entry.turn} · ` }), node('time', { datetime: new Date(entry.at).toISOString(), text: clock(entry.at) }));
+    return node('li', { class: `entry system side-${entry.side}`, dataKind: entry.kind }, node('details', {}, summary, text));
   }
   return node('li', { class: `entry side-${entry.side} kind-${entry.kind}`, dataKind: entry.kind, dataSide: entry.side, dataTurn: entry.turn }, meta, text);
 }

@@ -2,6 +2,20 @@ import type { FastifyInstance } from 'fastify';
 import { refuseOtherMethods } from '../app.js';
 import type { AppContext } from '../context.js';
 
+/**
+ * The timers a client (and `motive-proxy e2e --url`) must know to judge what it sees: how often
+ * keep-alives come and how long a held request may wait. Nothing secret.
+ */
+function timerSettings(config: AppContext['config']): Record<string, number> {
+  return {
+    keepalive_interval_seconds: config.keepaliveIntervalSeconds,
+    handshake_timeout_seconds: config.handshakeTimeoutSeconds,
+    turn_timeout_seconds: config.turnTimeoutSeconds,
+    // Present once the service has a separate timer for streaming waits.
+    ...('streamTurnTimeoutSeconds' in config && typeof config.streamTurnTimeoutSeconds === 'number' ? { stream_turn_timeout_seconds: config.streamTurnTimeoutSeconds } : {}),
+  };
+}
+
 export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   // For load balancers: no key, no rate limit.
   app.get('/health', { config: { access: 'public', rateLimit: false } }, async () => {
@@ -12,6 +26,7 @@ export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
       uptime_seconds: Math.round((Date.now() - ctx.startedAt) / 1000),
       sessions: { live: ctx.sessions.size, max: ctx.config.maxSessions, by_state: byState },
       journal: { path: ctx.config.journalPath, ...ctx.journal.store.stats(), recovery: ctx.journal.recovery },
+      settings: timerSettings(ctx.config),
     };
   });
   refuseOtherMethods(app, '/health', ['GET']);

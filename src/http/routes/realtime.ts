@@ -135,7 +135,7 @@ class Participant {
       this.side = 'B';
     }
     // With API keys, a side that joined with another key is not this connection's to take.
-    const bound = current?.bindClient({ explicitSide: this.side, assistantHistory: [], content: '', system: null, retryCount: 0, idempotencyKey: null, client: this.request.client.key });
+    const bound = current?.bindClient({ explicitSide: this.side, assistantHistory: [], messages: [], system: null, retryCount: 0, idempotencyKey: null, client: this.request.client.key });
     if (bound && 'error' in bound) {
       this.send({ type: 'error', code: bound.error, message: bound.message });
       this.socket.close(CLOSE_POLICY, bound.error);
@@ -159,6 +159,8 @@ class Participant {
     }
     holders.take(session, this.side, this);
     this.holding = true;
+    // What this side typed live on an earlier connection was seen already: carry on from it.
+    this.draft = current?.draft(this.side) ?? '';
     this.log('websocket connected');
     this.socket.on('message', (data, isBinary) => this.onFrame(isBinary ? null : data.toString('utf8')));
     this.socket.on('close', () => {
@@ -166,7 +168,7 @@ class Participant {
       this.log('websocket closed');
     });
     const delivered = current?.context.sides[this.side].deliveries ?? [];
-    this.send({ type: 'ready', session, side: this.side, state: current?.state ?? 'EMPTY', deliveries: delivered.length });
+    this.send({ type: 'ready', session, side: this.side, state: current?.state ?? 'EMPTY', deliveries: delivered.length, ...(this.draft ? { draft: this.draft } : {}) });
     // A reconnecting client names how many deliveries it has; the rest come again, in order.
     const since = query.data.since;
     if (since !== undefined) for (let i = since; i < delivered.length; i++) this.send({ type: 'delivery', content: delivered[i]!, index: i });
@@ -228,7 +230,7 @@ class Participant {
     }
     const result = this.ctx.sessions.submit(
       this.sessionId,
-      { explicitSide: this.side, assistantHistory: [], content, system: null, retryCount: 0, idempotencyKey: null, alwaysNew: true, client: this.request.client.key },
+      { explicitSide: this.side, assistantHistory: [], messages: [content], system: null, retryCount: 0, idempotencyKey: null, alwaysNew: true, client: this.request.client.key },
       this.nextRequestId(),
       { untimed: true, protocol: 'websocket' },
     );
