@@ -203,7 +203,9 @@ function applyStep(enqueue: Enqueue, step: Step): void {
 /**
  * Replay: the context and state that `events` lead to, folded through the same logic the
  * chart's actions call, without an actor, timers or replies. Held requests do not survive
- * a restart, so the result holds none.
+ * a restart: each restart is in the events (RESUMED, and CLOSE when it was graceful), and from
+ * there on nothing of before is held, so later messages queue instead of counting as delivered
+ * to a connection that was gone. The result holds none either.
  */
 export function replayEvents(sessionId: string, timing: SessionTiming, events: readonly SessionEvent[]): { context: SessionContext; state: 'AWAITING_PEER' | 'DORMANT' } {
   let ctx = initialContext(sessionId, timing);
@@ -230,8 +232,10 @@ export function replayEvents(sessionId: string, timing: SessionTiming, events: r
       case 'TIMEOUT':
         ctx = timeOut(ctx, event.requestId).context;
         break;
-      default:
-        break; // CLOSE and RESUMED change no session data
+      case 'CLOSE': // replayed only when it was a shutdown: the session carried on after it
+      case 'RESUMED':
+        ctx = releaseAll(ctx);
+        break;
     }
   }
   ctx = releaseAll(ctx);

@@ -17,7 +17,9 @@ export type RecordType =
   | 'TimedOut'
   | 'SessionExpired'
   | 'SessionClosed'
-  | 'MessageDelivered';
+  | 'MessageDelivered'
+  /** The session was rebuilt after a restart (graceful or not): no request of before is held any more. */
+  | 'SessionResumed';
 
 export interface JournalRecord {
   readonly v: typeof RECORD_VERSION;
@@ -49,6 +51,7 @@ const TYPES: Record<string, RecordType> = {
   DISCONNECT_B: 'ClientDisconnected',
   TIMEOUT: 'TimedOut',
   CLOSE: 'SessionClosed',
+  RESUMED: 'SessionResumed',
 };
 
 /** The record type of a chart event; null for events that are not facts (init, internals). */

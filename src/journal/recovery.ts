@@ -46,7 +46,7 @@ export async function recoverSessions(journal: Journal, sessions: SessionRegistr
     }
     // A graceful shutdown is not an end: the session carries on after the restart.
     const events: SessionEvent[] = [];
-    for (const r of list) if (r.event && r.type !== 'SessionClosed') events.push(r.event);
+    for (const r of list) if (r.event) events.push(r.event);
     sessions.restore(id, events, last.seq);
     restored++;
   }

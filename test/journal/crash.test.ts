@@ -143,6 +143,12 @@ class Service {
     await this.proc.exited;
   }
 
+  /** A graceful stop: SIGTERM to the whole process group; held requests get 503 first. */
+  async stop(): Promise<void> {
+    process.kill(-this.proc.child.pid!, 'SIGTERM');
+    await this.proc.exited;
+  }
+
   /** A new process on the same journal and the same port, started at once. */
   async restart(): Promise<void> {
     for (let attempt = 0; attempt < 50; attempt++) {
@@ -475,6 +481,60 @@ describe('crash (SIGKILL) and restart on the same journal and port', () => {
     const after = readJournal(service.journalFile);
     expect(deliveredTo(after, model, 'A')).toEqual(['d1']);
     expect(deliveredTo(after, model, 'B')).toEqual([]);
+  });
+
+  it('6. a second restart, graceful or not, rebuilds exactly what the clients were given: no request of before counts as held', async () => {
+    const service = await Service.start();
+    const model = 'crash-twice';
+    const raw = (messages: Msg[]) => later(new OpenAI({ baseURL: `${service.url}/v1`, apiKey: 'k', maxRetries: 0, timeout: 20_000 }).chat.completions.create({ model, messages }));
+    const said = async (call: Promise<OpenAI.Chat.Completions.ChatCompletion>) => (await call).choices[0]!.message.content;
+    const history = { A: [user('ping'), asst('b1'), user('a1')], B: [user('b1'), asst('a1')] };
+
+    const handshake = raw([user('ping')]);
+    await service.inState('AWAITING_PEER');
+    const b1 = raw([user('b1')]);
+    expect(await said(handshake)).toBe('b1');
+    const a1 = raw(history.A); // A is held on its turn a1 ...
+    expect(await said(b1)).toBe('a1');
+    await service.inState('ACTIVE');
+    await service.kill(); // ... when the process is killed
+    await expect(a1).rejects.toThrow();
+    await service.restart();
+
+    // B says b2, then b3 before an answer; both are queued for A, whose retry gets them as one delivery.
+    const b2 = raw([...history.B, user('b2')]);
+    await service.inState('ACTIVE');
+    const b3 = raw([...history.B, user('b2'), user('b3')]);
+    await expect(b2).rejects.toMatchObject({ status: 409, code: 'superseded' });
+    expect(await said(raw(history.A))).toBe('b2\n\nb3');
+    history.A.push(asst('b2\n\nb3'));
+
+    // A graceful restart (B's held request gets 503), then a kill, then another start.
+    await service.stop();
+    await expect(b3).rejects.toMatchObject({ status: 503 });
+    await service.restart();
+    // A's next turn, with exactly the history it was given, is accepted: it goes to B's retry.
+    const a2 = raw([...history.A, user('a2')]);
+    await service.inState('ACTIVE');
+    await service.kill();
+    await expect(a2).rejects.toThrow();
+    await service.restart();
+    const bRetry = raw([...history.B, user('b2'), user('b3')]);
+    expect(await said(bRetry)).toBe('a2');
+    // And a message queued for A before a graceful restart reaches A after two more.
+    const b4 = raw([...history.B, user('b2'), user('b3'), asst('a2'), user('b4')]);
+    await service.inState('ACTIVE');
+    await service.stop();
+    await expect(b4).rejects.toMatchObject({ status: 503 });
+    await service.restart();
+    await service.stop();
+    await service.restart();
+    expect(await said(raw([...history.A, user('a2')]))).toBe('b4');
+
+    const records = readJournal(service.journalFile);
+    expect(deliveredTo(records, model, 'A')).toEqual(['b1', 'b2\n\nb3', 'b4']);
+    expect(deliveredTo(records, model, 'B')).toEqual(['a1', 'a2']);
+    expect(records.filter((r) => r.session === model && r.type === 'SessionResumed')).toHaveLength(5);
   });
 
   afterEach(({ task }) => {
