@@ -22,6 +22,11 @@ const keyList = z.string().transform((s) =>
     .filter(Boolean),
 );
 
+/** NEW_SESSIONS_PER_MINUTE when it is not set and the service listens beyond loopback. */
+export const NEW_SESSIONS_BEYOND_LOOPBACK = 30;
+
+export const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
+
 /** One row per setting: how it is named, what it means, how it is checked. `secret` values are never printed. */
 export const OPTIONS = {
   host: { env: 'HOST', default: '127.0.0.1', schema: z.string().min(1), help: 'address to listen on (0.0.0.0 for every interface)' },
@@ -122,7 +127,24 @@ export const OPTIONS = {
   },
   rateLimitPerMinute: { env: 'RATE_LIMIT_PER_MINUTE', default: '0', schema: perMinute, help: 'requests a minute per client key (per IP without keys); 0: no limit' },
   sessionRateLimitPerMinute: { env: 'SESSION_RATE_LIMIT_PER_MINUTE', default: '0', schema: perMinute, help: 'chat requests a minute per session; 0: no limit' },
-  newSessionsPerMinute: { env: 'NEW_SESSIONS_PER_MINUTE', default: '0', schema: perMinute, help: 'new sessions a minute per client key (per IP without keys); 0: no limit' },
+  newSessionsPerMinute: {
+    env: 'NEW_SESSIONS_PER_MINUTE',
+    default: '0',
+    schema: perMinute,
+    help: `new sessions a minute per client key (per IP without keys); 0: no limit (by default: none on a loopback HOST, ${NEW_SESSIONS_BEYOND_LOOPBACK} elsewhere)`,
+  },
+  maxQueuedBytesPerSide: {
+    env: 'MAX_QUEUED_BYTES_PER_SIDE',
+    default: String(1024 * 1024),
+    schema: z.coerce.number().int().min(1024),
+    help: "bytes of messages a session keeps queued for a side that is not reading; a turn beyond gets 429 queue_full",
+  },
+  failedKeysPerMinute: {
+    env: 'FAILED_KEYS_PER_MINUTE',
+    default: '20',
+    schema: perMinute,
+    help: 'requests with a wrong API key a minute per address, beyond which the address gets 429 for the rest of the minute; 0: no limit',
+  },
   maxHeldPerClient: { env: 'MAX_HELD_PER_CLIENT', default: '0', schema: perMinute, help: 'requests held open at once per client key (per IP without keys); 0: no limit' },
   maxEventLoopDelayMs: {
     env: 'MAX_EVENT_LOOP_DELAY_MS',
@@ -233,6 +255,11 @@ export function loadConfig(flags: Partial<Record<OptionName, string>>, env: Node
     }
   }
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
+  // A service others can reach limits new sessions per client unless told otherwise.
+  if (sources.newSessionsPerMinute === 'default' && !isLoopbackHost(config['host'] as string)) {
+    config['newSessionsPerMinute'] = NEW_SESSIONS_BEYOND_LOOPBACK;
+    raw.newSessionsPerMinute = `${NEW_SESSIONS_BEYOND_LOOPBACK} (HOST is not loopback)`;
+  }
   return { config: config as Config, sources, raw };
 }
 

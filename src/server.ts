@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { SimulatedClock } from 'xstate';
-import { timingOf, type Config } from './config.js';
+import { isLoopbackHost, timingOf, type Config } from './config.js';
 import { AccessControl } from './http/access.js';
 import { buildApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
@@ -18,7 +18,6 @@ import type { Metrics } from './telemetry/metrics.js';
 import type { Tracing } from './telemetry/tracing.js';
 import { logTransitions, transitionTap, type TransitionListener } from './telemetry/transitions.js';
 
-const isLoopbackHost = (host: string): boolean => host === 'localhost' || host === '::1' || host.startsWith('127.');
 
 /**
  * Where a person on this machine opens the console, given the listening URL (whose port is the
