@@ -81,7 +81,17 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const recovery = await recoverSessions(journal, sessions, { ttlMs: timing.sessionTtlMs, now: Date.now() });
   journal.recovery = recovery;
   if (recovery.records > 0) {
-    logger.info({ journal: config.journalPath, ...recovery }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
+    const { damaged, ...counts } = recovery;
+    logger.info({ journal: config.journalPath, ...counts, damaged: damaged.length }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
+  }
+  for (const d of recovery.damaged) {
+    logger.warn(
+      { journal: config.journalPath, session_id: d.session, records: d.records },
+      `session '${d.session}' was not restored: ${d.problem}; its readable records are kept in the journal (GET /admin/health lists such sessions)`,
+    );
+  }
+  if (recovery.unreadable > 0) {
+    logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
   }
   const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(sessions) : null;
   if (metrics) {

@@ -1,19 +1,33 @@
 /**
  * The embedded on-disk journal: `<dir>/journal.jsonl`, one JSON record per `\n`-terminated line,
  * written through a single append-only handle by one writer loop, so lines land in call order.
+ *
+ * It holds conversations: the directory is created 0700 and the files 0600. Nothing the store
+ * cannot read is ever deleted: a line that is not a record (or a torn last line cut at open) is
+ * copied to `<dir>/journal.quarantine.jsonl` before a compaction or a trim would drop it.
  */
-import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { chmod, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { closedError, decodeRecord, describeError, encodeRecord, JournalError } from './store.js';
 import type { FsyncPolicy, JournalRecordBase, JournalStats, JournalStore, StoreOptions } from './store.js';
 
 export const JOURNAL_FILE = 'journal.jsonl';
+export const QUARANTINE_FILE = 'journal.quarantine.jsonl';
 const COMPACT_FILE = 'journal.jsonl.compact';
+const PRIVATE_FILE = 0o600;
+const PRIVATE_DIR = 0o700;
 const NEWLINE = 0x0a;
 const CHUNK_BYTES = 64 * 1024;
 
 type Warn = (message: string) => void;
+
+/** A line of the journal that is not a record, as it was on disk. */
+interface Unreadable {
+  readonly line: number;
+  readonly bytes: Buffer;
+  readonly problem: string;
+}
 
 interface PendingAppend {
   readonly line: string;
@@ -33,6 +47,9 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
   private failure: JournalError | null = null;
   private closing: Promise<void> | null = null;
   private appended = 0;
+  /** Lines that are not records, as the latest full read found them. */
+  private unreadable = 0;
+  private quarantined = 0;
 
   private readonly file: string;
   private readonly policy: FsyncPolicy;
@@ -53,13 +70,16 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
     if (!(batchWindowMs >= 0)) throw new Error(`batchWindowMs must be a non-negative number, got ${batchWindowMs}.`);
     const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, 'JournalWarning'));
 
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
     const file = join(dir, JOURNAL_FILE);
     // A compaction cut short by a crash leaves its unrenamed copy behind; the journal itself is intact.
     await unlink(join(dir, COMPACT_FILE)).catch(ignoreMissing);
-    const handle = await open(file, 'a');
+    const handle = await open(file, 'a', PRIVATE_FILE);
     try {
-      const bytes = await trimTornTail(handle, file, warn);
+      // Files made by older versions (or a umask) may be readable by others: make them private.
+      await restrict(dir, PRIVATE_DIR, warn);
+      await restrict(file, PRIVATE_FILE, warn);
+      const bytes = await trimTornTail(handle, file, warn, (torn) => quarantine(dir, [torn], warn));
       // Makes the file's directory entry durable when this open created it.
       if (fsync !== 'off') await syncDirectory(dir);
       return new FileStore<R>(dir, handle, bytes, { policy: fsync, batchWindowMs, warn, onSync: options.onSync ?? (() => {}) });
@@ -87,7 +107,9 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
   async *read(): AsyncIterable<R> {
     // Include what was appended before the read began; a failure already reached those callers.
     await this.tail.catch(() => undefined);
-    yield* readRecords(this.file, this.settings.warn) as AsyncIterable<R>;
+    let unreadable = 0;
+    yield* readRecords(this.file, this.settings.warn, () => unreadable++) as AsyncIterable<R>;
+    this.unreadable = unreadable;
   }
 
   compact(keep: (record: R) => boolean): Promise<{ kept: number; dropped: number }> {
@@ -112,7 +134,14 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
   }
 
   stats(): JournalStats {
-    return { bytes: this.bytes, appended: this.appended, pending: this.queue.length + this.inFlight, policy: this.policy };
+    return {
+      bytes: this.bytes,
+      appended: this.appended,
+      pending: this.queue.length + this.inFlight,
+      policy: this.policy,
+      unreadable: this.unreadable,
+      quarantined: this.quarantined,
+    };
   }
 
   private startWriter(): void {
@@ -179,7 +208,13 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
       const temp = join(this.dir, COMPACT_FILE);
       let result: { kept: number; dropped: number; bytes: number };
       try {
-        result = await writeCompacted(this.file, temp, (record) => keep(record as R), this.settings.warn);
+        const dropped: Unreadable[] = [];
+        result = await writeCompacted(this.file, temp, (record) => keep(record as R), this.settings.warn, (u) => dropped.push(u));
+        // What could not be read leaves the journal only once it is safe in the quarantine file.
+        if (dropped.length > 0) {
+          await quarantine(this.dir, dropped, this.settings.warn);
+          this.quarantined += dropped.length;
+        }
         await rename(temp, this.file);
       } catch (error) {
         await unlink(temp).catch(ignoreMissing); // the journal itself is untouched
@@ -188,7 +223,7 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
       // The rename is done: from here a failure would leave appends going to an unlinked or non-durable file.
       try {
         const previous = this.handle;
-        this.handle = await open(this.file, 'a');
+        this.handle = await open(this.file, 'a', PRIVATE_FILE);
         await previous.close().catch(() => undefined);
         this.bytes = result.bytes;
         await syncDirectory(this.dir);
@@ -204,8 +239,8 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
   }
 }
 
-/** Every well-formed record of the file in order; torn and corrupt lines are skipped with a warning. */
-export async function* readRecords(file: string, warn: Warn): AsyncGenerator<JournalRecordBase> {
+/** Every well-formed record of the file in order; torn and corrupt lines are skipped with a warning (and told to `onUnreadable`). */
+export async function* readRecords(file: string, warn: Warn, onUnreadable: (unreadable: Unreadable) => void = () => {}): AsyncGenerator<JournalRecordBase> {
   const handle = await open(file, 'r');
   try {
     const chunk = Buffer.allocUnsafe(CHUNK_BYTES);
@@ -218,34 +253,45 @@ export async function* readRecords(file: string, warn: Warn): AsyncGenerator<Jou
       let start = 0;
       for (let end = data.indexOf(NEWLINE); end !== -1; end = data.indexOf(NEWLINE, start)) {
         lineNumber += 1;
-        const record = parseLine(data.subarray(start, end), lineNumber, file, warn);
+        const record = parseLine(data.subarray(start, end), lineNumber, file, warn, onUnreadable);
         start = end + 1;
         if (record) yield record;
       }
       carry = Buffer.from(data.subarray(start)); // a copy: `chunk` is reused
     }
     if (carry.length > 0) {
-      warn(`${file} line ${lineNumber + 1}: skipped a torn last line (${carry.length} bytes with no newline, from an interrupted write).`);
+      const problem = `skipped a torn last line (${carry.length} bytes with no newline, from an interrupted write)`;
+      warn(`${file} line ${lineNumber + 1}: ${problem}.`);
+      onUnreadable({ line: lineNumber + 1, bytes: carry, problem });
     }
   } finally {
     await handle.close();
   }
 }
 
-function parseLine(bytes: Buffer, lineNumber: number, file: string, warn: Warn): JournalRecordBase | null {
+function parseLine(bytes: Buffer, lineNumber: number, file: string, warn: Warn, onUnreadable: (unreadable: Unreadable) => void): JournalRecordBase | null {
   if (bytes.length === 0) return null; // a blank line carries nothing
   const decoded = decodeRecord(bytes.toString('utf8'));
-  if ('problem' in decoded) warn(`${file} line ${lineNumber}: ${decoded.problem}`);
+  if ('problem' in decoded) {
+    warn(`${file} line ${lineNumber}: ${decoded.problem}`);
+    onUnreadable({ line: lineNumber, bytes: Buffer.from(bytes), problem: decoded.problem });
+  }
   return 'record' in decoded ? decoded.record : null;
 }
 
 /** Writes the kept records of `source` to `target` and syncs it; `source` is only read. */
-async function writeCompacted(source: string, target: string, keep: (record: JournalRecordBase) => boolean, warn: Warn) {
-  const out = await open(target, 'w');
+async function writeCompacted(
+  source: string,
+  target: string,
+  keep: (record: JournalRecordBase) => boolean,
+  warn: Warn,
+  onUnreadable: (unreadable: Unreadable) => void,
+) {
+  const out = await open(target, 'w', PRIVATE_FILE);
   const result = { kept: 0, dropped: 0, bytes: 0 };
   let pending = '';
   try {
-    for await (const record of readRecords(source, warn)) {
+    for await (const record of readRecords(source, warn, onUnreadable)) {
       if (!keep(record)) {
         result.dropped += 1;
         continue;
@@ -263,8 +309,11 @@ async function writeCompacted(source: string, target: string, keep: (record: Jou
   return result;
 }
 
-/** Cuts a last line that has no `\n` (a write cut short by a crash) so the next append starts clean. */
-async function trimTornTail(handle: FileHandle, file: string, warn: Warn): Promise<number> {
+/**
+ * Cuts a last line that has no `\n` (a write cut short by a crash, never acknowledged) so the
+ * next append starts clean; the cut bytes go to the quarantine first.
+ */
+async function trimTornTail(handle: FileHandle, file: string, warn: Warn, keepAside: (torn: Unreadable) => Promise<void>): Promise<number> {
   const { size } = await handle.stat();
   if (size === 0) return 0;
   const reader = await open(file, 'r');
@@ -285,7 +334,15 @@ async function trimTornTail(handle: FileHandle, file: string, warn: Warn): Promi
     await reader.close();
   }
   if (cut === size) return size;
-  warn(`${file}: dropped a torn last line (${size - cut} bytes at offset ${cut} with no newline, from an interrupted write).`);
+  const torn = Buffer.alloc(size - cut);
+  const reread = await open(file, 'r');
+  try {
+    await reread.read(torn, 0, torn.length, cut);
+  } finally {
+    await reread.close();
+  }
+  await keepAside({ line: -1, bytes: torn, problem: `a torn last line (${torn.length} bytes at offset ${cut} with no newline, from an interrupted write)` });
+  warn(`${file}: moved a torn last line (${size - cut} bytes at offset ${cut} with no newline, from an interrupted write) to ${QUARANTINE_FILE}.`);
   await handle.truncate(cut);
   await handle.datasync();
   return cut;
@@ -299,6 +356,31 @@ async function writeAll(handle: FileHandle, buffer: Buffer): Promise<number> {
     offset += bytesWritten;
   }
   return buffer.length;
+}
+
+/** Appends unreadable lines to the quarantine file, durably, with where they came from. */
+async function quarantine(dir: string, lines: readonly Unreadable[], warn: Warn): Promise<void> {
+  const at = new Date().toISOString();
+  const text = lines
+    .map((u) => `${JSON.stringify({ at, file: JOURNAL_FILE, line: u.line, problem: u.problem, text: u.bytes.toString('utf8'), base64: u.bytes.toString('base64') })}\n`)
+    .join('');
+  const handle = await open(join(dir, QUARANTINE_FILE), 'a', PRIVATE_FILE);
+  try {
+    await writeAll(handle, Buffer.from(text, 'utf8'));
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  warn(`${join(dir, QUARANTINE_FILE)}: kept ${lines.length} unreadable journal line(s) there; the journal no longer holds them.`);
+}
+
+/** Best effort: a journal the service does not own keeps its mode, with a warning. */
+async function restrict(path: string, mode: number, warn: Warn): Promise<void> {
+  try {
+    await chmod(path, mode);
+  } catch (error) {
+    warn(`could not make ${path} private (mode ${mode.toString(8)}): ${describeError(error)}`);
+  }
 }
 
 async function syncDirectory(dir: string): Promise<void> {

@@ -8,7 +8,11 @@ import type { SessionContext } from '../../machines/session.logic.js';
 import type { SessionEmitted, SessionEvent } from '../../machines/session.machine.js';
 import type { Logger } from '../telemetry/logger.js';
 import { RECORD_VERSION, recordTypeOf, sideOf, type JournalRecord } from './records.js';
+import type { RecoveryReport } from './recovery.js';
 import type { JournalStore } from './store.js';
+
+/** Identifies a stored record across compactions (which keep records as they are, in order). */
+const keyOf = (record: JournalRecord): string => `${record.session}\u0000${record.seq}\u0000${record.at}\u0000${record.type}`;
 
 export class Journal {
   private readonly seqs = new Map<string, number>();
@@ -16,7 +20,9 @@ export class Journal {
   private closedSinceCompaction = 0;
   private compacting: Promise<unknown> | null = null;
   /** What recovery found on start, for /health. */
-  recovery: { records: number; restored: number; dropped: number; ms: number } | null = null;
+  recovery: RecoveryReport | null = null;
+  /** Records no compaction may drop (of a session that could not be rebuilt, or of another format). */
+  private readonly preserved = new Set<string>();
 
   /** The trace id of a request's span, when tracing is on. */
   traceOf: ((requestId: string | null) => string | null) | null = null;
@@ -92,7 +98,12 @@ export class Journal {
     this.compacting = this.compact(liveSessions()).finally(() => (this.compacting = null));
   }
 
-  /** Keeps only the current incarnation of the given sessions. */
+  /** Keeps this record through every compaction: it was not understood, so it is not garbage. */
+  preserve(record: JournalRecord): void {
+    this.preserved.add(keyOf(record));
+  }
+
+  /** Keeps only the current incarnation of the given sessions, and what must be preserved. */
   async compact(live: ReadonlySet<string>): Promise<{ kept: number; dropped: number }> {
     const starts = new Map<string, number>();
     let index = 0;
@@ -101,8 +112,9 @@ export class Journal {
       index++;
     }
     let position = 0;
+    const preserved = this.preserved;
     const result = await this.store.compact((record) => {
-      const keep = live.has(record.session) && position >= (starts.get(record.session) ?? 0);
+      const keep = (live.has(record.session) && position >= (starts.get(record.session) ?? 0)) || (preserved.size > 0 && preserved.has(keyOf(record)));
       position++;
       return keep;
     });

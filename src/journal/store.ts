@@ -38,6 +38,10 @@ export interface JournalStats {
   readonly appended: number;
   readonly pending: number;
   readonly policy: FsyncPolicy | 'memory';
+  /** Lines that are not records, as the latest full read found them (file store). */
+  readonly unreadable?: number;
+  /** Unreadable lines moved to the quarantine file since the store opened (file store). */
+  readonly quarantined?: number;
 }
 
 export interface StoreOptions {

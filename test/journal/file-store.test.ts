@@ -2,12 +2,12 @@
 // under every fsync policy, across reopen, compaction and a SIGKILL; torn and corrupt lines
 // never stop it from opening; 'always' syncs once per record and 'batch' groups the syncs.
 import { spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { JOURNAL_FILE } from '../../src/journal/file-store.js';
+import { FileStore, JOURNAL_FILE } from '../../src/journal/file-store.js';
 import { openJournal, type FsyncPolicy, type JournalRecordBase, type JournalStore, type StoreOptions } from '../../src/journal/store.js';
 
 interface TestRecord extends JournalRecordBase {
@@ -57,7 +57,7 @@ describe.each(['always', 'batch', 'off'] as const)("FileStore with fsync '%s'", 
     for (const r of records.slice(0, 10)) await store.append(r);
     await Promise.all(records.slice(10).map((r) => store.append(r)));
     expect(await readAll(store)).toEqual(records);
-    expect(store.stats()).toEqual({ bytes: statSync(journalFile()).size, appended: 50, pending: 0, policy });
+    expect(store.stats()).toEqual({ bytes: statSync(journalFile()).size, appended: 50, pending: 0, policy, unreadable: 0, quarantined: 0 });
     await store.close();
     await expect(store.append(record(50))).rejects.toThrow(/closed/);
 
@@ -153,10 +153,15 @@ describe('FileStore damage', () => {
 
     warnings = [];
     const reopened = await open('always');
-    expect(warnings).toEqual([expect.stringMatching(/dropped a torn last line \(\d+ bytes/)]);
+    expect(warnings).toEqual([expect.stringMatching(/kept 1 unreadable journal line\(s\) there/), expect.stringMatching(/moved a torn last line \(\d+ bytes/)]);
+    // Nothing unread is deleted: the torn bytes are in the quarantine file, as they were.
+    const [kept] = readFileSync(join(dir, 'journal.quarantine.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { text: string; base64: string; problem: string });
+    expect(kept!.text).toBe('{"session":"npc-guard","seq":3,"type":"Turn');
+    expect(Buffer.from(kept!.base64, 'base64').toString('utf8')).toBe(kept!.text);
+    expect(kept!.problem).toMatch(/torn last line/);
     await reopened.append(record(3));
     expect((await readAll(reopened)).map((r) => r.seq)).toEqual([0, 1, 2, 3]);
-    expect(warnings).toHaveLength(1);
+    expect(warnings).toHaveLength(2);
     await reopened.close();
     const lines = readFileSync(journalFile(), 'utf8').split('\n');
     expect(lines.pop()).toBe('');
@@ -181,7 +186,33 @@ describe('FileStore damage', () => {
       expect.stringMatching(/line 2: skipped a corrupt line \(not valid JSON\)/),
       expect.stringMatching(/line 4: skipped a line that is not a journal record/),
     ]);
+    expect(store.stats().unreadable).toBe(2);
+    // A compaction drops them from the journal only after they are kept in the quarantine file.
+    await store.compact(() => true);
+    const quarantined = readFileSync(join(dir, 'journal.quarantine.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { line: number; text: string });
+    expect(quarantined.map((q) => [q.line, q.text])).toEqual([
+      [2, '{"session":"npc-guard","se'],
+      [4, '{"foo":1}'],
+    ]);
+    expect(store.stats().quarantined).toBe(2);
+    expect((await readAll(store)).map((r) => r.seq)).toEqual([0, 1, 2, 3]);
     await store.close();
+  });
+
+  it('keeps the journal private: a 0700 directory and 0600 files, also for a journal made before', async () => {
+    const fresh = join(dir, 'fresh');
+    const store = await FileStore.open<TestRecord>(fresh, { fsync: 'off', onWarning: (w) => warnings.push(w) });
+    await store.append(record(0));
+    await store.compact(() => true);
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
+    expect(statSync(join(fresh, 'journal.jsonl')).mode & 0o777).toBe(0o600);
+    await store.close();
+    chmodSync(join(fresh, 'journal.jsonl'), 0o644);
+    chmodSync(fresh, 0o755);
+    const reopened = await FileStore.open<TestRecord>(fresh, { fsync: 'off', onWarning: (w) => warnings.push(w) });
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
+    expect(statSync(join(fresh, 'journal.jsonl')).mode & 0o777).toBe(0o600);
+    await reopened.close();
   });
 
   it('removes the copy left by a compaction cut short, keeping the journal', async () => {

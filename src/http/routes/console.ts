@@ -27,6 +27,7 @@ import { sessionChart } from '../console-chart.js';
 import { ConsoleFeed } from '../console-feed.js';
 import type { AppContext } from '../context.js';
 import { presentedKey } from '../access.js';
+import { isLoopbackName, isOwnOrigin } from '../browser-guard.js';
 import { loopbackOnly } from '../loopback-only.js';
 import { sideHolders } from './realtime.js';
 
@@ -50,14 +51,10 @@ const SECURITY_HEADERS: Record<string, string> = {
   'cache-control': 'no-cache',
 };
 
-const LOOPBACK_HOST = /^(?:localhost|(?:[a-z0-9-]+\.)*localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
-
 /** Requests must name a loopback host, and cross-origin ones (a WebSocket from another site) are refused. */
 async function sameOriginOnly(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-  const host = request.headers.host ?? '';
-  const hostname = host.replace(/:\d+$/, '');
-  const origin = request.headers.origin;
-  if (LOOPBACK_HOST.test(hostname) && (origin === undefined || origin === `http://${host}` || origin === `https://${host}`)) return undefined;
+  const { host, origin } = request.headers;
+  if (isLoopbackName(host) && (origin === undefined || isOwnOrigin(origin, host))) return undefined;
   request.turnLog = { ...request.turnLog, refused: 'console: not a loopback host or another origin' };
   return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
 }

@@ -11,9 +11,16 @@ function timerSettings(config: AppContext['config']): Record<string, number> {
     keepalive_interval_seconds: config.keepaliveIntervalSeconds,
     handshake_timeout_seconds: config.handshakeTimeoutSeconds,
     turn_timeout_seconds: config.turnTimeoutSeconds,
-    // Present once the service has a separate timer for streaming waits.
-    ...('streamTurnTimeoutSeconds' in config && typeof config.streamTurnTimeoutSeconds === 'number' ? { stream_turn_timeout_seconds: config.streamTurnTimeoutSeconds } : {}),
+    stream_turn_timeout_seconds: config.streamTurnTimeoutSeconds,
   };
+}
+
+/** What recovery found, without session ids (this route answers anyone): how many were damaged. */
+function publicRecovery(ctx: AppContext) {
+  const recovery = ctx.journal.recovery;
+  if (!recovery) return null;
+  const { damaged, ...counts } = recovery;
+  return { ...counts, damaged: damaged.length };
 }
 
 export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
@@ -25,7 +32,7 @@ export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
       status: ctx.shuttingDown ? 'shutting_down' : 'ok',
       uptime_seconds: Math.round((Date.now() - ctx.startedAt) / 1000),
       sessions: { live: ctx.sessions.size, max: ctx.config.maxSessions, by_state: byState },
-      journal: { path: ctx.config.journalPath, ...ctx.journal.store.stats(), recovery: ctx.journal.recovery },
+      journal: { path: ctx.config.journalPath, ...ctx.journal.store.stats(), recovery: publicRecovery(ctx) },
       settings: timerSettings(ctx.config),
     };
   });
