@@ -79,6 +79,11 @@ export interface SessionTiming {
   readonly turnTimeoutMs: number;
   readonly streamTurnTimeoutMs: number;
   readonly sessionTtlMs: number;
+  /**
+   * Inactivity after which a session only one side joined ends, once nothing is held (the
+   * service uses the handshake timeout). Absent: the session TTL.
+   */
+  readonly unjoinedTtlMs?: number;
 }
 
 /** How long a wait of `timer` may last. */

@@ -93,6 +93,8 @@ export const sessionMachine = setup({
     turnTimeout: ({ context }) => context.timing.turnTimeoutMs,
     streamTurnTimeout: ({ context }) => context.timing.streamTurnTimeoutMs,
     sessionTtl: ({ context }) => context.timing.sessionTtlMs,
+    // A session only one side ever joined holds nothing worth an hour's slot once nobody waits.
+    unjoinedTtl: ({ context }) => context.timing.unjoinedTtlMs ?? context.timing.sessionTtlMs,
   },
   guards: {
     bothSidesJoined: ({ context }) => bothJoined(context),
@@ -139,8 +141,9 @@ export const sessionMachine = setup({
     },
     AWAITING_PEER: {
       always: { guard: 'bothSidesJoined', target: 'ACTIVE' },
-      // Inactivity: only while nothing is held (a held handshake has its own timeout).
-      after: { sessionTtl: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' } },
+      // Inactivity: only while nothing is held (a held handshake has its own timeout), and as
+      // short as a handshake's wait: a peer that never came, a client that left.
+      after: { unjoinedTtl: { guard: 'nothingHeld', target: 'CLOSING', actions: 'closeSession' } },
       on: {
         ...renewing('AWAITING_PEER', { CONNECT_A: { actions: 'receiveTurn' }, CONNECT_B: { actions: 'receiveTurn' }, ...TURNS, ...WAITS }),
         RESUMED: { target: 'AWAITING_PEER', reenter: true },
@@ -175,7 +178,7 @@ export const sessionMachine = setup({
 
 export type SessionStateName = 'EMPTY' | 'AWAITING_PEER' | 'ACTIVE' | 'DORMANT' | 'CLOSING' | 'CLOSED';
 
-type Enqueue = Parameters<Parameters<typeof enqueueActions<SessionContext, SessionEvent, undefined, SessionEvent, never, never, never, 'handshakeTimeout' | 'turnTimeout' | 'streamTurnTimeout' | 'sessionTtl', SessionEmitted>>[0]>[0]['enqueue'];
+type Enqueue = Parameters<Parameters<typeof enqueueActions<SessionContext, SessionEvent, undefined, SessionEvent, never, never, never, 'handshakeTimeout' | 'turnTimeout' | 'streamTurnTimeout' | 'sessionTtl' | 'unjoinedTtl', SessionEmitted>>[0]>[0]['enqueue'];
 
 const TIMER_DELAYS = { handshake: 'handshakeTimeout', turn: 'turnTimeout', stream: 'streamTurnTimeout' } as const;
 

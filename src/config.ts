@@ -269,5 +269,8 @@ export function timingOf(config: Config) {
     turnTimeoutMs: config.turnTimeoutSeconds * 1000,
     streamTurnTimeoutMs: config.streamTurnTimeoutSeconds * 1000,
     sessionTtlMs: config.sessionTtlSeconds * 1000,
+    // A session whose peer never came ends as soon as a handshake would have given up (issue: empty
+    // sessions held MAX_SESSIONS slots for an hour).
+    unjoinedTtlMs: Math.min(config.handshakeTimeoutSeconds, config.sessionTtlSeconds) * 1000,
   };
 }

@@ -62,12 +62,13 @@ export async function createService(config: Config, logger: Logger, options: Ser
   if (tracing) journal.traceOf = (requestId) => tracing.traceOf(requestId);
   const transitions = transitionTap(listeners);
   // Optional parts are loaded only when asked for, so a plain service carries none of them.
-  const stately = config.inspect ? (await import('./telemetry/stately.js')).startStatelyInspection(config.inspectPort) : null;
-  if (stately) logger.info({ url: stately.url }, `Stately inspection: open ${stately.url} to watch sessions live`);
+  const stately = config.inspect ? await (await import('./telemetry/stately.js')).startStatelyInspection({ host: config.host, port: config.inspectPort, access }) : null;
+  if (stately) logger.info({ url: stately.url }, `Stately inspection: open ${stately.url} to watch sessions live (${stately.who})`);
   const timing = timingOf(config);
   const sessions = new SessionRegistry({
     timing,
     maxSessions: config.maxSessions,
+    maxQueuedBytesPerSide: config.maxQueuedBytesPerSide,
     journal,
     // The one tap on the actor system: journal records, then log lines and metrics.
     inspect: (event) => {

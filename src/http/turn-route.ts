@@ -41,16 +41,20 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     }
 
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
+    const client = request.client.key;
+    // Authorisation first: a client that may not act on the session must not spend its budget.
+    const bound = client ? ctx.sessions.get(turn.sessionId)?.bindClient({ ...submitted, client }) : undefined;
+    if (bound && 'error' in bound) throw new ProxyError(bound.error, bound.message);
     if (limits.checking) await limits.check(request, reply, turn.sessionId);
     const release = limits.hold(request);
-    const client = request.client.key;
     const result = ctx.sessions.submit(turn.sessionId, client ? { ...submitted, client } : submitted, request.id, {
       protocol: adapter.name,
       ...(turn.stream ? { stream: true } : {}),
     });
     if ('error' in result) {
       release?.();
-      throw new ProxyError(result.error, result.message, result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : {});
+      const retryAfter = result.error === 'max_sessions' ? { retryAfterSeconds: 1 } : result.error === 'queue_full' ? { retryAfterSeconds: 5 } : {};
+      throw new ProxyError(result.error, result.message, retryAfter);
     }
     if (release) void result.outcome.then(release);
     request.turnLog.side = result.side;

@@ -56,7 +56,7 @@ const TYPES: Record<string, RecordType> = {
 
 /** The record type of a chart event; null for events that are not facts (init, internals). */
 export function recordTypeOf(eventType: string): RecordType | null {
-  if (eventType.startsWith('xstate.after.sessionTtl')) return 'SessionExpired';
+  if (eventType.startsWith('xstate.after.sessionTtl') || eventType.startsWith('xstate.after.unjoinedTtl')) return 'SessionExpired';
   return TYPES[eventType] ?? null;
 }
 

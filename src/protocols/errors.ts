@@ -24,6 +24,7 @@ export const ERROR_STATUS = {
   headers_too_large: 431,
   upgrade_required: 426,
   rate_limited: 429,
+  queue_full: 429,
   internal_error: 500,
   max_sessions: 503,
   shutting_down: 503,

@@ -12,6 +12,8 @@ import { Session, type SessionOptions, type SubmitOptions, type SubmitResult } f
 export interface RegistryOptions {
   readonly timing: SessionTiming;
   readonly maxSessions: number;
+  /** MAX_QUEUED_BYTES_PER_SIDE (none: no cap). */
+  readonly maxQueuedBytesPerSide?: number;
   readonly clock?: SimulatedClock;
   readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
@@ -133,6 +135,7 @@ export class SessionRegistry {
       // A store whose appends are durable at once (memory) has nothing for replies to wait for.
       ...(journal && !journal.store.durableOnAppend ? { durable: () => journal.durable() } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),
+      ...(this.options.maxQueuedBytesPerSide ? { maxQueuedBytes: this.options.maxQueuedBytesPerSide } : {}),
       onClosed: (closed) => {
         this.leave(system);
         if (this.sessions.get(closed.id) !== closed) return;

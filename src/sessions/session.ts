@@ -41,7 +41,7 @@ export interface SubmitOptions {
   readonly protocol?: string;
 }
 
-export type SubmitResult = Submission | { readonly error: 'session_conflict' | 'session_forbidden'; readonly message: string };
+export type SubmitResult = Submission | { readonly error: 'session_conflict' | 'session_forbidden' | 'queue_full'; readonly message: string };
 
 export interface SessionOptions {
   readonly timing: SessionTiming;
@@ -51,6 +51,8 @@ export interface SessionOptions {
   readonly restore?: { readonly context: SessionContext; readonly state: 'AWAITING_PEER' | 'DORMANT' };
   /** Resolves when what the session did so far is in the journal; replies wait for it. */
   readonly durable?: () => Promise<void>;
+  /** Bytes of messages kept queued for a side that is not reading; a turn beyond is refused (none: no cap). */
+  readonly maxQueuedBytes?: number;
   readonly now?: () => number;
   readonly onClosed: (session: Session) => void;
 }
@@ -66,6 +68,7 @@ export class Session {
   private readonly waiting = new Map<string, Waiter>();
   private readonly now: () => number;
   private readonly durable: (() => Promise<void>) | undefined;
+  private readonly maxQueuedBytes: number;
   /** The protocol of each side's latest request (`openai`, `anthropic`, `websocket`, …), for views. */
   readonly protocols: Record<Side, string | null> = { A: null, B: null };
   /**
@@ -80,6 +83,7 @@ export class Session {
   ) {
     this.now = options.now ?? Date.now;
     this.durable = options.durable;
+    this.maxQueuedBytes = options.maxQueuedBytes ?? Infinity;
     this.actor = createActor(sessionMachine, {
       id,
       input: { sessionId: id, timing: options.timing },
@@ -114,6 +118,8 @@ export class Session {
     const attribution = attributeRequest(this.context, request);
     if (attribution.kind === 'conflict') return { error: 'session_conflict', message: attribution.message };
     const { side, kind, seen } = attribution;
+    const full = attribution.kind === 'retry' ? null : this.queueFull(side, attribution.kind, attribution.messages);
+    if (full) return full;
     if (options.protocol) this.protocols[side] = options.protocol;
     const outcome = this.wait(requestId);
     const at = this.now();
@@ -185,6 +191,25 @@ export class Session {
     const outcome = this.wait(requestId);
     this.actor.send({ type: side === 'A' ? 'LISTEN_A' : 'LISTEN_B', requestId, at: this.now() });
     return this.submission(side, 'message', requestId, outcome);
+  }
+
+  /**
+   * A side that is not reading cannot be sent more than MAX_QUEUED_BYTES_PER_SIDE: a turn that
+   * would queue beyond it is refused (nothing of it is kept), so one client cannot fill memory.
+   */
+  private queueFull(side: Side, kind: 'connect' | 'message', messages: readonly string[]): { error: 'queue_full'; message: string } | null {
+    if (this.maxQueuedBytes === Infinity || (side === 'A' && kind === 'connect')) return null; // A's handshake is never forwarded
+    const peer: Side = side === 'A' ? 'B' : 'A';
+    const state = this.context.sides[peer];
+    if (state.held) return null; // delivered at once, never queued
+    let bytes = 0;
+    for (const queued of state.queue) bytes += Buffer.byteLength(queued);
+    for (const m of messages) bytes += Buffer.byteLength(m);
+    if (bytes <= this.maxQueuedBytes) return null;
+    return {
+      error: 'queue_full',
+      message: `Side ${peer} of session '${this.id}' is not reading, and what waits for it would exceed MAX_QUEUED_BYTES_PER_SIDE (${this.maxQueuedBytes} bytes). Send this again once side ${peer} has read its messages.`,
+    };
   }
 
   /** What `side` has typed live since its latest turn (a reconnecting typist carries on from it). */

@@ -4,6 +4,7 @@
 // waiting for a peer, MAX_SESSIONS refuses only new sessions (503 with Retry-After), and a
 // graceful shutdown answers held requests with 503 and held streams with an in-stream error.
 import { describe, expect, it } from 'vitest';
+import { loadConfig, NEW_SESSIONS_BEYOND_LOOPBACK } from '../../src/config.js';
 import { apiError, expectOpenAIError, recordingClient, uniqueId, untilHeld, useServers } from './support.js';
 
 const start = useServers();
@@ -140,6 +141,36 @@ describe('MAX_SESSIONS', () => {
     await fetch(`${server.url}/v1/sessions/${s1}`, { method: 'DELETE' });
     expect((await a3).status).toBe(410);
     expect((await b1).status).toBe(410);
+  });
+});
+
+describe('sessions nobody joined', () => {
+  it('do not hold MAX_SESSIONS slots once their only client left: they end after HANDSHAKE_TIMEOUT_SECONDS', async () => {
+    const server = await start({ maxSessions: '5', handshakeTimeoutSeconds: '0.4' });
+    const client = server.client({ maxRetries: 0 });
+    // Five clients open sessions and give up at once (a hostile or buggy client's burst).
+    const aborts = Array.from({ length: 5 }, () => new AbortController());
+    const ids = aborts.map(() => uniqueId('gone'));
+    ids.forEach((id, i) => client.chat.completions.create({ model: id, messages: [{ role: 'user', content: 'ping' }] }, { signal: aborts[i]!.signal }).catch(() => undefined));
+    for (const id of ids) await untilHeld(server, id, 'A');
+    for (const abort of aborts) abort.abort();
+    const refused = await apiError(client.chat.completions.create({ model: uniqueId('newcomer'), messages: [{ role: 'user', content: 'ping' }] }));
+    expect(refused.status).toBe(503);
+    // A handshake timeout later the slots are free again, and the sessions are gone.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(ids.map((id) => server.service.ctx.sessions.get(id))).toEqual([undefined, undefined, undefined, undefined, undefined]);
+    const newcomer = uniqueId('newcomer');
+    const held = apiError(client.chat.completions.create({ model: newcomer, messages: [{ role: 'user', content: 'ping' }] }));
+    await untilHeld(server, newcomer, 'A');
+    await fetch(`${server.url}/v1/sessions/${newcomer}`, { method: 'DELETE' });
+    expect((await held).status).toBe(410);
+  });
+
+  it('limit new sessions per client by default when the service listens beyond loopback', () => {
+    expect(loadConfig({ host: '0.0.0.0' }, {}).config.newSessionsPerMinute).toBe(NEW_SESSIONS_BEYOND_LOOPBACK);
+    expect(loadConfig({ host: '127.0.0.1' }, {}).config.newSessionsPerMinute).toBe(0);
+    expect(loadConfig({ host: '0.0.0.0', newSessionsPerMinute: '0' }, {}).config.newSessionsPerMinute).toBe(0); // set: as set
+    expect(loadConfig({ host: '0.0.0.0' }, {}).raw.newSessionsPerMinute).toMatch(/not loopback/);
   });
 });
 

@@ -542,7 +542,7 @@ describe('DORMANT', () => {
 });
 
 describe('the session TTL', () => {
-  const TTL: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 5_000 };
+  const TTL: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 5_000, unjoinedTtlMs: 1_000 };
 
   it('closes a DORMANT session at exactly sessionTtlMs after its last activity (CLOSING → CLOSED)', () => {
     const s = opened(TTL);
@@ -606,16 +606,33 @@ describe('the session TTL', () => {
     expect(s.value).toBe('CLOSED');
   });
 
-  it('closes an AWAITING_PEER session whose only side went away', () => {
+  it('closes an AWAITING_PEER session whose only side went away after the handshake timeout, not the TTL', () => {
     const s = harness(TTL);
     s.connectA('a-hs', 'ping');
     s.advance(200);
     s.disconnectA('a-hs');
-    s.advance(4_999);
+    s.advance(999);
     expect(s.value).toBe('AWAITING_PEER');
     s.advance(1);
     expect(s.value).toBe('CLOSED');
+    expect(s.ctx.closeReason).toBe('expired');
     expect(s.take()).toEqual([]);
+  });
+
+  it('keeps an AWAITING_PEER session while its side waits, and for a handshake timeout after each activity', () => {
+    const s = harness(TTL);
+    s.connectA('a-hs', 'ping');
+    s.advance(1_000); // the handshake times out: the retry window starts now
+    expect(s.take()).toEqual([reject('A', 'a-hs', 'handshake_timeout')]);
+    s.advance(900);
+    s.actor.send({ type: 'RETRY_FROM_A', requestId: 'a-hs-retry', at: s.clock.now() }); // the SDK's retry re-attaches
+    s.advance(1_000);
+    expect(s.take()).toEqual([reject('A', 'a-hs-retry', 'handshake_timeout')]);
+    expect(s.value).toBe('AWAITING_PEER');
+    s.advance(999);
+    expect(s.value).toBe('AWAITING_PEER');
+    s.advance(1);
+    expect(s.value).toBe('CLOSED');
   });
 
   it('is cancelled by CLOSE (no second close)', () => {
@@ -627,16 +644,16 @@ describe('the session TTL', () => {
 });
 
 describe('fractional-millisecond timings', () => {
-  const FRACTIONAL: SessionTiming = { handshakeTimeoutMs: 1.5, turnTimeoutMs: 2.25, streamTurnTimeoutMs: 2.25, sessionTtlMs: 3.75 };
+  const FRACTIONAL: SessionTiming = { handshakeTimeoutMs: 1.5, turnTimeoutMs: 2.25, streamTurnTimeoutMs: 2.25, sessionTtlMs: 3.75, unjoinedTtlMs: 1.5 };
 
-  it('times out the handshake at exactly 1.5 ms and expires the session 3.75 ms later', () => {
+  it('times out the handshake at exactly 1.5 ms and expires the unjoined session 1.5 ms later', () => {
     const s = harness(FRACTIONAL);
     s.connectA('a-hs', 'ping');
     s.advance(1.25);
     expect(s.take()).toEqual([]);
     s.advance(0.25);
     expect(s.take()).toEqual([reject('A', 'a-hs', 'handshake_timeout')]);
-    s.advance(3.5);
+    s.advance(1.25);
     expect(s.value).toBe('AWAITING_PEER');
     s.advance(0.25);
     expect(s.value).toBe('CLOSED');
