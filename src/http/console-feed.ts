@@ -9,6 +9,10 @@
  * Which protocol each side speaks is not part of the chart (it is protocol-neutral): the session
  * wrapper records the protocol of each side's latest request, and a side held by an open
  * WebSocket shows as `websocket`. When a wait began is part of the chart's context.
+ *
+ * What was said is the admin's to read, as on the admin routes: with ADMIN_API_KEY set, only a
+ * page that connected with it gets transcripts. The session list (ids, states, counts, waits,
+ * no text) goes to every page the console's guard lets in.
  */
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
@@ -62,7 +66,7 @@ export type FeedFrame =
   | {
       type: 'hello';
       now: number;
-      /** May this page use the admin actions (end a session, download its transcript)? */
+      /** May this page read transcripts and use the admin actions (end a session, download its transcript)? */
       admin: boolean;
       /** Client API keys are required: playing a side or ending a session needs one. */
       keys: boolean;
@@ -83,7 +87,7 @@ export type FeedFrame =
       closed: boolean;
     }
   | { type: 'pong'; id: string | null }
-  | { type: 'error'; code: 'invalid_json' | 'invalid_request'; message: string };
+  | { type: 'error'; code: 'invalid_json' | 'invalid_request' | 'invalid_api_key'; message: string };
 
 const clientFrame = z.discriminatedUnion(
   'type',
@@ -96,6 +100,7 @@ const clientFrame = z.discriminatedUnion(
 
 interface Viewer {
   readonly socket: WebSocket;
+  /** Holds the admin key, or none is set: gets transcripts. */
   readonly admin: boolean;
   watching: string | null;
   /** The session object the page was last sent entries of (a reused id is a new object). */
@@ -253,11 +258,20 @@ export class ConsoleFeed {
       this.send(viewer, { type: 'pong', id: frame.id ?? null });
       return;
     }
-    viewer.watching = frame.session;
+    const refused = frame.session !== null && !viewer.admin;
+    viewer.watching = refused ? null : frame.session;
     viewer.watched = null;
     viewer.sent = 0;
     viewer.closedSent = false;
-    if (frame.session !== null) this.sendTranscript(viewer);
+    if (refused) {
+      this.send(viewer, {
+        type: 'error',
+        code: 'invalid_api_key',
+        message: 'Transcripts need the admin key (ADMIN_API_KEY is set): enter it in the page (Admin key), or connect to /console/live with ?key=<admin key>.',
+      });
+    } else if (frame.session !== null) {
+      this.sendTranscript(viewer);
+    }
   }
 
   /** The entries the page has not seen yet (all of them, within the window, after a reset). */

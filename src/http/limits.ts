@@ -2,7 +2,8 @@
  * Limits beyond the per-client request rate (which @fastify/rate-limit applies to every
  * route): chat requests per session, new sessions per client, and requests held at once per
  * client. Each is off at 0. A refusal is a 429 rate_limited with Retry-After, in the route's
- * protocol's error shape.
+ * protocol's error shape. WebSocket `message` frames count against the same limiters
+ * (`checkFrame`), so a socket is no way around them.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
@@ -16,37 +17,69 @@ export interface Limits {
   /** Throws rate_limited when the session, or the client's new sessions, are over their rate. */
   check(request: FastifyRequest, reply: FastifyReply, sessionId: string): Promise<void>;
   /**
+   * A WebSocket `message` frame, counted on the request that opened its connection: against the
+   * client's request rate (the very counter its HTTP requests use), then as `check` counts a
+   * turn. Throws rate_limited with retryAfterSeconds.
+   */
+  checkFrame(request: FastifyRequest, sessionId: string): Promise<void>;
+  /**
    * Counts a held request against its client; throws rate_limited when over the cap. Returns
    * the release, or null when no cap is set (nothing to count).
    */
   hold(request: FastifyRequest): (() => void) | null;
 }
 
+const limitsByService = new WeakMap<AppContext, Limits>();
+
+/** The service's limits, made on the first call: the chat routes and the WebSocket side share them. */
 export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
-  const { sessionRateLimitPerMinute, newSessionsPerMinute, maxHeldPerClient } = ctx.config;
+  let limits = limitsByService.get(ctx);
+  if (!limits) {
+    limits = buildLimits(app, ctx);
+    limitsByService.set(ctx, limits);
+  }
+  return limits;
+}
+
+interface Exceeded {
+  readonly what: string;
+  readonly max: number;
+  readonly seconds: number;
+}
+
+function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
+  const { rateLimitPerMinute, sessionRateLimitPerMinute, newSessionsPerMinute, maxHeldPerClient } = ctx.config;
   const limiter = (max: number, key: (request: FastifyRequest) => string): Limiter | null =>
     max > 0 ? (app.createRateLimit({ max, timeWindow: 60_000, keyGenerator: key }) as unknown as Limiter) : null;
   const perSession = limiter(sessionRateLimitPerMinute, (r) => `session:${String(r.turnLog?.['session_id'])}`);
   const newSessions = limiter(newSessionsPerMinute, (r) => `new-session:${r.client.id}`);
+  // Without options, @fastify/rate-limit hands out its global limiter: the same store, key and
+  // budget as the hook that counts every HTTP request (app.ts).
+  const perClient = rateLimitPerMinute > 0 ? (app.createRateLimit() as unknown as Limiter) : null;
   const held = new Map<string, number>();
 
-  const refuse = (reply: FastifyReply, what: string, result: { max: number; ttl: number }): never => {
-    const seconds = Math.max(1, Math.ceil(result.ttl / 1000));
-    reply.header('x-ratelimit-limit', result.max).header('x-ratelimit-remaining', 0).header('x-ratelimit-reset', seconds);
-    throw new ProxyError('rate_limited', `Rate limit reached: ${result.max} ${what} a minute. Retry in ${seconds} s.`, { retryAfterSeconds: seconds });
+  const over = async (limit: Limiter | null, request: FastifyRequest, what: string): Promise<Exceeded | null> => {
+    if (!limit) return null;
+    const result = await limit(request);
+    return result.isExceeded ? { what, max: result.max, seconds: Math.max(1, Math.ceil(result.ttl / 1000)) } : null;
   };
+  const turnLimits = async (request: FastifyRequest, sessionId: string): Promise<Exceeded | null> =>
+    (await over(perSession, request, `requests to session '${sessionId}'`)) ??
+    (ctx.sessions.get(sessionId) ? null : await over(newSessions, request, 'new sessions per client'));
+  const refusal = ({ what, max, seconds }: Exceeded): ProxyError =>
+    new ProxyError('rate_limited', `Rate limit reached: ${max} ${what} a minute. Retry in ${seconds} s.`, { retryAfterSeconds: seconds });
 
   return {
     checking: perSession !== null || newSessions !== null,
     async check(request, reply, sessionId) {
-      if (perSession) {
-        const result = await perSession(request);
-        if (result.isExceeded) refuse(reply, `requests to session '${sessionId}'`, result);
-      }
-      if (newSessions && !ctx.sessions.get(sessionId)) {
-        const result = await newSessions(request);
-        if (result.isExceeded) refuse(reply, 'new sessions per client', result);
-      }
+      const exceeded = await turnLimits(request, sessionId);
+      if (!exceeded) return;
+      reply.header('x-ratelimit-limit', exceeded.max).header('x-ratelimit-remaining', 0).header('x-ratelimit-reset', exceeded.seconds);
+      throw refusal(exceeded);
+    },
+    async checkFrame(request, sessionId) {
+      const exceeded = (await over(perClient, request, 'requests per client')) ?? (await turnLimits(request, sessionId));
+      if (exceeded) throw refusal(exceeded);
     },
     hold(request) {
       if (maxHeldPerClient <= 0) return null;

@@ -4,6 +4,7 @@
  * same host would make every caller look local, so forwarding headers disqualify). Anyone
  * else gets the same 404 an unknown route gets, so the routes are not revealed.
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import { isIPv4 } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
@@ -21,11 +22,15 @@ export function isLoopback(address: string | undefined): boolean {
   return isIPv4(v4) && v4.startsWith('127.');
 }
 
+/** A caller on this machine: a loopback address (the socket's), and no proxy relayed the request. */
+export function isLocalCaller(remoteAddress: string | undefined, headers: IncomingHttpHeaders): boolean {
+  return isLoopback(remoteAddress) && !FORWARDING_HEADERS.some((name) => headers[name] !== undefined);
+}
+
 /** An onRequest hook: answers 404 not_found unless the request comes straight from loopback. */
 export async function loopbackOnly(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
   // The socket's address, not request.ip: that one follows X-Forwarded-For if trustProxy is ever set.
-  const relayed = FORWARDING_HEADERS.some((name) => request.headers[name] !== undefined);
-  if (!relayed && isLoopback(request.socket.remoteAddress)) return undefined;
+  if (isLocalCaller(request.socket.remoteAddress, request.headers)) return undefined;
   request.turnLog = { ...request.turnLog, refused: 'not a loopback caller' };
   return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
 }

@@ -291,3 +291,40 @@ describe('one connection per side', () => {
     expect(await fourth.next('ready')).toMatchObject({ side: 'B' });
   });
 });
+
+describe('with an admin key, what was said is the admin’s to read', () => {
+  it('sends the session list to every page, but transcripts only to a feed that presented ADMIN_API_KEY', async () => {
+    const server = await start({ adminApiKey: 'admin-secret' });
+    const id = uniqueId('private');
+    const handshake = sdk(server).chat.completions.create({ model: id, messages: [{ role: 'system', content: 'sealed orders' }, { role: 'user', content: 'ping' }] });
+    const b = await FrameClient.connect(wsUrl(server, `/v1/realtime?session=${id}&side=B`));
+    sockets.push(b);
+    await b.next('ready');
+    b.send({ type: 'message', content: 'the password is swordfish' });
+    expect((await handshake).choices[0]!.message.content).toBe('the password is swordfish');
+
+    // A page on this machine without the key: the list (no text), and a clear refusal instead of the transcript.
+    const keyless = await feed(server);
+    expect(await keyless.next('hello')).toMatchObject({ admin: false, adminKey: true });
+    expect((await keyless.next('sessions', (f) => f.sessions.some((s: any) => s.id === id))).sessions.find((s: any) => s.id === id)).toMatchObject({ entries: 3 });
+    keyless.send({ type: 'watch', session: id });
+    expect(await keyless.next('error')).toMatchObject({ code: 'invalid_api_key', message: expect.stringMatching(/admin key/) });
+    // New entries do not reach it either.
+    b.send({ type: 'message', content: 'and the gate code is 0451' });
+    await until(() => server.service.ctx.sessions.get(id)!.context.transcript.length === 4, 'the entry is recorded');
+    keyless.send({ type: 'ping', id: 'after' });
+    await keyless.next('pong');
+    await new Promise((resolve) => setTimeout(resolve, PUSH_INTERVAL_MS * 3));
+    expect(keyless.frames.filter((f) => f.type === 'transcript')).toEqual([]);
+    const seen = JSON.stringify(keyless.frames);
+    for (const text of ['swordfish', '0451', 'sealed orders']) expect(seen).not.toContain(text);
+
+    // With the key, the same page reads it.
+    const admin = await FrameClient.connect(wsUrl(server, '/console/live?key=admin-secret'), { origin: server.url });
+    sockets.push(admin);
+    expect(await admin.next('hello')).toMatchObject({ admin: true });
+    admin.send({ type: 'watch', session: id });
+    const transcript = await admin.next('transcript');
+    expect(transcript.entries.map((e: any) => e.content)).toEqual(['sealed orders', 'ping', 'the password is swordfish', 'and the gate code is 0451']);
+  });
+});

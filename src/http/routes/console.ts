@@ -97,8 +97,9 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
       url: '/console/live',
       handler: async (request, reply) =>
         sendError(request, reply, new ProxyError('upgrade_required', 'GET /console/live is a WebSocket endpoint: the console page connects to it.')),
-      // Every caller that gets this far is on this machine: the admin actions are theirs,
-      // unless an admin key guards them; then the page must send it (?key=, typed by the person).
+      // Every caller that gets this far is on this machine: transcripts and the admin actions
+      // are theirs, unless an admin key guards them, as it guards the admin routes; then the
+      // page must send it (?key=, typed by the person).
       wsHandler: (socket, request) =>
         feed.attach(socket, {
           admin: !ctx.access.adminKeySet || ctx.access.isAdmin(presentedKey(request)),

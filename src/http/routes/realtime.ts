@@ -9,15 +9,22 @@
  * Only one connection may hold a side: a second one for the same session and side is refused
  * (an `error` frame, code `session_conflict`, then close 1008) unless it asks to take over with
  * `&takeover=true`, which ends the earlier connection instead (error frame `superseded`, 1008).
+ *
+ * Browsers open WebSockets to any address without CORS, so the upgrade checks Origin (and, on a
+ * loopback service, Host) as docs/security.md says; and each `message` frame counts against the
+ * same rate limits as an HTTP turn (limits.ts).
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { Side } from '../../../machines/session.logic.js';
+import { isLoopbackHost } from '../../config.js';
 import { ProxyError } from '../../protocols/errors.js';
 import { connectQuery, frame, FrameError, parseFrame, type ClientFrame, type ServerFrame } from '../../protocols/websocket.js';
 import type { Submission } from '../../sessions/session.js';
 import { sendError } from '../app.js';
+import { browserRefusal } from '../browser-guard.js';
 import type { AppContext } from '../context.js';
+import { createLimits, type Limits } from '../limits.js';
 
 /** Close codes: normal after the session closed, "service restart" when shutting down. */
 const CLOSE_NORMAL = 1000;
@@ -89,12 +96,22 @@ export function sideHolders(ctx: AppContext): SideHolders {
 const TAKEOVER = new Set(['1', 'true', 'yes']);
 
 export async function realtimeRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
+  const limits = createLimits(app, ctx);
+  // Beyond loopback a reverse proxy may set any Host; Origin is checked wherever the service listens.
+  const rule = { loopbackHost: isLoopbackHost(ctx.config.host), origins: ctx.config.corsOrigins };
   app.route({
     method: 'GET',
     url: '/v1/realtime',
+    // Before the upgrade: a page of another site in the user's browser must not join a session.
+    onRequest: async (request, reply) => {
+      const refused = browserRefusal(request.headers, rule);
+      if (refused === null) return undefined;
+      request.turnLog = { ...request.turnLog, refused: 'realtime: another origin or not a loopback host' };
+      return sendError(request, reply, new ProxyError('session_forbidden', refused));
+    },
     handler: async (request, reply) =>
       sendError(request, reply, new ProxyError('upgrade_required', 'GET /v1/realtime is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket).')),
-    wsHandler: (socket, request) => new Participant(ctx, socket, request).start(),
+    wsHandler: (socket, request) => new Participant(ctx, limits, socket, request).start(),
   });
 }
 
@@ -104,10 +121,14 @@ class Participant {
   private side: Side = 'A';
   private waiting: Submission | null = null;
   private draft = '';
+  private draftBytes = 0;
   private requests = 0;
+  /** Frames are handled one at a time: a later typing frame must not slip into the draft of a message whose rate check is pending. */
+  private frames: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly ctx: AppContext,
+    private readonly limits: Limits,
     private readonly socket: WebSocket,
     private readonly request: FastifyRequest,
   ) {}
@@ -122,6 +143,8 @@ class Participant {
       return;
     }
     this.sessionId = session;
+    // The per-session rate limit counts by the session its request names (limits.ts).
+    this.request.turnLog = { ...this.request.turnLog, session_id: session };
     const current = this.ctx.sessions.get(session);
     const requested = query.data.side as Side | undefined;
     if (requested) {
@@ -161,8 +184,14 @@ class Participant {
     this.holding = true;
     // What this side typed live on an earlier connection was seen already: carry on from it.
     this.draft = current?.draft(this.side) ?? '';
+    this.draftBytes = Buffer.byteLength(this.draft);
     this.log('websocket connected');
-    this.socket.on('message', (data, isBinary) => this.onFrame(isBinary ? null : data.toString('utf8')));
+    this.socket.on('message', (data, isBinary) => {
+      const text = isBinary ? null : data.toString('utf8');
+      this.frames = this.frames
+        .then(() => this.onFrame(text))
+        .catch((err: unknown) => this.request.log.error({ err, request_id: this.request.id }, 'websocket frame failed'));
+    });
     this.socket.on('close', () => {
       this.letGo();
       this.log('websocket closed');
@@ -191,7 +220,7 @@ class Participant {
     sideHolders(this.ctx).release(this.sessionId, this.side, this);
   }
 
-  private onFrame(data: string | null): void {
+  private async onFrame(data: string | null): Promise<void> {
     if (!this.holding) return; // taken over: its frames are not this side's any more
     let parsed: ClientFrame;
     try {
@@ -209,13 +238,43 @@ class Participant {
       case 'ping':
         this.send({ type: 'pong', id: parsed.id ?? null });
         return;
-      case 'typing':
+      case 'typing': {
+        // Typing frames are not rate-limited (a person sends one a word, a bridge one a token),
+        // but a draft holds one message's worth at most: typing adds no more than that to each
+        // counted message.
+        const bytes = Buffer.byteLength(parsed.delta);
+        if (this.draftBytes + bytes > this.ctx.config.maxMessageBytes) {
+          this.send({
+            type: 'error',
+            code: 'payload_too_large',
+            message: `The typed draft would be larger than MAX_MESSAGE_BYTES (${this.ctx.config.maxMessageBytes} bytes); send it as a message first. This delta is not part of it.`,
+          });
+          return;
+        }
         this.draft += parsed.delta;
+        this.draftBytes += bytes;
         if (parsed.delta) this.ctx.sessions.get(this.sessionId)?.preview(this.side, parsed.delta);
         return;
-      case 'message':
-        this.say(this.draft + (parsed.content ?? ''), parsed.id ?? null);
+      }
+      case 'message': {
+        const id = parsed.id ?? null;
+        if (!(await this.withinLimits(id)) || !this.holding) return;
+        this.say(this.draft + (parsed.content ?? ''), id);
         return;
+      }
+    }
+  }
+
+  /** Counts a message against the rate limits; an error frame answers one over them, and the connection stays open. */
+  private async withinLimits(id: string | null): Promise<boolean> {
+    try {
+      await this.limits.checkFrame(this.request, this.sessionId);
+      return true;
+    } catch (err) {
+      if (!(err instanceof ProxyError)) throw err;
+      const refusal: ServerFrame & { retry_after_seconds?: number } = { type: 'error', code: err.code, message: err.message, id, retry_after_seconds: err.options.retryAfterSeconds };
+      this.send(refusal);
+      return false;
     }
   }
 
@@ -239,6 +298,7 @@ class Participant {
       return;
     }
     this.draft = '';
+    this.draftBytes = 0;
     this.ctx.metrics?.messages.inc({ protocol: 'websocket', direction: 'in' });
     this.send({ type: 'accepted', id, content, turn: result.kind === 'connect' ? 'connect' : 'message' });
     this.wait(result);
