@@ -128,7 +128,7 @@ describe('the chart', () => {
     }
     const find = (from: string, event: string) => chart.states.find((s) => s.name === from)!.transitions.find((t) => t.event === event);
     expect(find('DORMANT', 'always')).toMatchObject({ target: 'ACTIVE', guard: 'requestHeld', kind: 'always' });
-    expect(find('AWAITING_PEER', 'after sessionTtl')).toMatchObject({ target: 'CLOSING', guard: 'nothingHeld', kind: 'after' });
+    expect(find('AWAITING_PEER', 'after unjoinedTtl')).toMatchObject({ target: 'CLOSING', guard: 'nothingHeld', kind: 'after' });
     expect(find('EMPTY', 'CONNECT_B')).toMatchObject({ target: 'AWAITING_PEER', kind: 'event' });
     expect(chart.states.find((s) => s.name === 'CLOSED')).toMatchObject({ final: true, transitions: [] });
 
