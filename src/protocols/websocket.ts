@@ -14,7 +14,7 @@
  *   {"type":"accepted","id","content","turn"}     the message was taken (echoes the client id)
  *   {"type":"delivery","content","index"}          what the other side said, the moment it does
  *   {"type":"typing","delta"}                      the other side (also on WebSocket) is typing
- *   {"type":"error","code","message","id"?}        the frame was refused; the connection stays
+ *   {"type":"error","code","message","id"?,"retry_after_seconds"?}  the frame was refused; the connection stays
  *   {"type":"closed","reason","message"}           the session ended; the socket closes next
  */
 import { z } from 'zod';
@@ -39,7 +39,7 @@ export type ServerFrame =
   | { type: 'delivery'; content: string; index: number }
   | { type: 'typing'; delta: string }
   | { type: 'pong'; id: string | null }
-  | { type: 'error'; code: ErrorCode; message: string; id?: string | null }
+  | { type: 'error'; code: ErrorCode; message: string; id?: string | null; retry_after_seconds?: number }
   | { type: 'closed'; reason: 'session_closed' | 'shutting_down'; message: string };
 
 export class FrameError extends Error {

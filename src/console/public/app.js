@@ -176,6 +176,10 @@ function onFeedFrame(frame) {
     case 'transcript':
       onTranscript(frame);
       break;
+    case 'error':
+      // The transcript needs the admin key this page has not given: say so where it would be.
+      if (ui.route.view === 'session') $('transcript').replaceChildren(node('li', { class: 'entry skipped', text: frame.message }));
+      break;
   }
 }
 

@@ -272,7 +272,7 @@ class Participant {
       return true;
     } catch (err) {
       if (!(err instanceof ProxyError)) throw err;
-      const refusal: ServerFrame & { retry_after_seconds?: number } = { type: 'error', code: err.code, message: err.message, id, retry_after_seconds: err.options.retryAfterSeconds };
+      const refusal: ServerFrame = { type: 'error', code: err.code, message: err.message, id, retry_after_seconds: err.options.retryAfterSeconds };
       this.send(refusal);
       return false;
     }
