@@ -4,7 +4,8 @@
  *
  * Keys are kept only as SHA-256 digests and compared in constant time; a key's fingerprint
  * (the first 16 hex digits of its digest) is what binds a session's sides and what rate limits
- * count by. Neither keys nor fingerprints are logged.
+ * count by. Neither keys nor fingerprints are logged. Guessing is throttled per address
+ * (FAILED_KEYS_PER_MINUTE).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -84,13 +85,68 @@ declare module 'fastify' {
   }
 }
 
+const WINDOW_MS = 60_000;
+
+/**
+ * Requests with a missing or wrong key, counted per address in fixed one-minute windows. Past
+ * the limit an address is refused until its window ends, even with a right key, so guessing
+ * gains nothing. Windows are kept in the order they started, which makes dropping ended ones
+ * cheap, and at most `maxAddresses` at once (the oldest go first): a spray of addresses cannot
+ * grow memory without bound.
+ */
+export class FailedKeyLimit {
+  private readonly windows = new Map<string, { readonly start: number; failures: number }>();
+
+  constructor(
+    readonly perMinute: number,
+    private readonly maxAddresses = 10_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Whole seconds until `address` may try again; 0 when it may now. */
+  retryAfter(address: string): number {
+    const window = this.current(address);
+    if (window === undefined || window.failures < this.perMinute) return 0;
+    return Math.max(1, Math.ceil((window.start + WINDOW_MS - this.now()) / 1000));
+  }
+
+  recordFailure(address: string): void {
+    const window = this.current(address);
+    if (window !== undefined) {
+      window.failures++;
+      return;
+    }
+    const now = this.now();
+    for (const [tracked, { start }] of this.windows) {
+      if (start + WINDOW_MS > now && this.windows.size < this.maxAddresses) break;
+      this.windows.delete(tracked);
+    }
+    this.windows.set(address, { start: now, failures: 1 });
+  }
+
+  /** Addresses tracked now. */
+  get size(): number {
+    return this.windows.size;
+  }
+
+  private current(address: string) {
+    const window = this.windows.get(address);
+    if (window === undefined || window.start + WINDOW_MS > this.now()) return window;
+    this.windows.delete(address);
+    return undefined;
+  }
+}
+
 export class AccessControl {
   private readonly keys: readonly Buffer[];
   private readonly admin: Buffer | null;
+  /** Null when FAILED_KEYS_PER_MINUTE is 0. */
+  readonly failedKeys: FailedKeyLimit | null;
 
-  constructor(keys: readonly string[], adminKey: string) {
+  constructor(keys: readonly string[], adminKey: string, failedKeysPerMinute = 0) {
     this.keys = [...new Set(keys)].map(digest);
     this.admin = adminKey ? digest(adminKey) : null;
+    this.failedKeys = failedKeysPerMinute > 0 ? new FailedKeyLimit(failedKeysPerMinute) : null;
   }
 
   /** Keys from API_KEYS and API_KEYS_FILE (one a line, `#` comments, blank lines ignored). */
@@ -109,7 +165,7 @@ export class AccessControl {
       }
       if (keys.length === 0) throw new Error(`API_KEYS_FILE '${config.apiKeysFile}' holds no keys`);
     }
-    return new AccessControl(keys, config.adminApiKey);
+    return new AccessControl(keys, config.adminApiKey, config.failedKeysPerMinute);
   }
 
   get keysRequired(): boolean {
@@ -138,7 +194,10 @@ export class AccessControl {
   }
 }
 
-/** An onRequest hook: who is calling, and may they? 401 in the route's protocol's shape. */
+/**
+ * An onRequest hook: who is calling, and may they? 401 in the route's protocol's shape, and 429
+ * to an address past FAILED_KEYS_PER_MINUTE (request.ip: TRUST_PROXY decides whose it is).
+ */
 export function identifyClient(access: AccessControl, sendError: (request: FastifyRequest, reply: FastifyReply, error: ProxyError) => FastifyReply) {
   return function identify(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
     const { config, url } = request.routeOptions; // a getter that builds an object: read it once
@@ -148,9 +207,25 @@ export function identifyClient(access: AccessControl, sendError: (request: Fasti
       request.client = { key: null, id: request.ip };
       return done();
     }
+    const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
+    if (retryAfterSeconds > 0) {
+      request.turnLog = { ...request.turnLog, refused: 'too many failed api keys' };
+      const limit = access.failedKeys!.perMinute;
+      sendError(
+        request,
+        reply,
+        new ProxyError(
+          'rate_limited',
+          `This address sent ${limit} requests with a missing or wrong API key within a minute (FAILED_KEYS_PER_MINUTE); its requests are refused for ${retryAfterSeconds} s more.`,
+          { retryAfterSeconds },
+        ),
+      );
+      return;
+    }
     const presented = presentedKey(request);
     const key = access.fingerprint(presented);
     if (key === null) {
+      access.failedKeys?.recordFailure(request.ip);
       request.turnLog = { ...request.turnLog, refused: presented === null ? 'no api key' : 'unknown api key' };
       sendError(
         request,

@@ -3,6 +3,8 @@
  * Listening and shutdown live in server.ts so tests can build the app on any port.
  */
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
@@ -15,8 +17,9 @@ import type { ProtocolAdapter } from '../protocols/adapter.js';
 import type { Logger } from '../telemetry/logger.js';
 import { identifyClient, loggableUrl, type Client } from './access.js';
 import type { AppContext } from './context.js';
-import { clientErrorHandler } from './client-errors.js';
+import { answerOnSocket, clientErrorHandler } from './client-errors.js';
 import { registerJsonBody } from './json-body.js';
+import { lingerAfterAnswer } from './linger.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
 import { consoleRoutes } from './routes/console.js';
@@ -186,11 +189,26 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     done();
   });
 
+  // A client that overshot MAX_MESSAGE_BYTES may finish sending within these, and read its 413.
+  const linger = { maxBytes: Math.max(8 * ctx.config.maxMessageBytes, 16 * 1024 * 1024), maxMs: 5_000 };
   app.setErrorHandler((err, request, reply) => {
     const error = toProxyError(err, ctx.config.maxMessageBytes);
     if (error.status >= 500 && !(err instanceof ProxyError)) request.log.error({ err, request_id: request.id }, 'unhandled error');
     request.turnLog = { ...request.turnLog, error: error.code };
+    if (error.code === 'payload_too_large') {
+      reply.header('connection', 'close');
+      lingerAfterAnswer(request.raw, linger);
+    }
     return sendError(request, reply, error);
+  });
+
+  // Node hands CONNECT to 'connect' listeners, never to the router, and without one drops the
+  // connection unanswered. Outside routing there is no route to name an Allow for: 400.
+  app.server.on('connect', (request: IncomingMessage, socket: Socket) => {
+    const url = loggableUrl((request.url ?? '').slice(0, 200));
+    const error = new ProxyError('bad_request', `CONNECT ${url} is not served: this is an API server, not a forwarding proxy.`);
+    logger.info({ method: 'CONNECT', url, status: error.status, remote_address: socket.remoteAddress }, 'request refused: CONNECT');
+    answerOnSocket(socket, error, protocolOfUrl(url).renderError(error));
   });
 
   app.setNotFoundHandler((request, reply) =>
@@ -209,7 +227,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
 }
 
 // OPTIONS is refused too until CORS is configured (then the CORS plugin answers preflights).
-const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+// CONNECT never reaches a route (see the 'connect' listener in buildApp).
+const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'] as const;
 
 /** Answers 405 (with Allow) for every method a known route does not take. */
 export function refuseOtherMethods(

@@ -146,11 +146,16 @@ export function idempotencyKeyOf(headers: IncomingHttpHeaders): string | null {
   return key ? key.slice(0, 256) : null;
 }
 
-/** The `model` field that names the session, as every chat protocol's schema takes it. */
+/**
+ * The `model` field that names the session, as every chat protocol's schema takes it. A lone
+ * UTF-16 surrogate (JSON allows "\ud800") has no UTF-8 form, so no URL could name the session
+ * to delete it. (`String.prototype.isWellFormed` says the same, but is past this project's lib.)
+ */
 export const sessionModel = z
   .string({ error: 'model is required: it names the session (e.g. "npc-guard", or "npc-guard|A" to pick a side)' })
   .min(1, 'model must not be empty')
-  .max(256, 'model is longer than 256 characters');
+  .max(256, 'model is longer than 256 characters')
+  .refine((model) => !/\p{Surrogate}/u.test(model), 'model must be well-formed Unicode (it holds a lone UTF-16 surrogate)');
 
 /** Validates a body with `schema`; the first problem becomes a 422 that names its field. */
 export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {

@@ -34,7 +34,8 @@ type ChatRequest = z.output<typeof request>;
 function plainChatRequest(body: unknown, modelRequired: boolean): ChatRequest | null {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return null;
   const { model, messages, stream, stream_options } = body as Record<string, unknown>;
-  if (typeof model === 'string' ? model.length === 0 || model.length > 256 : modelRequired || model !== undefined) return null;
+  // A model the schema refuses (sessionModel: length, lone surrogates) takes the schema's path.
+  if (typeof model === 'string' ? model.length === 0 || model.length > 256 || /\p{Surrogate}/u.test(model) : modelRequired || model !== undefined) return null;
   if (!Array.isArray(messages) || messages.length === 0) return null;
   if (stream !== undefined && stream !== null && typeof stream !== 'boolean') return null;
   if (stream_options !== undefined && stream_options !== null) return null;
