@@ -38,11 +38,24 @@ export async function loopbackOnly(request: FastifyRequest, reply: FastifyReply)
 /**
  * An onRequest hook for operator routes: with ADMIN_API_KEY set, the request must carry it
  * (Authorization: Bearer, or x-api-key), else 401; without it, only loopback callers get in.
+ * Wrong admin keys count against FAILED_KEYS_PER_MINUTE like wrong client keys.
  */
 export function adminOnly(access: AccessControl) {
   return async function admin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     if (!access.adminKeySet) return loopbackOnly(request, reply);
+    const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
+    if (retryAfterSeconds > 0) {
+      request.turnLog = { ...request.turnLog, refused: 'too many failed api keys' };
+      return sendError(
+        request,
+        reply,
+        new ProxyError('rate_limited', `This address sent too many requests with a missing or wrong key within a minute (FAILED_KEYS_PER_MINUTE); retry in ${retryAfterSeconds} s.`, {
+          retryAfterSeconds,
+        }),
+      );
+    }
     if (access.isAdmin(presentedKey(request))) return undefined;
+    access.failedKeys?.recordFailure(request.ip);
     request.turnLog = { ...request.turnLog, refused: 'not the admin key' };
     return sendError(request, reply, new ProxyError('invalid_api_key', 'This route needs the admin key (ADMIN_API_KEY), sent as Authorization: Bearer <key>.'));
   };

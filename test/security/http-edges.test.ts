@@ -192,6 +192,16 @@ describe('failed API keys per address (FAILED_KEYS_PER_MINUTE)', () => {
     expect((await models(unlimited, KEY)).status).toBe(200);
   });
 
+  it('counts wrong admin keys on the admin routes too', async () => {
+    const server = await start({ adminApiKey: 'admin-right', failedKeysPerMinute: '3' });
+    const admin = (key: string) => fetch(`${server.url}/admin/health`, { headers: { authorization: `Bearer ${key}` } });
+    expect((await admin('admin-right')).status).toBe(200);
+    for (let i = 0; i < 3; i++) expect((await admin(`admin-guess-${i}`)).status).toBe(401);
+    const refused = await admin('admin-right');
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+  });
+
   it('counts by client address: behind a trusted proxy each forwarded address apart, otherwise the proxy\'s own', async () => {
     for (const trusted of [true, false]) {
       const server = await start({ apiKeys: KEY, failedKeysPerMinute: '2', ...(trusted ? { trustProxy: '127.0.0.1' } : {}) });
