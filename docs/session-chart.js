@@ -22,6 +22,7 @@ export const sessionMachine = setup({
     turnTimeout: 30000,
     streamTurnTimeout: 30000,
     sessionTtl: 30000,
+    unjoinedTtl: 30000,
   },
 }).createMachine({
   "id": "session",
@@ -49,7 +50,7 @@ export const sessionMachine = setup({
         "target": "ACTIVE"
       },
       "after": {
-        "sessionTtl": {
+        "unjoinedTtl": {
           "guard": "nothingHeld",
           "target": "CLOSING",
           "actions": "closeSession"
