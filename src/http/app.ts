@@ -9,15 +9,13 @@ import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import websocket from '@fastify/websocket';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { PROTOCOLS } from '../protocols/index.js';
-import { openAIChat } from '../protocols/openai-chat.js';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
-import type { ProtocolAdapter } from '../protocols/adapter.js';
 import type { Logger } from '../telemetry/logger.js';
 import { identifyClient, loggableUrl, type Client } from './access.js';
 import type { AppContext } from './context.js';
 import { answerOnSocket, clientErrorHandler } from './client-errors.js';
+import { protocolOfUrl, sendError, toProxyError } from './errors.js';
 import { registerJsonBody } from './json-body.js';
 import { lingerAfterAnswer } from './linger.js';
 import { adminRoutes } from './routes/admin.js';
@@ -29,49 +27,12 @@ import { realtimeRoutes } from './routes/realtime.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { metricsRoutes } from './routes/metrics.js';
 
-declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** The wire format whose error shape this route answers in. */
-    protocol?: ProtocolAdapter;
-  }
-}
 
 const requestIds = (): (() => string) => {
   const prefix = randomBytes(3).toString('hex');
   let next = 0;
   return () => `${prefix}-${(next++).toString(36)}`;
 };
-
-/** Maps whatever was thrown to a contract error. */
-export function toProxyError(err: unknown, maxBytes: number): ProxyError {
-  if (err instanceof ProxyError) return err;
-  const e = err as FastifyError;
-  switch (e.code) {
-    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
-      return new ProxyError('unsupported_media_type', 'The request body must be JSON, sent with Content-Type: application/json.');
-    case 'FST_ERR_CTP_BODY_TOO_LARGE':
-      return new ProxyError('payload_too_large', `The request body is larger than MAX_MESSAGE_BYTES (${maxBytes} bytes).`);
-    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
-      return new ProxyError('invalid_json', 'The request body does not match its Content-Length.');
-    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
-      return new ProxyError('invalid_json', 'The request body is empty; send a JSON object.');
-  }
-  if (e.statusCode === 400) return new ProxyError('invalid_json', e.message);
-  return new ProxyError('internal_error', 'The proxy failed to handle this request; see its log.');
-}
-
-/** The protocol whose error shape a request gets when no route matched it: by URL prefix. */
-function protocolOfUrl(url: string): ProtocolAdapter {
-  for (const adapter of PROTOCOLS) {
-    if (adapter.pathPrefixes?.some((prefix) => url.startsWith(prefix))) return adapter;
-  }
-  return openAIChat;
-}
-
-export function sendError(request: FastifyRequest, reply: FastifyReply, error: ProxyError): FastifyReply {
-  const adapter = request.routeOptions.config?.protocol ?? protocolOfUrl(request.url);
-  return reply.code(error.status).headers(error.headers()).send(adapter.renderError(error));
-}
 
 export async function buildApp(ctx: AppContext, logger: Logger): Promise<FastifyInstance> {
   const app = Fastify({
@@ -224,33 +185,4 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;
-}
-
-// OPTIONS is refused too until CORS is configured (then the CORS plugin answers preflights).
-// CONNECT never reaches a route (see the 'connect' listener in buildApp).
-const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'] as const;
-
-/** Answers 405 (with Allow) for every method a known route does not take. */
-export function refuseOtherMethods(
-  app: FastifyInstance,
-  url: string,
-  allowed: readonly string[],
-  protocol: ProtocolAdapter = openAIChat,
-  /** The methods a particular path takes, where they differ from the route's (a wildcard route shared by two uses). */
-  allowedFor?: (path: string) => readonly string[],
-): void {
-  const withHead = (methods: readonly string[]) => (methods.includes('GET') ? [...methods, 'HEAD'] : methods);
-  const allow = withHead(allowed);
-  // With CORS on, OPTIONS belongs to the CORS plugin's preflight answer.
-  const cors = app.hasPlugin('@fastify/cors');
-  app.route({
-    method: ALL_METHODS.filter((m) => !allow.includes(m) && !(cors && m === 'OPTIONS')),
-    url,
-    config: { protocol },
-    handler: async (request, reply) => {
-      const methods = allowedFor?.(request.url.split('?')[0] ?? request.url) ?? allowed;
-      reply.header('allow', withHead(methods).join(', '));
-      return sendError(request, reply, new ProxyError('method_not_allowed', `${request.method} is not allowed on ${url}; use ${methods.join(' or ')}.`));
-    },
-  });
 }

@@ -9,7 +9,7 @@ import { isIPv4 } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import { presentedKey, type AccessControl } from './access.js';
-import { sendError } from './app.js';
+import { sendError } from './errors.js';
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
 

@@ -10,7 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { detectBackgroundTask, type ChatText } from './background-tasks.js';
-import { chatTurn, readHistory, sessionInPath, textOfParts, type JoinableSession, estimateTokens, parseBody, sessionModel, splitModel, type ParsedTurn, type RenderTurn, type ProtocolAdapter } from './adapter.js';
+import { chatTurn, readHistory, sessionInPath, textOfParts, type JoinableSession, estimateTokens, parseBody, sessionModel, splitModel, type RenderTurn, type ProtocolAdapter } from './adapter.js';
 import { ProxyError } from './errors.js';
 
 const block = z.looseObject({ type: z.string({ error: 'each content block needs a type' }), text: z.unknown().optional() });

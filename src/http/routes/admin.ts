@@ -6,7 +6,7 @@ import { splitModel } from '../../protocols/adapter.js';
 import { ProxyError } from '../../protocols/errors.js';
 import type { Session } from '../../sessions/session.js';
 import { presentedKey } from '../access.js';
-import { refuseOtherMethods } from '../app.js';
+import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
 import { adminOnly } from '../loopback-only.js';
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { PROTOCOLS } from '../../protocols/index.js';
-import { refuseOtherMethods } from '../app.js';
+import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
 import { createLimits } from '../limits.js';
 import { turnHandler } from '../turn-route.js';

@@ -22,7 +22,7 @@ import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ProxyError } from '../../protocols/errors.js';
-import { refuseOtherMethods, sendError } from '../app.js';
+import { refuseOtherMethods, sendError } from '../errors.js';
 import { sessionChart } from '../console-chart.js';
 import { ConsoleFeed } from '../console-feed.js';
 import type { AppContext } from '../context.js';

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { refuseOtherMethods } from '../app.js';
+import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
 
 /**

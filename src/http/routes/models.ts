@@ -4,7 +4,7 @@ import { splitModel, type JoinableSession, type ModelRoutes, type ProtocolAdapte
 import { ProxyError } from '../../protocols/errors.js';
 import { PROTOCOLS } from '../../protocols/index.js';
 import type { Session } from '../../sessions/session.js';
-import { refuseOtherMethods } from '../app.js';
+import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
 
 type WithModels = ProtocolAdapter & { readonly models: ModelRoutes };

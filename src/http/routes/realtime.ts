@@ -21,7 +21,7 @@ import { isLoopbackHost } from '../../config.js';
 import { ProxyError } from '../../protocols/errors.js';
 import { connectQuery, frame, FrameError, parseFrame, type ClientFrame, type ServerFrame } from '../../protocols/websocket.js';
 import type { Submission } from '../../sessions/session.js';
-import { sendError } from '../app.js';
+import { sendError } from '../errors.js';
 import { browserRefusal } from '../browser-guard.js';
 import type { AppContext } from '../context.js';
 import { createLimits, type Limits } from '../limits.js';

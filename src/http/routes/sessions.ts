@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { splitModel } from '../../protocols/adapter.js';
 import { ProxyError } from '../../protocols/errors.js';
-import { refuseOtherMethods } from '../app.js';
+import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
 
 /** A participant ends the conversation; held requests get 410 session_closed. */
