@@ -155,7 +155,7 @@ export const OPTIONS = {
   maxRssBytes: { env: 'MAX_RSS_BYTES', default: '0', schema: z.coerce.number().int().min(0), help: 'resident memory beyond which new requests get 503; 0: never' },
   headersTimeoutSeconds: { env: 'HEADERS_TIMEOUT_SECONDS', default: '10', schema: seconds, help: "time a client has to send a request's headers" },
   bodyTimeoutSeconds: { env: 'BODY_TIMEOUT_SECONDS', default: '30', schema: seconds, help: 'time a client has to send a whole request (headers and body)' },
-  // For testing the e2e harness only (src/http/fault-injection.ts): a deliberately faulty build.
+  // For testing the e2e harness only (src/sessions/fault-injection.ts): a deliberately faulty build.
   faultInjection: {
     env: 'FAULT_INJECTION',
     default: 'off',

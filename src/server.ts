@@ -79,6 +79,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
     },
     ...(options.clock ? { clock: options.clock } : {}),
   });
+  // FAULT_INJECTION: for testing the e2e harness only (src/sessions/fault-injection.ts).
+  if (config.faultInjection !== 'off') (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
   const recovery = await recoverSessions(journal, sessions, { ttlMs: timing.sessionTtlMs, now: Date.now() });
   journal.recovery = recovery;
   if (recovery.records > 0) {

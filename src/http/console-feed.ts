@@ -21,7 +21,7 @@ import { timingOf } from '../config.js';
 import type { Session } from '../sessions/session.js';
 import type { TransitionRecord } from '../telemetry/transitions.js';
 import type { AppContext } from './context.js';
-import type { SideHolders } from './routes/realtime.js';
+import type { SideHolders } from './side-holders.js';
 
 export const PUSH_INTERVAL_MS = 150;
 /** A page that starts watching a long session gets its latest entries, not all of them. */

@@ -9,7 +9,6 @@ import type { ToolCall } from '../protocols/background-tasks.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
 import { loggableUrl } from './access.js';
-import { injectFault } from './fault-injection.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
 
@@ -79,11 +78,6 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       result.disconnect();
       request.log.info({ request_id: request.id, method: request.method, url: loggableUrl(request.url), aborted: true, ...request.turnLog }, 'request aborted by client');
     });
-    // FAULT_INJECTION: for testing the e2e harness only, off by default (src/http/fault-injection.ts).
-    if (ctx.config.faultInjection !== 'off') {
-      const warn = (message: string) => request.log.warn({ request_id: request.id, session_id: turn.sessionId, side: result.side }, message);
-      return respond(adapter, turn, request, reply, { ...result, outcome: result.outcome.then(injectFault(ctx.config.faultInjection, warn)) }, keepAliveMs);
-    }
     return respond(adapter, turn, request, reply, result, keepAliveMs);
   };
 }

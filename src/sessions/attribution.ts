@@ -105,6 +105,11 @@ function unknownHistory(ctx: SessionContext, side: Side | null): Attribution {
   };
 }
 
+/** The side a newcomer takes by order (§3 rule 4): A first, then B; null once both have joined. */
+export function openSide(ctx: SessionContext): Side | null {
+  return !ctx.sides.A.joined ? 'A' : !ctx.sides.B.joined ? 'B' : null;
+}
+
 export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribution {
   const history = req.assistantHistory;
 
@@ -150,9 +155,9 @@ export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribu
   }
 
   // 4. Order: first to appear is A, second is B; then alternation for stateless clients.
+  const open = openSide(ctx);
+  if (open) return classify(ctx, open, req, seen);
   const { A, B } = ctx.sides;
-  if (!A.joined && !B.joined) return classify(ctx, 'A', req, seen);
-  if (!A.joined || !B.joined) return classify(ctx, A.joined ? 'B' : 'A', req, seen);
   const waitingA = A.held !== null;
   const waitingB = B.held !== null;
   let side: Side;

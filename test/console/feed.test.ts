@@ -9,7 +9,7 @@ import { sessionMachine } from '../../machines/session.machine.js';
 import { chartOf, sessionChart } from '../../src/http/console-chart.js';
 import { PUSH_INTERVAL_MS } from '../../src/http/console-feed.js';
 import { consoleAssetsDir } from '../../src/http/routes/console.js';
-import { sideHolders } from '../../src/http/routes/realtime.js';
+import { sideHolders } from '../../src/http/side-holders.js';
 import { connectFeed, FrameClient, getWithHost, startTestServer, uniqueId, until, wsUrl, type TestServer } from './support.js';
 
 const servers: TestServer[] = [];

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { Participant, sleep, uniqueId, until, untilHeld, useServers } from './support.js';
 import type { TestServer } from '../helpers/server.js';
-import { sideHolders } from '../../src/http/routes/realtime.js';
+import { sideHolders } from '../../src/http/side-holders.js';
 
 const start = useServers();
 

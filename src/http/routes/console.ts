@@ -29,7 +29,7 @@ import type { AppContext } from '../context.js';
 import { presentedKey } from '../access.js';
 import { isLoopbackName, isOwnOrigin } from '../browser-guard.js';
 import { loopbackOnly } from '../loopback-only.js';
-import { sideHolders } from './realtime.js';
+import { sideHolders } from '../side-holders.js';
 
 /**
  * The page's folder. Running from src (tsx) it is beside this file's folder; running the

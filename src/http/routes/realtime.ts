@@ -20,78 +20,19 @@ import type { Side } from '../../../machines/session.logic.js';
 import { isLoopbackHost } from '../../config.js';
 import { ProxyError } from '../../protocols/errors.js';
 import { connectQuery, frame, FrameError, parseFrame, type ClientFrame, type ServerFrame } from '../../protocols/websocket.js';
+import { openSide } from '../../sessions/attribution.js';
 import type { Submission } from '../../sessions/session.js';
 import { sendError } from '../errors.js';
 import { browserRefusal } from '../browser-guard.js';
 import type { AppContext } from '../context.js';
 import { createLimits, type Limits } from '../limits.js';
+import { sideHolders } from '../side-holders.js';
 
 /** Close codes: normal after the session closed, "service restart" when shutting down. */
 const CLOSE_NORMAL = 1000;
 const CLOSE_RESTART = 1012;
 const CLOSE_POLICY = 1008;
 const CLOSE_UNAVAILABLE = 1011;
-
-/** The WebSocket connections holding each side, per service; the web console shows them. */
-export class SideHolders {
-  private readonly held = new Map<string, Participant>();
-  private readonly listeners = new Set<(sessionId: string) => void>();
-
-  private static key(sessionId: string, side: Side): string {
-    return `${side}:${sessionId}`;
-  }
-
-  /** Is `side` of the session held by an open WebSocket connection? */
-  has(sessionId: string, side: Side): boolean {
-    return this.held.has(SideHolders.key(sessionId, side));
-  }
-
-  /** Called with the session id whenever a side is taken or let go. Returns the unsubscribe. */
-  onChange(listener: (sessionId: string) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
-  }
-
-  /** @internal */
-  holder(sessionId: string, side: Side): Participant | undefined {
-    return this.held.get(SideHolders.key(sessionId, side));
-  }
-
-  /** @internal */
-  take(sessionId: string, side: Side, participant: Participant): void {
-    this.held.set(SideHolders.key(sessionId, side), participant);
-    this.changed(sessionId);
-  }
-
-  /** @internal */
-  release(sessionId: string, side: Side, participant: Participant): void {
-    const key = SideHolders.key(sessionId, side);
-    if (this.held.get(key) !== participant) return;
-    this.held.delete(key);
-    this.changed(sessionId);
-  }
-
-  private changed(sessionId: string): void {
-    for (const listener of this.listeners) {
-      try {
-        listener(sessionId);
-      } catch {
-        // a view's failure never disturbs a participant
-      }
-    }
-  }
-}
-
-const holdersByService = new WeakMap<AppContext, SideHolders>();
-
-export function sideHolders(ctx: AppContext): SideHolders {
-  let holders = holdersByService.get(ctx);
-  if (!holders) {
-    holders = new SideHolders();
-    holdersByService.set(ctx, holders);
-  }
-  return holders;
-}
 
 const TAKEOVER = new Set(['1', 'true', 'yes']);
 
@@ -146,17 +87,14 @@ class Participant {
     // The per-session rate limit counts by the session its request names (limits.ts).
     this.request.turnLog = { ...this.request.turnLog, session_id: session };
     const current = this.ctx.sessions.get(session);
-    const requested = query.data.side as Side | undefined;
-    if (requested) {
-      this.side = requested;
-    } else if (current && current.context.sides.A.joined) {
-      if (current.context.sides.B.joined) {
-        this.send({ type: 'error', code: 'invalid_request', message: `Both sides of session '${session}' have joined: name yours with &side=A or &side=B.` });
-        this.socket.close(CLOSE_POLICY, 'side required');
-        return;
-      }
-      this.side = 'B';
+    // Without a side named, the connection takes the one a newcomer would, by attribution's order.
+    const side = (query.data.side as Side | undefined) ?? (current ? openSide(current.context) : 'A');
+    if (side === null) {
+      this.send({ type: 'error', code: 'invalid_request', message: `Both sides of session '${session}' have joined: name yours with &side=A or &side=B.` });
+      this.socket.close(CLOSE_POLICY, 'side required');
+      return;
     }
+    this.side = side;
     // With API keys, a side that joined with another key is not this connection's to take.
     const bound = current?.bindClient({ explicitSide: this.side, assistantHistory: [], messages: [], system: null, retryCount: 0, idempotencyKey: null, client: this.request.client.key });
     if (bound && 'error' in bound) {

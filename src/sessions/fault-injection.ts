@@ -9,16 +9,31 @@
  * Exactly one delivery per service process is corrupted: the first reply that is a side's
  * second delivery or later (so a session is under way), and not a repeat for a retry.
  * The service logs a warning naming the session when it happens.
+ *
+ * It is installed on the registry at start only when asked for, so no request path knows of it.
  */
-import type { Outcome } from '../sessions/session.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { SessionRegistry } from './registry.js';
+import type { Outcome } from './session.js';
 
 export const FAULT_KINDS = ['off', 'duplicate-delivery', 'drop-delivery'] as const;
 export type FaultInjection = (typeof FAULT_KINDS)[number];
 
 let injected = false;
 
+/** Makes `registry` corrupt one delivery (per process) the way `kind` says. */
+export function installFaultInjection(registry: SessionRegistry, kind: Exclude<FaultInjection, 'off'>, logger: Logger): void {
+  const submit = registry.submit.bind(registry);
+  registry.submit = (sessionId, request, requestId, options) => {
+    const result = submit(sessionId, request, requestId, options);
+    if ('error' in result) return result;
+    const warn = (message: string) => logger.warn({ request_id: requestId, session_id: sessionId, side: result.side }, message);
+    return { ...result, outcome: result.outcome.then(injectFault(kind, warn)) };
+  };
+}
+
 /** A step for a reply's outcome promise: returns the outcome, corrupted once per process. */
-export function injectFault(kind: FaultInjection, warn: (message: string) => void): (outcome: Outcome) => Outcome {
+function injectFault(kind: FaultInjection, warn: (message: string) => void): (outcome: Outcome) => Outcome {
   return (outcome) => {
     if (kind === 'off' || injected || outcome.type !== 'reply' || outcome.repeat || outcome.delivery < 1) return outcome;
     injected = true;
