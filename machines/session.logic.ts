@@ -346,6 +346,16 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
     d.update(peer, { queue: [...d.side(peer).queue, turn.content] });
     flush(d, peer);
   }
+  const given = d.side(side).deliveries;
+  if (turn.seen !== null && turn.seen < given.length) {
+    // The client's history stops short of what it was given: a delivery was written to a
+    // request whose client had just gone. That delivery answers this turn, given again, so the
+    // client's history goes on matching the deliveries in order; what answers this turn's
+    // message comes to its next request.
+    d.update(side, { lastTurn: { ...d.side(side).lastTurn!, answer: turn.seen } });
+    d.effects.push({ type: 'reply', side, requestId: turn.requestId, content: given[turn.seen]!, delivery: turn.seen, repeat: true });
+    return d.finish();
+  }
   attach(d, side, turn.requestId, turn.at, turn.untimed === true ? 'untimed' : turn.stream === true ? 'stream' : 'plain');
   return d.finish();
 }

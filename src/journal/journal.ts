@@ -81,6 +81,15 @@ export class Journal {
     });
   };
 
+  /**
+   * A delivery a replay re-derived that the journal lacks: the service stopped after the turn
+   * that made it was recorded and before the delivery was (the client never got it then; its
+   * retry will get it, as a repeat). Recorded now, so the records say what clients were given.
+   */
+  recordMissedDelivery(session: string, side: 'A' | 'B', content: string): void {
+    this.append({ v: RECORD_VERSION, session, seq: this.nextSeq(session), type: 'MessageDelivered', side, at: this.now(), request: null, trace: null, content });
+  }
+
   /** A session rebuilt from the journal carries on numbering its records after `lastSeq`. */
   resume(sessionId: string, lastSeq: number): void {
     this.seqs.set(sessionId, lastSeq);

@@ -8,7 +8,8 @@
  * since its state cannot be known; it is reported, and its records are kept as they are.
  * Records of another format version are kept too.
  */
-import type { SessionEvent } from '../../machines/session.machine.js';
+import { SIDES } from '../../machines/session.logic.js';
+import { replayEvents, type SessionEvent } from '../../machines/session.machine.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Journal } from './journal.js';
 import { RECORD_VERSION, type JournalRecord } from './records.js';
@@ -94,7 +95,14 @@ export async function recoverSessions(journal: Journal, sessions: SessionRegistr
     // replayed, releasing what was held then).
     const events: SessionEvent[] = [];
     for (const r of list) if (r.event) events.push(r.event);
-    sessions.restore(id, events, last.seq);
+    const rebuilt = replayEvents(id, sessions.timing, events);
+    journal.resume(id, last.seq);
+    for (const side of SIDES) {
+      const recorded = list.filter((r) => r.type === 'MessageDelivered' && r.side === side).length;
+      const deliveries = rebuilt.context.sides[side].deliveries;
+      for (let i = recorded; i < deliveries.length; i++) journal.recordMissedDelivery(id, side, deliveries[i]!);
+    }
+    sessions.restore(id, rebuilt);
     restored++;
   }
   // Rewriting the journal is only worth it when it holds something no live session needs.

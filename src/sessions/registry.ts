@@ -3,7 +3,6 @@
  * when it reaches CLOSED, so memory follows live sessions only.
  */
 import { createActor, fromTransition, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
-import { replayEvents, type SessionEvent } from '../../machines/session.machine.js';
 import type { Journal } from '../journal/journal.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
@@ -90,10 +89,14 @@ export class SessionRegistry {
     return this.sessions.keys();
   }
 
-  /** Rebuilds a session from its journaled events (recovery on start). */
-  restore(sessionId: string, events: readonly SessionEvent[], lastSeq: number): Session {
-    this.options.journal?.resume(sessionId, lastSeq);
-    return this.spawn(sessionId, { restore: replayEvents(sessionId, this.options.timing, events) });
+  /** The timers sessions run with (recovery replays with them). */
+  get timing(): SessionTiming {
+    return this.options.timing;
+  }
+
+  /** Starts a session rebuilt from its journal (recovery on start). */
+  restore(sessionId: string, rebuilt: NonNullable<SessionOptions['restore']>): Session {
+    return this.spawn(sessionId, { restore: rebuilt });
   }
 
   submit(sessionId: string, request: TurnRequest, requestId: string, options: SubmitOptions = {}): RegistrySubmitResult {

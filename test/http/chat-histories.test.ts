@@ -166,6 +166,35 @@ describe('several user messages after the last assistant message', () => {
   });
 });
 
+describe('a delivery its client never read', () => {
+  it('is given again, at once, to the client\'s next turn whose history stops short of it; the new message still goes on', async () => {
+    const server = await start();
+    const session = uniqueId('missed');
+    const handshake = complete(server, session, [user('ping')]);
+    await untilHeld(server, session, 'A');
+    const bFirst = complete(server, session, [user('b1')]);
+    expect(await handshake).toBe('b1');
+    const aFirst = complete(server, session, [user('ping'), assistant('b1'), user('a1')]);
+    expect(await bFirst).toBe('a1');
+    await untilHeld(server, session, 'A');
+    // B's b2 is written to A's held request, but A's client was gone by then and never reads it.
+    const bSecond = complete(server, session, [user('b1'), assistant('a1'), user('b2')]);
+    await aFirst; // (the proxy wrote it; the application drops it, as a client that aborted would)
+    await untilHeld(server, session, 'B');
+    // A goes on from the history it holds: it is answered with b2 at once, and a2 reaches B.
+    const aNext = complete(server, session, [user('ping'), assistant('b1'), user('a1'), user('a2')]);
+    expect(await aNext).toBe('b2');
+    expect(await bSecond).toBe('a2');
+    // From then on A's history matches what it was given, in order.
+    const bThird = complete(server, session, [user('b1'), assistant('a1'), user('b2'), assistant('a2'), user('b3')]);
+    const aThird = complete(server, session, [user('ping'), assistant('b1'), user('a1'), user('a2'), assistant('b2'), user('a3')]);
+    expect(await aThird).toBe('b3');
+    expect(await bThird).toBe('a3');
+    expect(deliveries(server, session, 'A')).toEqual(['b1', 'b2', 'b3']);
+    expect(deliveries(server, session, 'B')).toEqual(['a1', 'a2', 'a3']);
+  });
+});
+
 describe('a superseded request sent again (PROTOCOL.md §2: a re-sent body is a retry)', () => {
   it('two requests of one side in flight, then the later and the earlier re-sent: each message reaches the other side once', async () => {
     const server = await start();

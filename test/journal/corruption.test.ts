@@ -121,4 +121,33 @@ describe('a journal with unreadable lines', () => {
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     for (const f of ['journal.jsonl', 'journal.quarantine.jsonl']) expect(statSync(join(dir, f)).mode & 0o777).toBe(0o600);
   });
+
+  it('records, on start, a delivery the replay re-derived but the journal lacks (the service stopped between the two records)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'missed-'));
+    dirs.push(dir);
+    const file = join(dir, 'journal.jsonl');
+    const first = await start(dir);
+    await converse(first, 'missed');
+    await first.service.shutdown();
+    running.splice(0);
+    // The disk holds B's first turn, but not the record of the delivery it made to A, nor anything
+    // after it (a SIGKILL between the two appends: the writer is one ordered loop).
+    const all = lines(file);
+    const bFirst = all.findIndex((l) => l.includes('"type":"SideConnected"') && l.includes('"side":"B"'));
+    expect(all[bFirst + 1]).toContain('"type":"MessageDelivered"');
+    writeFileSync(file, `${all.slice(0, bFirst + 1).join('\n')}\n`);
+
+    const second = await start(dir);
+    expect(second.service.ctx.sessions.get('missed')?.context.sides.A.deliveries).toEqual(['b1']);
+    await second.service.ctx.journal.store.flush();
+    const delivered = lines(file)
+      .map((l) => JSON.parse(l) as { session: string; type: string; side: string; content: string; seq: number })
+      .filter((r) => r.session === 'missed' && r.type === 'MessageDelivered');
+    expect(delivered.map((r) => [r.side, r.content])).toEqual([['A', 'b1']]);
+    // Numbered on from the session's last record, before the restart's own record.
+    const seqs = lines(file).map((l) => JSON.parse(l) as { session: string; seq: number; type: string }).filter((r) => r.session === 'missed');
+    expect(seqs.map((r) => r.seq)).toEqual(seqs.map((_, i) => i + 1));
+    expect(seqs.at(-1)!.type).toBe('SessionResumed');
+  });
 });
+
