@@ -359,6 +359,19 @@ describe('ACTIVE', () => {
     expect(h.take()).toEqual([reject('A', 'hs', 'handshake_timeout')]);
   });
 
+  it('a new turn whose history stops short of the deliveries gets the first one it lacks at once; its content still goes on', () => {
+    const s = opened(); // A was given b1; B is held on b-1
+    s.messageA('a-1', 'a1', { seen: 1 });
+    expect(s.take()).toEqual([reply('B', 'b-1', 'a1', 0)]);
+    s.messageB('b-2', 'b2', { seen: 1 });
+    expect(s.take()).toEqual([reply('A', 'a-1', 'b2', 1)]); // written, but A's client had gone
+    s.messageA('a-2', 'a2', { seen: 1 }); // A's history shows only b1
+    expect(s.take()).toEqual([reply('B', 'b-2', 'a2', 1), { ...reply('A', 'a-2', 'b2', 1), repeat: true }]);
+    expect(s.ctx.sides.A.held).toBeNull();
+    expect(s.ctx.sides.A.lastTurn).toMatchObject({ content: 'a2', answer: 1 });
+    expect(s.ctx.sides.A.deliveries).toEqual(['b1', 'b2']);
+  });
+
   it('a timeout loses nothing: what arrives later is queued and the retry gets it', () => {
     const s = opened();
     s.advance(3_000);
