@@ -1,6 +1,6 @@
 /**
  * The session layer alone, without HTTP: attribution, the XState session actor, replies, and
- * (in the `journal` variant) the inspection tap feeding the in-memory journal as the service
+ * (in the `journal` variant) the fact stream feeding the in-memory journal as the service
  * does. 100 sessions ping-pong 20 turns each, as in the relay workload; prints µs per turn.
  * Forked by `npm run bench -- --floors`; also runs on its own: node --import tsx bench/session-loop.ts
  */
@@ -10,8 +10,8 @@ import { Journal } from '../src/journal/journal.js';
 import { MemoryStore } from '../src/journal/store.js';
 import type { JournalRecord } from '../src/journal/records.js';
 import type { TurnRequest } from '../src/sessions/attribution.js';
+import { FactStream } from '../src/sessions/fact-stream.js';
 import { SessionRegistry } from '../src/sessions/registry.js';
-import { transitionTap } from '../src/telemetry/transitions.js';
 
 type Variant = 'actor' | 'journal';
 const TURNS = 20;
@@ -21,8 +21,10 @@ function registryFor(variant: Variant): SessionRegistry {
   const timing = { handshakeTimeoutMs: 600_000, turnTimeoutMs: 600_000, streamTurnTimeoutMs: 600_000, sessionTtlMs: 3_600_000 };
   if (variant === 'actor') return new SessionRegistry({ timing, maxSessions: 1_000_000 });
   const journal = new Journal(new MemoryStore<JournalRecord>(), pino({ level: 'silent' }));
-  const transitions = transitionTap([() => undefined]);
-  return new SessionRegistry({ timing, maxSessions: 1_000_000, journal, inspect: (e) => (journal.tap(e), transitions(e)) });
+  const facts = new FactStream();
+  facts.subscribe(journal.onStep);
+  facts.subscribe(() => undefined); // the transition log, silenced
+  return new SessionRegistry({ timing, maxSessions: 1_000_000, inspect: facts.inspect });
 }
 
 const text = (label: string) => `${label} ${'lorem ipsum dolor sit amet '.repeat(8)}`.slice(0, 200);

@@ -62,9 +62,12 @@ export interface SideState {
   readonly preamble: string | null;
   /** Fingerprint of the API key the side joined with (null without keys): it binds the side. */
   readonly client: string | null;
+  /** The wire protocol of the side's latest turn (`openai`, `anthropic`, `websocket`, …), for views and metrics. */
+  readonly protocol: string | null;
 }
 
-export type TranscriptKind = 'system' | 'preamble' | 'handshake' | 'message';
+/** delivery: what one response gave a side (`side` is the receiver, `turn` its turn it answers). */
+export type TranscriptKind = 'system' | 'preamble' | 'handshake' | 'message' | 'delivery';
 
 export interface TranscriptEntry {
   readonly at: number;
@@ -122,6 +125,8 @@ export interface TurnPayload {
   readonly stream?: boolean;
   /** Fingerprint of the client's API key, when keys are configured (never the key itself). */
   readonly client?: string | null;
+  /** The wire protocol the request came in (a label; nothing in the chart depends on it). */
+  readonly protocol?: string;
 }
 
 export type RejectCode =
@@ -160,6 +165,7 @@ const emptySide: SideState = {
   system: null,
   preamble: null,
   client: null,
+  protocol: null,
 };
 
 /** How many of a side's latest turns are kept to recognise re-sent messages. */
@@ -241,6 +247,11 @@ class Draft {
     this.lastActivityAt = at;
   }
 
+  /** The time of this step (every step that delivers touches the session first). */
+  get now(): number {
+    return this.lastActivityAt ?? 0;
+  }
+
   setLatest(side: Side): void {
     this.latestSide = side;
   }
@@ -287,6 +298,7 @@ function flush(d: Draft, side: Side): void {
     held: null,
     lastTurn: { ...state.lastTurn, answer: delivery },
   });
+  d.record({ at: d.now, side, kind: 'delivery', turn: state.lastTurn.seq, content });
 }
 
 /** How a request waits: no timer (a persistent connection), or a plain or streaming request's. */
@@ -336,6 +348,7 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
   d.update(side, {
     joined: true,
     client: state.joined ? state.client : (turn.client ?? null),
+    protocol: turn.protocol ?? state.protocol,
     lastTurn: latest,
     recent,
   });

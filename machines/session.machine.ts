@@ -9,7 +9,6 @@
 import { enqueueActions, setup } from 'xstate';
 import {
   bothJoined,
-  releaseAll,
   closeSession,
   disconnect,
   initialContext,
@@ -200,47 +199,4 @@ function applyStep(enqueue: Enqueue, step: Step): void {
         enqueue.emit(effect);
     }
   }
-}
-
-
-/**
- * Replay: the context and state that `events` lead to, folded through the same logic the
- * chart's actions call, without an actor, timers or replies. Held requests do not survive
- * a restart: each restart is in the events (RESUMED, and CLOSE when it was graceful), and from
- * there on nothing of before is held, so later messages queue instead of counting as delivered
- * to a connection that was gone. The result holds none either.
- */
-export function replayEvents(sessionId: string, timing: SessionTiming, events: readonly SessionEvent[]): { context: SessionContext; state: 'AWAITING_PEER' | 'DORMANT' } {
-  let ctx = initialContext(sessionId, timing);
-  for (const event of events) {
-    switch (event.type) {
-      case 'CONNECT_A':
-      case 'CONNECT_B':
-      case 'MESSAGE_FROM_A':
-      case 'MESSAGE_FROM_B':
-        ctx = receiveTurn(ctx, sideOf(event), event.turn).context;
-        break;
-      case 'RETRY_FROM_A':
-      case 'RETRY_FROM_B':
-        ctx = retryTurn(ctx, sideOf(event), event.requestId, event.at, event.stream === true).context;
-        break;
-      case 'LISTEN_A':
-      case 'LISTEN_B':
-        ctx = listen(ctx, sideOf(event), event.requestId, event.at).context;
-        break;
-      case 'DISCONNECT_A':
-      case 'DISCONNECT_B':
-        ctx = disconnect(ctx, sideOf(event), event.requestId, event.at).context;
-        break;
-      case 'TIMEOUT':
-        ctx = timeOut(ctx, event.requestId).context;
-        break;
-      case 'CLOSE': // replayed only when it was a shutdown: the session carried on after it
-      case 'RESUMED':
-        ctx = releaseAll(ctx);
-        break;
-    }
-  }
-  ctx = releaseAll(ctx);
-  return { context: ctx, state: bothJoined(ctx) ? 'DORMANT' : 'AWAITING_PEER' };
 }

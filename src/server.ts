@@ -9,14 +9,15 @@ import { AccessControl } from './http/access.js';
 import { buildApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { Journal } from './journal/journal.js';
-import type { JournalRecord } from './journal/records.js';
+import { endsSessionRecord, isReadable, type JournalRecord } from './journal/records.js';
 import { recoverSessions } from './journal/recovery.js';
 import { openJournal } from './journal/store.js';
 import { SessionRegistry } from './sessions/registry.js';
 import type { Logger } from './telemetry/logger.js';
 import type { Metrics } from './telemetry/metrics.js';
 import type { Tracing } from './telemetry/tracing.js';
-import { logTransitions, transitionTap, type TransitionListener } from './telemetry/transitions.js';
+import { FactStream } from './sessions/fact-stream.js';
+import { logSteps } from './telemetry/transitions.js';
 
 
 /**
@@ -52,36 +53,43 @@ export interface ServiceOptions {
 
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   const access = AccessControl.fromConfig(config);
-  const listeners: TransitionListener[] = [logTransitions(logger)];
+  const tracing = options.tracing ?? null;
+  const timing = timingOf(config);
+  // Metrics first, so the journal can report its appends to them; they read the sessions lazily.
+  let sessions: SessionRegistry | null = null;
+  const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(() => sessions?.list() ?? []) : null;
   const store = await openJournal<JournalRecord>(config.journalPath, {
     fsync: config.journalFsync,
+    ends: (record) => isReadable(record) && endsSessionRecord(record),
     onWarning: (message) => logger.warn({ journal: config.journalPath }, message),
   });
-  const tracing = options.tracing ?? null;
-  const journal = new Journal(store, logger);
-  if (tracing) journal.traceOf = (requestId) => tracing.traceOf(requestId);
-  const transitions = transitionTap(listeners);
+  const journal = new Journal(store, logger, {
+    ...(tracing ? { traceOf: (requestId: string | null) => tracing.traceOf(requestId) } : {}),
+    ...(metrics ? { onAppended: (seconds: number) => metrics.journalAppend.observe(seconds) } : {}),
+  });
+  // The one stream of session facts, and everything that watches the sessions through it.
+  const facts = new FactStream(options.clock ? () => options.clock!.now() : Date.now, (err) => logger.error({ err }, 'a subscriber of the session facts failed'));
+  facts.subscribe(journal.onStep);
+  facts.subscribe(logSteps(logger));
+  if (metrics) facts.subscribe(metrics.onStep);
+  if (tracing) facts.subscribe(tracing.onStep);
   // Optional parts are loaded only when asked for, so a plain service carries none of them.
   const stately = config.inspect ? await (await import('./telemetry/stately.js')).startStatelyInspection({ host: config.host, port: config.inspectPort, access }) : null;
   if (stately) logger.info({ url: stately.url }, `Stately inspection: open ${stately.url} to watch sessions live (${stately.who})`);
-  const timing = timingOf(config);
-  const sessions = new SessionRegistry({
+  sessions = new SessionRegistry({
     timing,
     maxSessions: config.maxSessions,
     maxQueuedBytesPerSide: config.maxQueuedBytesPerSide,
-    journal,
-    // The one tap on the actor system: journal records, then log lines and metrics.
-    inspect: (event) => {
-      journal.tap(event);
-      transitions(event);
-      tracing?.tap(event);
-      stately?.inspect(event);
-    },
+    // A store whose appends are durable at once (memory) has nothing for replies to wait for.
+    ...(store.durableOnAppend ? {} : { durable: () => journal.durable() }),
+    // The actor systems' one inspection tap: the fact stream (and the Stately inspector when on).
+    inspect: stately ? (event) => (facts.inspect(event), stately.inspect(event)) : facts.inspect,
     ...(options.clock ? { clock: options.clock } : {}),
   });
   // FAULT_INJECTION: for testing the e2e harness only (src/sessions/fault-injection.ts).
   if (config.faultInjection !== 'off') (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
-  const recovery = await recoverSessions(journal, sessions, { ttlMs: timing.sessionTtlMs, now: Date.now() });
+  const { rebuilt, report: recovery } = await recoverSessions(journal, { timing, now: Date.now() });
+  for (const session of rebuilt) sessions.restore(session.id, session.restore);
   journal.recovery = recovery;
   if (recovery.records > 0) {
     const { damaged, ...counts } = recovery;
@@ -96,12 +104,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
   if (recovery.unreadable > 0) {
     logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
   }
-  const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(sessions) : null;
-  if (metrics) {
-    listeners.push(metrics.onTransition);
-    journal.onAppended = (seconds) => metrics.journalAppend.observe(seconds);
-  }
-  const ctx: AppContext = { config, sessions, metrics, journal, tracing, access, startedAt: Date.now(), transitionListeners: listeners, shuttingDown: false };
+  const registry = sessions;
+  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, facts, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
@@ -119,8 +123,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const shutdown = (): Promise<void> => {
     closing ??= (async () => {
       ctx.shuttingDown = true;
-      logger.info({ live_sessions: sessions.size }, 'shutting down: answering held requests');
-      sessions.closeAll('shutdown');
+      logger.info({ live_sessions: registry.size }, 'shutting down: answering held requests');
+      registry.closeAll('shutdown');
       // Held requests are answered once the journal has their records; let those answers be
       // written before closing, so that their connections are idle when the server closes.
       await journal.durable().catch(() => undefined);

@@ -146,7 +146,7 @@ describe('running the service as a process', () => {
     expect(listening[0]!['msg']).toBe(`MotiveProxy listening on ${url} — console: ${url}/ — clients: ${url}/v1`);
     expect(listening[0]!['level']).toBe(30);
     expect(listening[0]!['console_url']).toBe(`${url}/`);
-    expect(lines.some((l) => l['msg'] === 'session transition' && l['session_id'] === 'cli-shutdown' && l['event'] === 'CONNECT_A' && l['state'] === 'AWAITING_PEER' && l['side'] === 'A')).toBe(true);
+    expect(lines.some((l) => l['msg'] === 'session transition' && l['session_id'] === 'cli-shutdown' && l['fact'] === 'SideConnected' && l['state'] === 'AWAITING_PEER' && l['side'] === 'A')).toBe(true);
     expect(lines.some((l) => l['msg'] === 'request' && l['session_id'] === 'cli-shutdown' && l['status'] === 503 && typeof l['request_id'] === 'string')).toBe(true);
   }, 200_000);
 

@@ -19,7 +19,7 @@ import { z } from 'zod';
 import { timerMs, type SessionTiming, type Side, type TranscriptEntry } from '../../machines/session.logic.js';
 import { timingOf } from '../config.js';
 import type { Session } from '../sessions/session.js';
-import type { TransitionRecord } from '../telemetry/transitions.js';
+import type { SessionStep } from '../sessions/fact-stream.js';
 import type { AppContext } from './context.js';
 import type { SideHolders } from './side-holders.js';
 
@@ -118,9 +118,9 @@ export class ConsoleFeed {
   private listDirty = false;
   private stopped = false;
   private readonly unsubscribe: () => void;
-  /** Every transition of every session: only marks the session as changed (cheap, no I/O). */
-  readonly onTransition = (record: TransitionRecord): void => {
-    this.changed(record.sessionId);
+  /** Every step of every session (the fact stream): only marks the session as changed (cheap, no I/O). */
+  readonly onStep = (step: SessionStep): void => {
+    this.changed(step.session);
   };
 
   constructor(
@@ -177,7 +177,7 @@ export class ConsoleFeed {
       const socket = this.holders.has(session.id, side);
       sides[side] = {
         joined: s.joined,
-        protocol: socket ? 'websocket' : session.protocols[side],
+        protocol: socket ? 'websocket' : s.protocol,
         turns: s.lastTurn?.seq ?? 0,
         deliveries: s.deliveries.length,
         queued: s.queue.length,

@@ -5,7 +5,7 @@ import type { Journal } from '../journal/journal.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
-import type { TransitionListener } from '../telemetry/transitions.js';
+import type { FactStream } from '../sessions/fact-stream.js';
 
 export interface AppContext {
   readonly config: Config;
@@ -14,8 +14,8 @@ export interface AppContext {
   readonly journal: Journal;
   readonly tracing: Tracing | null;
   readonly startedAt: number;
-  /** The transition tap's listeners: a live view (the web console) may add its own. */
-  readonly transitionListeners: TransitionListener[];
+  /** The sessions' one stream of facts: a live view (the web console) may subscribe too. */
+  readonly facts: FactStream;
   /** API keys and the admin key. */
   readonly access: AccessControl;
   /** Set when the service begins to shut down: new requests are refused. */

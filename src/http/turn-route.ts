@@ -59,20 +59,6 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     request.turnLog.side = result.side;
     request.turnLog.turn = result.kind;
     ctx.tracing?.annotate(request, { side: result.side });
-    const metrics = ctx.metrics;
-    if (metrics) {
-      if (result.kind !== 'retry') metrics.messages.inc({ protocol: adapter.name, direction: 'in' });
-      const started = performance.now();
-      const handshake = result.side === 'A' && result.kind === 'connect';
-      void result.outcome.then((outcome) => {
-        if (outcome.type === 'reply') {
-          metrics.messages.inc({ protocol: adapter.name, direction: 'out' });
-          (handshake ? metrics.handshakeTime : metrics.turnLatency).observe(performance.now() - started);
-        } else if (outcome.type === 'reject' && outcome.code.endsWith('_timeout')) {
-          metrics.timeouts.inc({ kind: outcome.code === 'handshake_timeout' ? 'handshake' : 'turn' });
-        }
-      });
-    }
     reply.raw.on('close', () => {
       if (reply.raw.writableFinished) return;
       result.disconnect();

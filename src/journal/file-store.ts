@@ -9,8 +9,8 @@
 import { chmod, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { closedError, decodeRecord, describeError, encodeRecord, JournalError } from './store.js';
-import type { FsyncPolicy, JournalRecordBase, JournalStats, JournalStore, StoreOptions } from './store.js';
+import { closedError, decodeRecord, describeError, encodeRecord, JournalError, latestOf, SessionIndex } from './store.js';
+import type { AppendOptions, FsyncPolicy, JournalRecordBase, JournalStats, JournalStore, StoreOptions } from './store.js';
 
 export const JOURNAL_FILE = 'journal.jsonl';
 export const QUARANTINE_FILE = 'journal.quarantine.jsonl';
@@ -30,6 +30,7 @@ interface Unreadable {
 }
 
 interface PendingAppend {
+  readonly record: JournalRecordBase;
   readonly line: string;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
@@ -59,12 +60,13 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
     private handle: FileHandle,
     private bytes: number,
     private readonly settings: { policy: FsyncPolicy; batchWindowMs: number; warn: Warn; onSync: () => void },
+    private index: SessionIndex<R>,
   ) {
     this.file = join(dir, JOURNAL_FILE);
     this.policy = settings.policy;
   }
 
-  static async open<R extends JournalRecordBase = JournalRecordBase>(dir: string, options: StoreOptions): Promise<FileStore<R>> {
+  static async open<R extends JournalRecordBase = JournalRecordBase>(dir: string, options: StoreOptions<R>): Promise<FileStore<R>> {
     const { fsync, batchWindowMs = 2 } = options;
     if (fsync !== 'always' && fsync !== 'batch' && fsync !== 'off') throw new Error(`Unknown journal fsync policy '${String(fsync)}'.`);
     if (!(batchWindowMs >= 0)) throw new Error(`batchWindowMs must be a non-negative number, got ${batchWindowMs}.`);
@@ -82,14 +84,17 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
       const bytes = await trimTornTail(handle, file, warn, (torn) => quarantine(dir, [torn], warn));
       // Makes the file's directory entry durable when this open created it.
       if (fsync !== 'off') await syncDirectory(dir);
-      return new FileStore<R>(dir, handle, bytes, { policy: fsync, batchWindowMs, warn, onSync: options.onSync ?? (() => {}) });
+      // Each session's last seq, for appends that expect one (read's own warnings come later).
+      const index = new SessionIndex<R>(options.ends);
+      if ((await handle.stat()).isFile()) for await (const record of readRecords(file, () => {})) index.note(record as R);
+      return new FileStore<R>(dir, handle, bytes, { policy: fsync, batchWindowMs, warn, onSync: options.onSync ?? (() => {}) }, index);
     } catch (error) {
       await handle.close();
       throw error;
     }
   }
 
-  append(record: R): Promise<void> {
+  append(record: R, options?: AppendOptions): Promise<void> {
     if (this.closing) return Promise.reject(closedError());
     if (this.failure) return Promise.reject(this.failure);
     let line: string;
@@ -98,7 +103,11 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
     } catch (error) {
       return Promise.reject(error);
     }
-    const done = new Promise<void>((resolve, reject) => this.queue.push({ line, resolve, reject }));
+    // Appends land in call order, so the index can take the record now.
+    const conflict = this.index.conflict(record, options);
+    if (conflict) return Promise.reject(conflict);
+    this.index.note(record);
+    const done = new Promise<void>((resolve, reject) => this.queue.push({ record, line, resolve, reject }));
     this.tail = done;
     this.startWriter();
     return done;
@@ -110,6 +119,16 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
     let unreadable = 0;
     yield* readRecords(this.file, this.settings.warn, () => unreadable++) as AsyncIterable<R>;
     this.unreadable = unreadable;
+  }
+
+  async readSession(session: string): Promise<R[]> {
+    const records: R[] = [];
+    for await (const record of this.read()) if (record.session === session) records.push(record);
+    return latestOf(records, session);
+  }
+
+  async liveSessions(): Promise<string[]> {
+    return this.index.live();
   }
 
   compact(keep: (record: R) => boolean): Promise<{ kept: number; dropped: number }> {
@@ -209,7 +228,21 @@ export class FileStore<R extends JournalRecordBase = JournalRecordBase> implemen
       let result: { kept: number; dropped: number; bytes: number };
       try {
         const dropped: Unreadable[] = [];
-        result = await writeCompacted(this.file, temp, (record) => keep(record as R), this.settings.warn, (u) => dropped.push(u));
+        const index = this.index.emptyLike();
+        result = await writeCompacted(
+          this.file,
+          temp,
+          (record) => {
+            const keeps = keep(record as R);
+            if (keeps) index.note(record as R);
+            return keeps;
+          },
+          this.settings.warn,
+          (u) => dropped.push(u),
+        );
+        // The index follows the new file, then the appends that queued meanwhile.
+        for (const entry of this.queue) index.note(entry.record as R);
+        this.index = index;
         // What could not be read leaves the journal only once it is safe in the quarantine file.
         if (dropped.length > 0) {
           await quarantine(this.dir, dropped, this.settings.warn);

@@ -1,18 +1,19 @@
 /**
- * Recovery on start: sessions that were not closed and whose TTL (from their last activity)
- * has not run out are rebuilt by replaying their events; the journal is then compacted to
- * just those sessions, so replay time follows live sessions.
+ * Recovery on start: reads the journal and says which sessions to rebuild and as what. Sessions
+ * that were not closed and whose TTL (from their last activity) has not run out are replayed:
+ * their facts folded through the chart's pure logic. The composition root starts them (this
+ * module knows no registry); the journal is compacted to them, so replay time follows live
+ * sessions.
  *
  * Only what was understood is compacted away. A session whose records do not run 1, 2, 3, …
  * (a line of it could not be read: its first record, or one in the middle) is not rebuilt,
  * since its state cannot be known; it is reported, and its records are kept as they are.
  * Records of another format version are kept too.
  */
-import { SIDES } from '../../machines/session.logic.js';
-import { replayEvents, type SessionEvent } from '../../machines/session.machine.js';
-import type { SessionRegistry } from '../sessions/registry.js';
+import { replay, type MessageDelivered } from '../../machines/session.facts.js';
+import { SIDES, type SessionContext, type SessionTiming } from '../../machines/session.logic.js';
 import type { Journal } from './journal.js';
-import { RECORD_VERSION, type JournalRecord } from './records.js';
+import { endsSessionRecord, factsOf, isReadable, latestIncarnations, type JournalRecord } from './records.js';
 
 /** A session the journal cannot rebuild faithfully. */
 export interface DamagedSession {
@@ -34,6 +35,14 @@ export interface RecoveryReport {
   readonly otherVersions: number;
 }
 
+/** A session to start again, as its journal rebuilt it. */
+export interface RebuiltSession {
+  readonly id: string;
+  readonly restore: { readonly context: SessionContext; readonly state: 'AWAITING_PEER' | 'DORMANT' };
+  /** Its last record's seq: the journal numbers on from it. */
+  readonly lastSeq: number;
+}
+
 /** Why a session's latest records cannot be replayed, or null when they run 1, 2, 3, … */
 function damageOf(records: readonly JournalRecord[]): string | null {
   const first = records[0]!;
@@ -49,26 +58,30 @@ function damageOf(records: readonly JournalRecord[]): string | null {
   return null;
 }
 
-export async function recoverSessions(journal: Journal, sessions: SessionRegistry, options: { ttlMs: number; now: number }): Promise<RecoveryReport> {
+const ended = (records: readonly JournalRecord[]): boolean => records.some(endsSessionRecord);
+
+/**
+ * Reads the journal, rebuilds every session that is still live, and readies the journal for
+ * them: their numbering resumes, deliveries a stop kept out of it are recorded, and it is
+ * compacted when it holds anything no live session needs. Returns what to start.
+ */
+export async function recoverSessions(journal: Journal, options: { timing: SessionTiming; now: number }): Promise<{ rebuilt: RebuiltSession[]; report: RecoveryReport }> {
   const started = performance.now();
-  // Per session, the records since its latest seq 1 (a new incarnation of the id), or, when no
-  // seq 1 could be read, all of them.
-  const latest = new Map<string, JournalRecord[]>();
+  const readable: JournalRecord[] = [];
   let records = 0;
   let otherVersions = 0;
   for await (const record of journal.store.read()) {
     records++;
-    if (record.v !== RECORD_VERSION) {
+    if (isReadable(record)) {
+      readable.push(record);
+    } else {
       otherVersions++;
       journal.preserve(record);
-      continue;
     }
-    const list = record.seq === 1 ? [] : (latest.get(record.session) ?? []);
-    list.push(record);
-    latest.set(record.session, list);
   }
+  const latest = latestIncarnations(readable);
   const unreadable = journal.store.stats().unreadable ?? 0;
-  let restored = 0;
+  const rebuilt: RebuiltSession[] = [];
   let dropped = 0;
   const damaged: DamagedSession[] = [];
   let kept = otherVersions;
@@ -83,29 +96,30 @@ export async function recoverSessions(journal: Journal, sessions: SessionRegistr
       continue;
     }
     const last = list[list.length - 1]!;
-    const closed = list.some(
-      (r) => r.type === 'SessionExpired' || (r.type === 'SessionClosed' && (r.event as { reason?: string } | undefined)?.reason !== 'shutdown'),
-    );
-    if (closed || options.now - last.at >= options.ttlMs) {
+    if (ended(list) || options.now - last.at >= options.timing.sessionTtlMs) {
       dropped++;
       garbage += list.length;
       continue;
     }
-    // A graceful shutdown is not an end: the session carries on after the restart (its CLOSE is
-    // replayed, releasing what was held then).
-    const events: SessionEvent[] = [];
-    for (const r of list) if (r.event) events.push(r.event);
-    const rebuilt = replayEvents(id, sessions.timing, events);
+    const facts = factsOf(list);
+    const restore = replay(id, options.timing, facts);
     journal.resume(id, last.seq);
+    // A stop between a turn's record and its delivery's leaves the delivery out of the journal
+    // (its client never got it; its retry will, as a repeat): recorded now, so the records say
+    // what clients were given.
+    const recorded = { A: 0, B: 0 };
+    for (const fact of facts) if (fact.type === 'MessageDelivered') recorded[fact.side]++;
     for (const side of SIDES) {
-      const recorded = list.filter((r) => r.type === 'MessageDelivered' && r.side === side).length;
-      const deliveries = rebuilt.context.sides[side].deliveries;
-      for (let i = recorded; i < deliveries.length; i++) journal.recordMissedDelivery(id, side, deliveries[i]!);
+      const deliveries = restore.context.sides[side].deliveries;
+      for (let i = recorded[side]; i < deliveries.length; i++) {
+        const missed: MessageDelivered = { type: 'MessageDelivered', session: id, at: options.now, side, request: null, content: deliveries[i]!, delivery: i, waitedMs: 0 };
+        journal.append(missed);
+      }
     }
-    sessions.restore(id, rebuilt);
-    restored++;
+    rebuilt.push({ id, restore, lastSeq: last.seq });
   }
   // Rewriting the journal is only worth it when it holds something no live session needs.
-  if (garbage > 0 || unreadable > 0) await journal.compact(new Set(sessions.ids()));
-  return { records, restored, dropped, ms: Math.round(performance.now() - started), unreadable, damaged, otherVersions };
+  if (garbage > 0 || unreadable > 0) await journal.compact();
+  const report: RecoveryReport = { records, restored: rebuilt.length, dropped, ms: Math.round(performance.now() - started), unreadable, damaged, otherVersions };
+  return { rebuilt, report };
 }

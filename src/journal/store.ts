@@ -1,6 +1,9 @@
 /**
- * The event journal's storage contract and its in-memory store. A store keeps opaque records
- * in append order; it reads only `session` and `seq`, the rest belongs to the caller.
+ * The event journal's storage port and its in-memory store. A store keeps opaque records in
+ * append order; it reads only `session` and `seq` (and asks the caller's `ends` which records end
+ * a session), the rest belongs to the caller. The memory and file stores implement it, and pass
+ * one shared test suite (test/journal/store-contract.ts); a store on a shared database (Redis)
+ * implements the same port, checking the expected sequence where the data is.
  */
 
 export type FsyncPolicy = 'always' | 'batch' | 'off';
@@ -10,6 +13,16 @@ export interface JournalRecordBase {
   readonly seq: number;
 }
 
+/** How an append is checked. */
+export interface AppendOptions {
+  /**
+   * The seq the session's last stored record must have for this append to be taken: it is the
+   * session's next record, and nobody else appended meanwhile. 0 starts a new incarnation of
+   * the id (any earlier records stay). Absent: not checked. A mismatch rejects with `seq_conflict`.
+   */
+  readonly expectedSeq?: number;
+}
+
 export interface JournalStore<R extends JournalRecordBase = JournalRecordBase> {
   /** Appends in call order. The promise resolves when the record is as durable as the policy promises:
    *  'always' – written and fsynced (one fsync per record);
@@ -17,9 +30,13 @@ export interface JournalStore<R extends JournalRecordBase = JournalRecordBase> {
    *             appended while a write+fsync is in flight go in the next single write+fsync, after batchWindowMs);
    *  'off'    – handed to the OS with write(), no fsync (survives a process crash, not power loss).
    *  Rejects if the write fails; a failed store refuses further appends with a clear error. */
-  append(record: R): Promise<void>;
+  append(record: R, options?: AppendOptions): Promise<void>;
   /** Every stored record in append order, skipping a torn last line and any corrupt line (each reported through onWarning). */
   read(): AsyncIterable<R>;
+  /** One session's records, in order, from its latest seq 1 on (its latest incarnation); [] when it has none. */
+  readSession(session: string): Promise<R[]>;
+  /** The sessions whose latest incarnation has records and no record that ends it (`ends`). */
+  liveSessions(): Promise<string[]>;
   /** Rewrites the journal keeping only records for which keep(record) is true (to drop closed/expired sessions).
    *  Atomic: write a new file, fsync, rename over, fsync the directory. Appends that arrive meanwhile are queued and
    *  written after it, unfiltered. */
@@ -44,8 +61,10 @@ export interface JournalStats {
   readonly quarantined?: number;
 }
 
-export interface StoreOptions {
+export interface StoreOptions<R extends JournalRecordBase = JournalRecordBase> {
   readonly fsync: FsyncPolicy;
+  /** Which records end a session (for liveSessions); none by default. */
+  readonly ends?: (record: R) => boolean;
   /** 'batch' only: how long the first append after a quiet spell waits for company. Default 2. */
   readonly batchWindowMs?: number;
   readonly onWarning?: (message: string) => void;
@@ -53,7 +72,7 @@ export interface StoreOptions {
   readonly onSync?: () => void;
 }
 
-export type JournalErrorCode = 'journal_closed' | 'journal_failed' | 'invalid_record';
+export type JournalErrorCode = 'journal_closed' | 'journal_failed' | 'invalid_record' | 'seq_conflict';
 
 export class JournalError extends Error {
   override readonly name = 'JournalError';
@@ -107,11 +126,66 @@ function preview(text: string): string {
   return JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}…` : text);
 }
 
+/**
+ * What a store knows of each session without reading it: the seq of its last record, and
+ * whether its latest incarnation has ended. Both stores keep one, fed by every record.
+ */
+export class SessionIndex<R extends JournalRecordBase> {
+  private readonly sessions = new Map<string, { seq: number; ended: boolean }>();
+
+  constructor(private readonly ends: (record: R) => boolean = () => false) {}
+
+  /** The conflict an append with these options would make, or null. */
+  conflict(record: R, options: AppendOptions | undefined): JournalError | null {
+    const expected = options?.expectedSeq;
+    if (expected === undefined || expected === 0) return null;
+    const last = this.sessions.get(record.session)?.seq ?? 0;
+    if (last === expected) return null;
+    return new JournalError('seq_conflict', `Session '${record.session}' has ${last} as its last record, not ${expected}: another writer appended meanwhile.`);
+  }
+
+  note(record: R): void {
+    const entry = record.seq === 1 ? undefined : this.sessions.get(record.session);
+    if (entry) {
+      entry.seq = record.seq;
+      entry.ended ||= this.ends(record);
+    } else {
+      this.sessions.set(record.session, { seq: record.seq, ended: this.ends(record) });
+    }
+  }
+
+  live(): string[] {
+    const ids: string[] = [];
+    for (const [id, entry] of this.sessions) if (!entry.ended) ids.push(id);
+    return ids;
+  }
+
+  clear(): void {
+    this.sessions.clear();
+  }
+
+  /** A new, empty index that tells ends the same way. */
+  emptyLike(): SessionIndex<R> {
+    return new SessionIndex<R>(this.ends);
+  }
+}
+
+/** Records of one session from its latest seq 1 on, from records in journal order. */
+export function latestOf<R extends JournalRecordBase>(records: Iterable<R>, session: string): R[] {
+  let mine: R[] = [];
+  for (const record of records) {
+    if (record.session !== session) continue;
+    if (record.seq === 1) mine = [];
+    mine.push(record);
+  }
+  return mine;
+}
+
 export async function openJournal<R extends JournalRecordBase = JournalRecordBase>(
   path: string,
-  options: StoreOptions,
+  options: StoreOptions<R>,
 ): Promise<JournalStore<R>> {
-  if (path === 'memory') return new MemoryStore<R>();
+  if (path === 'memory') return new MemoryStore<R>(options.ends);
   // Loaded on demand so an in-memory setup never touches the file code.
   const { FileStore } = await import('./file-store.js');
   return FileStore.open<R>(path, options);
@@ -124,12 +198,20 @@ export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implem
   private records: R[] = [];
   private appended = 0;
   private closed = false;
+  private readonly index: SessionIndex<R>;
 
-  append(record: R): Promise<void> {
+  constructor(ends?: (record: R) => boolean) {
+    this.index = new SessionIndex(ends);
+  }
+
+  append(record: R, options?: AppendOptions): Promise<void> {
     if (this.closed) return Promise.reject(closedError());
     // Records are never changed after they are appended (the journal builds each one afresh from
-    // immutable actor events), so the store keeps the object itself: no JSON round trip per record.
+    // immutable facts), so the store keeps the object itself: no JSON round trip per record.
     if (!isJournalRecord(record)) return Promise.reject(invalidRecordError());
+    const conflict = this.index.conflict(record, options);
+    if (conflict) return Promise.reject(conflict);
+    this.index.note(record);
     this.records.push(record);
     this.appended += 1;
     return Promise.resolve();
@@ -140,10 +222,20 @@ export class MemoryStore<R extends JournalRecordBase = JournalRecordBase> implem
     yield* this.records.slice();
   }
 
+  async readSession(session: string): Promise<R[]> {
+    return latestOf(this.records, session);
+  }
+
+  async liveSessions(): Promise<string[]> {
+    return this.index.live();
+  }
+
   async compact(keep: (record: R) => boolean): Promise<{ kept: number; dropped: number }> {
     if (this.closed) throw closedError();
     const before = this.records.length;
     this.records = this.records.filter((record) => keep(record));
+    this.index.clear();
+    for (const record of this.records) this.index.note(record);
     return { kept: this.records.length, dropped: before - this.records.length };
   }
 

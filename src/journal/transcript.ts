@@ -1,20 +1,20 @@
 /**
  * A session's conversation as read back from the journal: who said what, when, on which of
- * their turns, under which system prompt, and how the session ended. Built by folding the
- * records of the session's latest incarnation, the same way session.logic.ts builds the live
- * transcript, plus the deliveries the proxy made. Rendered as JSON (a stable, documented
- * shape, below) or as a Markdown document for people.
+ * their turns, under which system prompt and preamble, what each response gave a side, and how
+ * the session ended. It is the one fold over the session's facts (machines/session.facts.ts),
+ * the same that replays a session and that the console shows live: its transcript, plus the
+ * outcome. Rendered as JSON (a stable, documented shape, below) or as Markdown for people.
  */
-import type { Side } from '../../machines/session.logic.js';
-import type { SessionEvent } from '../../machines/session.machine.js';
-import { RECORD_VERSION, type JournalRecord } from './records.js';
+import { fold, type SessionFact } from '../../machines/session.facts.js';
+import type { Side, TranscriptKind } from '../../machines/session.logic.js';
+import { factsOf, isReadable, latestIncarnations, type JournalRecord } from './records.js';
 import type { JournalStore } from './store.js';
 
 /** system: a side's system prompt, recorded when it changes; preamble: the assistant messages before a
  *  side's first user message (a chat UI's character greeting; its own, never forwarded), recorded when it
  *  changes; handshake: A's first turn (never forwarded); message: a turn's new content; delivery: what one
  *  response gave a side (queued messages joined). */
-export type TranscriptLineKind = 'system' | 'preamble' | 'handshake' | 'message' | 'delivery';
+export type TranscriptLineKind = TranscriptKind;
 
 export interface TranscriptLine {
   /** ms since the epoch */
@@ -46,77 +46,41 @@ export interface Transcript {
 /** Anything records can be read from: a JournalStore, or a journal file read directly. */
 export type RecordSource = Pick<JournalStore<JournalRecord>, 'read'>;
 
-/**
- * The records of one session's latest incarnation, in journal order; empty if the journal has
- * none. A record with seq 1 starts a new incarnation (the id was used again after a close).
- */
+/** The records of one session's latest incarnation, in journal order; empty if the journal has none. */
 export async function loadSessionRecords(source: RecordSource, sessionId: string): Promise<JournalRecord[]> {
-  let records: JournalRecord[] = [];
-  for await (const record of source.read()) {
-    if (record.session !== sessionId || record.v !== RECORD_VERSION) continue;
-    if (record.seq === 1) records = [];
-    records.push(record);
-  }
-  return records;
+  const mine: JournalRecord[] = [];
+  for await (const record of source.read()) if (record.session === sessionId && isReadable(record)) mine.push(record);
+  return latestIncarnations(mine).get(sessionId) ?? [];
 }
 
-/** Folds one session's records into its transcript; null when there are none. */
+/** Folds one session's records (its latest incarnation is taken) into its transcript; null when there are none. */
 export function buildTranscript(records: readonly JournalRecord[]): Transcript | null {
-  const latest = latestIncarnation(records);
-  const first = latest[0];
+  const first = records[0];
   if (!first) return null;
-  const turns: Record<Side, number> = { A: 0, B: 0 };
-  const systems: Record<Side, string | null> = { A: null, B: null };
-  const preambles: Record<Side, string | null> = { A: null, B: null };
-  const lines: TranscriptLine[] = [];
-  let outcome: TranscriptOutcome = { status: 'open', reason: null, at: null };
-  let lastActivityAt = first.at;
-  for (const record of latest) {
-    const event = record.event as SessionEvent | undefined;
-    const side = record.side;
-    switch (record.type) {
-      case 'SideConnected':
-      case 'MessageSent': {
-        if (!side || !event || !('turn' in event)) break;
-        const { turn: payload } = event;
-        const turn = (turns[side] += 1);
-        if (payload.system !== null && payload.system !== systems[side]) {
-          systems[side] = payload.system;
-          lines.push({ at: payload.at, side, kind: 'system', turn, content: payload.system });
-        }
-        const preamble = payload.preamble ?? null;
-        if (preamble !== null && preamble !== preambles[side]) {
-          preambles[side] = preamble;
-          lines.push({ at: payload.at, side, kind: 'preamble', turn, content: preamble });
-        }
-        // As in session.logic.ts: A's first turn is its handshake, recorded but never forwarded.
-        const kind = side === 'A' && turn === 1 ? 'handshake' : 'message';
-        lines.push({ at: payload.at, side, kind, turn, content: payload.content });
-        outcome = { status: 'open', reason: null, at: null };
-        break;
-      }
-      case 'MessageDelivered':
-        if (side) lines.push({ at: record.at, side, kind: 'delivery', turn: turns[side], content: record.content ?? '' });
-        break;
-      case 'SessionExpired':
-        outcome = { status: 'expired', reason: 'expired', at: record.at };
-        break;
-      case 'SessionClosed': {
-        const reason = event?.type === 'CLOSE' ? event.reason : null;
-        // A graceful shutdown is not an end: recovery brings the session back (PROTOCOL.md §4).
-        if (reason === 'shutdown') outcome = { status: 'open', reason, at: record.at };
-        else outcome = reason === 'expired' ? { status: 'expired', reason, at: record.at } : { status: 'closed', reason: 'deleted', at: record.at };
-        break;
-      }
-    }
-    lastActivityAt = Math.max(lastActivityAt, record.at);
-  }
-  return { session: first.session, startedAt: first.at, lastActivityAt, turns, outcome, lines };
+  const latest = latestIncarnations(records.filter(isReadable)).get(first.session) ?? [];
+  return transcriptOf(first.session, factsOf(latest));
 }
 
-function latestIncarnation(records: readonly JournalRecord[]): readonly JournalRecord[] {
-  for (let i = records.length - 1; i >= 0; i--) if (records[i]!.seq === 1) return records.slice(i);
-  return records;
+/** The transcript a session's facts make (its latest incarnation's, from its first fact). */
+export function transcriptOf(session: string, facts: readonly SessionFact[]): Transcript | null {
+  const start = facts[0];
+  if (!start) return null;
+  // The timers play no part in a transcript.
+  const context = fold(session, { handshakeTimeoutMs: 0, turnTimeoutMs: 0, streamTurnTimeoutMs: 0, sessionTtlMs: 0 }, facts);
+  let outcome: TranscriptOutcome = { status: 'open', reason: null, at: null };
+  let lastActivityAt = start.at;
+  for (const fact of facts) {
+    lastActivityAt = Math.max(lastActivityAt, fact.at);
+    if (fact.type === 'SessionExpired') outcome = { status: 'expired', reason: 'expired', at: fact.at };
+    else if (fact.type === 'SessionClosed') {
+      // A graceful shutdown is not an end: recovery brings the session back (PROTOCOL.md §4).
+      outcome = fact.reason === 'shutdown' ? { status: 'open', reason: 'shutdown', at: fact.at } : fact.reason === 'expired' ? { status: 'expired', reason: 'expired', at: fact.at } : { status: 'closed', reason: 'deleted', at: fact.at };
+    } else if (fact.type !== 'MessageDelivered' && fact.type !== 'SessionResumed' && outcome.reason === 'shutdown') {
+      outcome = { status: 'open', reason: null, at: null };
+    }
+  }
+  const turns = { A: context.sides.A.lastTurn?.seq ?? 0, B: context.sides.B.lastTurn?.seq ?? 0 };
+  return { session, startedAt: start.at, lastActivityAt, turns, outcome, lines: context.transcript };
 }
 
 /** The JSON form (GET /admin/sessions/:id/transcript, `motive-proxy transcript --format json`). Times are ISO 8601. */

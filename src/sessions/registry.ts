@@ -3,7 +3,6 @@
  * when it reaches CLOSED, so memory follows live sessions only.
  */
 import { createActor, fromTransition, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
-import type { Journal } from '../journal/journal.js';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
 import { Session, type SessionOptions, type SubmitOptions, type SubmitResult } from './session.js';
@@ -14,9 +13,11 @@ export interface RegistryOptions {
   /** MAX_QUEUED_BYTES_PER_SIDE (none: no cap). */
   readonly maxQueuedBytesPerSide?: number;
   readonly clock?: SimulatedClock;
+  /** The actor systems' one inspection tap (the fact stream's decoder, and the Stately inspector when on). */
   readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
-  readonly journal?: Journal;
+  /** Resolves when what sessions did so far is durable; replies wait for it (none: they need not wait). */
+  readonly durable?: () => Promise<void>;
 }
 
 export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_sessions'; readonly message: string };
@@ -129,21 +130,18 @@ export class SessionRegistry {
   }
 
   private spawn(sessionId: string, extra: Pick<SessionOptions, 'restore'> = {}): Session {
-    const journal = this.options.journal;
     const system = this.systemWithRoom();
     const session = new Session(sessionId, {
       ...extra,
       timing: this.options.timing,
       parent: system.root,
-      // A store whose appends are durable at once (memory) has nothing for replies to wait for.
-      ...(journal && !journal.store.durableOnAppend ? { durable: () => journal.durable() } : {}),
+      ...(this.options.durable ? { durable: this.options.durable } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),
       ...(this.options.maxQueuedBytesPerSide ? { maxQueuedBytes: this.options.maxQueuedBytesPerSide } : {}),
       onClosed: (closed) => {
         this.leave(system);
         if (this.sessions.get(closed.id) !== closed) return;
         this.sessions.delete(closed.id);
-        journal?.sessionClosed(closed.id, this.sessions.size, () => new Set(this.sessions.keys()));
       },
     });
     this.sessions.set(sessionId, session);

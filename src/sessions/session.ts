@@ -69,8 +69,6 @@ export class Session {
   private readonly now: () => number;
   private readonly durable: (() => Promise<void>) | undefined;
   private readonly maxQueuedBytes: number;
-  /** The protocol of each side's latest request (`openai`, `anthropic`, `websocket`, …), for views. */
-  readonly protocols: Record<Side, string | null> = { A: null, B: null };
   /**
    * What each side has typed live since its latest turn (previews, not journaled): every
    * request of the other side that starts waiting is shown all of it first.
@@ -120,7 +118,6 @@ export class Session {
     const { side, kind, seen } = attribution;
     const full = attribution.kind === 'retry' ? null : this.queueFull(side, attribution.kind, attribution.messages);
     if (full) return full;
-    if (options.protocol) this.protocols[side] = options.protocol;
     const outcome = this.wait(requestId);
     const at = this.now();
     let event: SessionEvent;
@@ -141,6 +138,7 @@ export class Session {
         ...(options.untimed ? { untimed: true } : {}),
         ...(options.stream ? { stream: true } : {}),
         ...(request.client ? { client: request.client } : {}),
+        ...(options.protocol ? { protocol: options.protocol } : {}),
       };
       // What the side typed live is now its turn (or abandoned for it).
       this.drafts[side] = '';
@@ -271,8 +269,10 @@ export class Session {
         ? { type: 'reply', content: event.content, delivery: event.delivery, repeat: event.repeat }
         : { type: 'reject', code: event.code };
     if (!this.durable) return resolve(outcome);
-    // Nothing is written to a client before the journal holds it.
-    this.durable().then(
+    // Nothing is written to a client before the journal holds it. The journal hears of this
+    // step's facts when the step ends, after this reply was emitted: wait for that, then for it.
+    const durable = this.durable;
+    void Promise.resolve().then(durable).then(
       () => resolve(outcome),
       () => resolve({ type: 'reject', code: 'journal_unavailable' }),
     );

@@ -1,7 +1,6 @@
 /** Prometheus metrics (prom-client), served at GET /metrics when ENABLE_PROMETHEUS is on. */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SessionRegistry } from '../sessions/registry.js';
-import type { TransitionListener } from './transitions.js';
+import type { SessionStep } from '../sessions/fact-stream.js';
 
 const MS_BUCKETS = [1, 5, 10, 50, 100, 500, 1_000, 5_000, 15_000, 30_000, 60_000, 300_000];
 
@@ -17,7 +16,8 @@ export class Metrics {
   readonly journalAppend: Histogram;
   private readonly transitions: Counter<'event' | 'state'>;
 
-  constructor(sessions: SessionRegistry) {
+  /** `sessions` lists the live sessions when metrics are scraped. */
+  constructor(sessions: () => Iterable<{ readonly state: string }>) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'motiveproxy_' });
     this.requests = new Counter({ name: 'motiveproxy_requests_total', help: 'Chat requests answered, by protocol and HTTP status', labelNames: ['protocol', 'status'], registers });
@@ -29,7 +29,7 @@ export class Metrics {
     });
     this.handshakeTime = new Histogram({ name: 'motiveproxy_handshake_time_ms', help: "How long side A's handshake waited for its answer", buckets: MS_BUCKETS, registers });
     this.turnLatency = new Histogram({ name: 'motiveproxy_turn_latency_ms', help: 'How long a turn waited for the other side’s answer', buckets: MS_BUCKETS, registers });
-    this.timeouts = new Counter({ name: 'motiveproxy_timeouts_total', help: 'Waits that ran out, by kind (handshake, turn)', labelNames: ['kind'], registers });
+    this.timeouts = new Counter({ name: 'motiveproxy_timeouts_total', help: 'Waits that ran out, by kind (handshake, turn, stream)', labelNames: ['kind'], registers });
     this.errors = new Counter({ name: 'motiveproxy_errors_total', help: 'Error responses, by contract error code', labelNames: ['code'], registers });
     this.journalAppend = new Histogram({
       name: 'motiveproxy_journal_append_seconds',
@@ -39,7 +39,7 @@ export class Metrics {
     });
     this.transitions = new Counter({
       name: 'motiveproxy_session_events_total',
-      help: 'Events taken by session actors, by event type and resulting state',
+      help: 'Session facts, by fact type and the state the session reached',
       labelNames: ['event', 'state'],
       registers,
     });
@@ -50,12 +50,32 @@ export class Metrics {
       registers,
       collect() {
         this.reset();
-        for (const session of sessions.list()) this.inc({ state: session.state });
+        for (const session of sessions()) this.inc({ state: session.state });
       },
     });
   }
 
-  readonly onTransition: TransitionListener = (record) => {
-    this.transitions.inc({ event: record.event.startsWith('xstate.after') ? 'TTL_EXPIRED' : record.event, state: record.state });
+  /** Every session metric is counted here, from the fact stream, and nowhere else. */
+  readonly onStep = (step: SessionStep): void => {
+    for (const fact of step.facts) {
+      this.transitions.inc({ event: fact.type, state: step.state });
+      switch (fact.type) {
+        case 'SideConnected':
+        case 'MessageSent':
+          this.messages.inc({ protocol: fact.turn.protocol ?? 'unknown', direction: 'in' });
+          break;
+        case 'MessageDelivered': {
+          this.messages.inc({ protocol: step.context.sides[fact.side].protocol ?? 'unknown', direction: 'out' });
+          // A's first delivery answers its handshake.
+          (fact.side === 'A' && fact.delivery === 0 ? this.handshakeTime : this.turnLatency).observe(fact.waitedMs);
+          break;
+        }
+        case 'TimedOut':
+          this.timeouts.inc({ kind: fact.timer ?? 'turn' });
+          break;
+        default:
+          break;
+      }
+    }
   };
 }

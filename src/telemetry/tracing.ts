@@ -13,8 +13,7 @@
  */
 import type { Context, ContextManager, Span, Tracer } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { InspectionEvent } from 'xstate';
-import type { SessionContext } from '../../machines/session.logic.js';
+import type { SessionStep } from '../sessions/fact-stream.js';
 
 export function tracingRequested(env: NodeJS.ProcessEnv): boolean {
   return Boolean(env['OTEL_EXPORTER_OTLP_ENDPOINT'] || env['OTEL_EXPORTER_OTLP_TRACES_ENDPOINT']) && env['OTEL_SDK_DISABLED'] !== 'true';
@@ -63,8 +62,6 @@ class SynchronousContextManager implements ContextManager {
 
 export class Tracing {
   private readonly spans = new Map<string, Span>();
-  private readonly states = new Map<string, string>();
-  private current: string | null = null;
 
   private constructor(
     private readonly sdk: { shutdown(): Promise<void> },
@@ -149,35 +146,23 @@ export class Tracing {
     return requestId ? (this.spans.get(requestId)?.spanContext().traceId ?? null) : null;
   }
 
-  /** Part of the actor system's inspection tap. */
-  readonly tap = (inspection: InspectionEvent): void => {
-    const type = inspection.type;
-    if (type !== '@xstate.event' && type !== '@xstate.snapshot' && type !== '@xstate.action') return;
-    if (type === '@xstate.event') {
-      const event = inspection.event as { type: string; requestId?: string; turn?: { requestId: string } };
-      this.current = event.turn?.requestId ?? event.requestId ?? null;
-      return;
+  /**
+   * A subscriber of the fact stream: each step becomes a `session.transition` event on the span
+   * of the request that caused it, and a delivery it made links that span with the receiver's.
+   */
+  readonly onStep = (step: SessionStep): void => {
+    const [first] = step.facts;
+    const cause = first && 'request' in first ? first.request : null;
+    const span = cause ? this.spans.get(cause) : undefined;
+    if (!span) return;
+    span.addEvent('session.transition', { event: step.facts.map((f) => f.type).join(','), 'state.from': step.previous, 'state.to': step.state });
+    for (const fact of step.facts) {
+      if (fact.type !== 'MessageDelivered' || !fact.request || fact.request === cause) continue;
+      const receiver = this.spans.get(fact.request);
+      if (!receiver) continue;
+      span.addLink({ context: receiver.spanContext(), attributes: { 'motiveproxy.link': 'delivered_to' } });
+      receiver.addLink({ context: span.spanContext(), attributes: { 'motiveproxy.link': 'answered_by' } });
     }
-    if (type === '@xstate.snapshot') {
-      const context = (inspection.snapshot as { context?: SessionContext }).context;
-      if (!context) return;
-      const to = String((inspection.snapshot as { value?: unknown }).value);
-      const from = this.states.get(context.sessionId) ?? 'EMPTY';
-      if (to === 'CLOSED') this.states.delete(context.sessionId);
-      else if (to !== from) this.states.set(context.sessionId, to);
-      const span = this.current ? this.spans.get(this.current) : undefined;
-      span?.addEvent('session.transition', { event: inspection.event.type, 'state.from': from, 'state.to': to });
-      return;
-    }
-    const action = inspection.action as { type: string; params?: { event?: { type: string; requestId: string } } };
-    if (action.type !== 'xstate.emit') return;
-    const emitted = action.params?.event;
-    if (emitted?.type !== 'reply' || !this.current || this.current === emitted.requestId) return;
-    const sender = this.spans.get(this.current);
-    const receiver = this.spans.get(emitted.requestId);
-    if (!sender || !receiver) return;
-    sender.addLink({ context: receiver.spanContext(), attributes: { 'motiveproxy.link': 'delivered_to' } });
-    receiver.addLink({ context: sender.spanContext(), attributes: { 'motiveproxy.link': 'answered_by' } });
   };
 
   shutdown(): Promise<void> {

@@ -209,7 +209,7 @@ function checkJournal(c: Conversation, journal: readonly JournalLine[], found: s
         `from #${at + 1}: journal ${JSON.stringify(delivered.slice(at, at + 3))}, client ${JSON.stringify(app.received.slice(at, at + 3))}`,
     );
   }
-  const ended = records.filter((r) => r.type === 'SessionExpired' || (r.type === 'SessionClosed' && r.event?.reason !== 'shutdown'));
+  const ended = records.filter((r) => r.type === 'SessionExpired' || (r.type === 'SessionClosed' && (r.reason ?? r.event?.reason) !== 'shutdown'));
   if (ended.length > 0) found.push(`${c.session}: the session ended during the run (${ended.map((r) => r.type).join(', ')})`);
 }
 

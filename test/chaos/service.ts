@@ -39,6 +39,8 @@ export interface JournalLine {
   side: 'A' | 'B' | null;
   content?: string;
   event?: { reason?: string };
+  /** Why a session closed (version-2 records; version 1 had it in `event`). */
+  reason?: string;
 }
 
 export interface Recovery {

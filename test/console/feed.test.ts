@@ -190,7 +190,13 @@ describe('the live feed', () => {
     b.send({ type: 'message', content: 'Who goes there?' });
     expect((await handshake).choices[0]!.message.content).toBe('Who goes there?');
     const more = await live.next('transcript');
-    expect(more).toMatchObject({ reset: false, entries: [{ side: 'B', kind: 'message', turn: 1, content: 'Who goes there?' }] });
+    expect(more).toMatchObject({
+      reset: false,
+      entries: [
+        { side: 'B', kind: 'message', turn: 1, content: 'Who goes there?' },
+        { side: 'A', kind: 'delivery', turn: 1, content: 'Who goes there?' },
+      ],
+    });
     const paired = await live.next('sessions', (f) => f.sessions.some((x: any) => x.id === id && x.sides.B.protocol === 'websocket' && !x.sides.A.held));
     expect(paired.sessions.find((x: any) => x.id === id)).toMatchObject({ sides: { A: { deliveries: 1 }, B: { socket: true, turns: 1, held: { timer: 'none', deadline: null } } } });
 
@@ -306,7 +312,7 @@ describe('with an admin key, what was said is the admin’s to read', () => {
     // A page on this machine without the key: the list (no text), and a clear refusal instead of the transcript.
     const keyless = await feed(server);
     expect(await keyless.next('hello')).toMatchObject({ admin: false, adminKey: true });
-    expect((await keyless.next('sessions', (f) => f.sessions.some((s: any) => s.id === id))).sessions.find((s: any) => s.id === id)).toMatchObject({ entries: 3 });
+    expect((await keyless.next('sessions', (f) => f.sessions.some((s: any) => s.id === id))).sessions.find((s: any) => s.id === id)).toMatchObject({ entries: 4 });
     keyless.send({ type: 'watch', session: id });
     expect(await keyless.next('error')).toMatchObject({ code: 'invalid_api_key', message: expect.stringMatching(/admin key/) });
     // New entries do not reach it either.
@@ -325,6 +331,6 @@ describe('with an admin key, what was said is the admin’s to read', () => {
     expect(await admin.next('hello')).toMatchObject({ admin: true });
     admin.send({ type: 'watch', session: id });
     const transcript = await admin.next('transcript');
-    expect(transcript.entries.map((e: any) => e.content)).toEqual(['sealed orders', 'ping', 'the password is swordfish', 'and the gate code is 0451']);
+    expect(transcript.entries.map((e: any) => e.content)).toEqual(['sealed orders', 'ping', 'the password is swordfish', 'the password is swordfish', 'and the gate code is 0451']);
   });
 });

@@ -195,6 +195,7 @@ interface JournalLine {
   type: string;
   side: 'A' | 'B' | null;
   content?: string;
+  turn?: { content: string };
 }
 
 /** The journal's records; `strict` also requires every line to be whole, well-formed JSON. */
@@ -327,7 +328,7 @@ describe('crash (SIGKILL) and restart on the same journal and port', () => {
     const a2 = a.say('a2'); // B is not waiting: a2 is queued for it, A is held
     await service.inState('ACTIVE');
     await until(
-      () => readJournal(service.journalFile, false).some((r) => r.type === 'MessageSent' && r.side === 'A' && r.content === 'a2'),
+      () => readJournal(service.journalFile, false).some((r) => r.type === 'MessageSent' && r.side === 'A' && r.turn?.content === 'a2'),
       'a2 is in the journal',
     );
     expect(deliveredTo(readJournal(service.journalFile, false), model, 'B')).toEqual(['a1']);

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FileStore, JOURNAL_FILE } from '../../src/journal/file-store.js';
+import { describeJournalStore, endsContractRecord, type ContractRecord } from './store-contract.js';
 import { openJournal, type FsyncPolicy, type JournalRecordBase, type JournalStore, type StoreOptions } from '../../src/journal/store.js';
 
 interface TestRecord extends JournalRecordBase {
@@ -31,7 +32,11 @@ beforeEach(() => {
   warnings = [];
   syncs = 0;
 });
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
+const contractDirs: string[] = [];
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true });
+  for (const d of contractDirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
 
 const journalFile = () => join(dir, JOURNAL_FILE);
 
@@ -319,5 +324,26 @@ await Promise.all([writer(), writer(), writer(), writer()]);`,
     expect(acked.length).toBeGreaterThanOrEqual(300);
     expect(Math.max(...acked)).toBeLessThan(seqs.length);
     expect(new Set(acked).size).toBe(acked.length);
+  });
+});
+
+describeJournalStore('FileStore', async () => {
+  const fresh = mkdtempSync(join(tmpdir(), 'motive-journal-contract-'));
+  contractDirs.push(fresh);
+  return FileStore.open<ContractRecord>(fresh, { fsync: 'batch', ends: endsContractRecord, onWarning: () => {} });
+});
+
+describe('FileStore index', () => {
+  it('knows each session\'s last seq and whether it ended after a reopen, from the file', async () => {
+    const fresh = mkdtempSync(join(tmpdir(), 'motive-journal-index-'));
+    contractDirs.push(fresh);
+    const first = await FileStore.open<ContractRecord>(fresh, { fsync: 'off', ends: endsContractRecord });
+    for (const r of [{ session: 'a', seq: 1, type: 'Said' }, { session: 'a', seq: 2, type: 'Said' }, { session: 'b', seq: 1, type: 'End' }]) await first.append(r);
+    await first.close();
+    const reopened = await FileStore.open<ContractRecord>(fresh, { fsync: 'off', ends: endsContractRecord });
+    expect(await reopened.liveSessions()).toEqual(['a']);
+    await expect(reopened.append({ session: 'a', seq: 2, type: 'Said' }, { expectedSeq: 1 })).rejects.toMatchObject({ code: 'seq_conflict' });
+    await reopened.append({ session: 'a', seq: 3, type: 'Said' }, { expectedSeq: 2 });
+    await reopened.close();
   });
 });

@@ -3,6 +3,7 @@
 // and a closed store refuses appends.
 import { describe, expect, it } from 'vitest';
 import { JournalError, MemoryStore, openJournal, type JournalRecordBase } from '../../src/journal/store.js';
+import { describeJournalStore, endsContractRecord, type ContractRecord } from './store-contract.js';
 
 interface TestRecord extends JournalRecordBase {
   readonly type: string;
@@ -64,3 +65,5 @@ describe('MemoryStore', () => {
     expect(await readAll(store)).toHaveLength(1);
   });
 });
+
+describeJournalStore('MemoryStore', async () => new MemoryStore<ContractRecord>(endsContractRecord));

@@ -29,6 +29,7 @@ import type { JournalRecord } from '../../src/journal/records.js';
 import { recoverSessions } from '../../src/journal/recovery.js';
 import { MemoryStore } from '../../src/journal/store.js';
 import type { TurnRequest } from '../../src/sessions/attribution.js';
+import { FactStream } from '../../src/sessions/fact-stream.js';
 import { SessionRegistry } from '../../src/sessions/registry.js';
 import type { Outcome } from '../../src/sessions/session.js';
 
@@ -110,16 +111,14 @@ class World {
     this.journal = new Journal(this.store, pino({ level: 'silent' }));
     const journal = this.journal;
     const tap = { open: true };
-    this.registry = new SessionRegistry({
-      timing: TIMING,
-      maxSessions: 10,
-      journal,
-      inspect: (event) => {
-        if (tap.open) journal.tap(event);
-      },
+    const facts = new FactStream();
+    facts.subscribe((step) => {
+      if (tap.open) journal.onStep(step);
     });
+    this.registry = new SessionRegistry({ timing: TIMING, maxSessions: 10, inspect: facts.inspect });
     this.cutTap = () => (tap.open = false);
-    await recoverSessions(journal, this.registry, { ttlMs: TIMING.sessionTtlMs, now: Date.now() });
+    const { rebuilt } = await recoverSessions(journal, { timing: TIMING, now: Date.now() });
+    for (const session of rebuilt) this.registry.restore(session.id, session.restore);
   }
 
   private cutTap: () => void = () => undefined;

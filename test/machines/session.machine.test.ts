@@ -5,7 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import { createActor, SimulatedClock } from 'xstate';
 import type { CloseReason, RejectCode, SessionTiming, TurnPayload } from '../../machines/session.logic.js';
-import { replayEvents, sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
+import { replay, type SessionFact } from '../../machines/session.facts.js';
+import { sessionMachine, type SessionEmitted, type SessionStateName } from '../../machines/session.machine.js';
 
 const TIMING: SessionTiming = { handshakeTimeoutMs: 1_000, turnTimeoutMs: 3_000, streamTurnTimeoutMs: 3_000, sessionTtlMs: 60_000 };
 
@@ -183,7 +184,9 @@ describe('AWAITING_PEER', () => {
       ['A', 'handshake', 'ping'],
       ['B', 'system', 'You are a thief.'],
       ['B', 'message', 'b1'],
+      ['A', 'delivery', 'b1'],
       ['A', 'message', 'a1'],
+      ['B', 'delivery', 'a1'],
     ]);
     expect(s.ctx.sides.B.deliveries).toEqual(['a1']);
     expect(s.ctx.sides.A.system).toBe('You are a guard.');
@@ -784,13 +787,14 @@ describe('LISTEN (a persistent connection: the WebSocket side)', () => {
   });
 
   it('replays: a delivery made to a LISTEN wait is a delivery after a restart too', () => {
-    const events: SessionEvent[] = [
-      { type: 'CONNECT_A', turn: { requestId: 'a-hs', seen: null, content: 'ping', idempotencyKey: null, system: null, at: 1 } },
-      { type: 'CONNECT_B', turn: { requestId: 'b-1', seen: null, content: 'b1', idempotencyKey: null, system: null, at: 2 } },
-      { type: 'LISTEN_A', requestId: 'a-listen', at: 3 },
-      { type: 'MESSAGE_FROM_B', turn: { requestId: 'b-2', seen: null, content: 'b2', idempotencyKey: null, system: null, at: 4 } },
+    const turn = (content: string) => ({ seen: null, content, idempotencyKey: null, system: null });
+    const facts: SessionFact[] = [
+      { type: 'SideConnected', session: 'npc', side: 'A', request: 'a-hs', at: 1, turn: turn('ping') },
+      { type: 'SideConnected', session: 'npc', side: 'B', request: 'b-1', at: 2, turn: turn('b1') },
+      { type: 'ListenStarted', session: 'npc', side: 'A', request: 'a-listen', at: 3 },
+      { type: 'MessageSent', session: 'npc', side: 'B', request: 'b-2', at: 4, turn: turn('b2') },
     ];
-    const { context, state } = replayEvents('npc', TIMING, events);
+    const { context, state } = replay('npc', TIMING, facts);
     expect(context.sides.A.deliveries).toEqual(['b1', 'b2']);
     expect(context.sides.A.queue).toEqual([]);
     expect(state).toBe('DORMANT');

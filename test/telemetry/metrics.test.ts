@@ -26,8 +26,9 @@ describe('Prometheus metrics', () => {
     expect(res.headers.get('content-type')).toContain('text/plain');
     const text = await res.text();
     expect(text).toMatch(/^motiveproxy_requests_total\{protocol="openai",status="200"\} 1$/m);
-    expect(text).toMatch(/^motiveproxy_session_events_total\{event="CONNECT_A",state="AWAITING_PEER"\} 1$/m);
-    expect(text).toMatch(/^motiveproxy_session_events_total\{event="CONNECT_B",state="ACTIVE"\} 1$/m);
+    expect(text).toMatch(/^motiveproxy_session_events_total\{event="SideConnected",state="AWAITING_PEER"\} 1$/m);
+    expect(text).toMatch(/^motiveproxy_session_events_total\{event="SideConnected",state="ACTIVE"\} 1$/m);
+    expect(text).toMatch(/^motiveproxy_session_events_total\{event="MessageDelivered",state="ACTIVE"\} 1$/m);
     expect(text).toMatch(/^motiveproxy_sessions_active\{state="ACTIVE"\} 1$/m);
     expect(text).toMatch(/^motiveproxy_messages_total\{protocol="openai",direction="in"\} 2$/m);
     expect(text).toMatch(/^motiveproxy_messages_total\{protocol="openai",direction="out"\} 1$/m);

@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { buildTranscript, loadSessionRecords, toJson, toMarkdown } from '../../journal/transcript.js';
+import { isReadable } from '../../journal/records.js';
+import { buildTranscript, toJson, toMarkdown } from '../../journal/transcript.js';
 import { splitModel } from '../../protocols/adapter.js';
 import { ProxyError } from '../../protocols/errors.js';
 import type { Session } from '../../sessions/session.js';
@@ -108,7 +109,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     if (format !== 'json' && format !== 'md') {
       throw new ProxyError('invalid_request', `format must be json or md, not '${String(format).slice(0, 50)}'.`, { param: 'format' });
     }
-    const transcript = buildTranscript(await loadSessionRecords(ctx.journal.store, sessionId));
+    const transcript = buildTranscript((await ctx.journal.store.readSession(sessionId)).filter(isReadable));
     if (!transcript) {
       throw new ProxyError('not_found', `The journal has no session '${sessionId}' (closed sessions are dropped when the journal is compacted).`, {
         param: 'id',

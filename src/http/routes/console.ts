@@ -61,11 +61,10 @@ async function sameOriginOnly(request: FastifyRequest, reply: FastifyReply): Pro
 
 async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   const feed = new ConsoleFeed(ctx, sideHolders(ctx));
-  ctx.transitionListeners.push(feed.onTransition);
+  const unsubscribe = ctx.facts.subscribe(feed.onStep);
 
   app.addHook('onClose', async () => {
-    const i = ctx.transitionListeners.indexOf(feed.onTransition);
-    if (i >= 0) ctx.transitionListeners.splice(i, 1);
+    unsubscribe();
     feed.stop();
   });
 

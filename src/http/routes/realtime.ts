@@ -237,7 +237,6 @@ class Participant {
     }
     this.draft = '';
     this.draftBytes = 0;
-    this.ctx.metrics?.messages.inc({ protocol: 'websocket', direction: 'in' });
     this.send({ type: 'accepted', id, content, turn: result.kind === 'connect' ? 'connect' : 'message' });
     this.wait(result);
   }
@@ -259,7 +258,6 @@ class Participant {
         case 'disconnected':
           return;
         case 'reply':
-          this.ctx.metrics?.messages.inc({ protocol: 'websocket', direction: 'out' });
           this.send({ type: 'delivery', content: outcome.content, index: outcome.delivery });
           this.listen();
           return;
