@@ -146,6 +146,10 @@ describe('the console in a browser', () => {
       expect(completion.choices[0]!.message.content).toBe('Halt! Who goes there?\nName yourself.');
       expect(completion.model).toBe(id);
       await page.locator('#transcript li[data-side="B"]', { hasText: 'Name yourself.' }).waitFor();
+      // The delivery is a marker under the message, not the text again.
+      const delivered = page.locator('#transcript li[data-kind="delivery"][data-side="A"]');
+      await delivered.waitFor();
+      expect(await delivered.innerText()).toMatch(/^→ delivered to A, answering its turn 1 · /);
       await page.locator('#chart g.state.current[data-state="DORMANT"], #chart g.state.current[data-state="ACTIVE"]').waitFor();
       expect(await composer.inputValue()).toBe('');
       await playStatus(page, /A is thinking… \d:\d\d/);

@@ -360,6 +360,15 @@ function entryEl(entry) {
     entry.kind === 'handshake' ? node('span', { class: 'tag', text: 'handshake, not forwarded' }) : null,
   );
   const text = node('div', { class: 'text', text: entry.content });
+  if (entry.kind === 'delivery') {
+    // The text is above, as the other side's message: only who got it, and when.
+    return node(
+      'li',
+      { class: `entry delivery side-${entry.side}`, dataKind: 'delivery', dataSide: entry.side, dataTurn: entry.turn },
+      node('span', { text: `→ delivered to ${entry.side}, answering its turn ${entry.turn} · ` }),
+      node('time', { datetime: new Date(entry.at).toISOString(), text: clock(entry.at) }),
+    );
+  }
   if (entry.kind === 'system' || entry.kind === 'preamble') {
     // A preamble (a chat UI's character greeting before the first user message) is the client's own, like its system prompt.
     const label = entry.kind === 'system' ? 'System prompt' : 'Preamble (its own greeting, not forwarded)';
