@@ -8,7 +8,7 @@
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, apiError as openAIError, sleep, uniqueId, until, untilHeld, useServers } from './support.js';
+import { Participant, apiError as openAIError, sleep, uniqueId, until, untilHeld, useServers } from '../http/support.js';
 
 const start = useServers();
 

@@ -8,7 +8,7 @@
 import { ApiError, GoogleGenAI, type Content, type GenerateContentResponse } from '@google/genai';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from './support.js';
+import { Participant, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from '../http/support.js';
 
 const start = useServers();
 

@@ -7,7 +7,7 @@
 import { AzureOpenAI } from 'openai';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, apiError, expectOpenAIError, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from './support.js';
+import { Participant, apiError, expectOpenAIError, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from '../http/support.js';
 
 const start = useServers();
 

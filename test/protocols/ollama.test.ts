@@ -8,7 +8,7 @@
 import { Ollama, type ChatResponse, type Message } from 'ollama';
 import { afterEach, beforeEach, describe, expect, it, vi, type MockInstance } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, apiError, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from './support.js';
+import { Participant, apiError, rawPost, sleep, uniqueId, untilHeld, useServers, converse, DUEL, SCRIPT } from '../http/support.js';
 
 const start = useServers();
 

@@ -10,7 +10,7 @@ import OpenAI from 'openai';
 import type { ResponseInputItem, ResponseStreamEvent } from 'openai/resources/responses/responses';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, apiError, expectOpenAIError, rawPost, recordingClient, sleep, uniqueId, until, untilHeld, useServers } from './support.js';
+import { Participant, apiError, expectOpenAIError, rawPost, recordingClient, sleep, uniqueId, until, untilHeld, useServers } from '../http/support.js';
 
 const start = useServers();
 
