@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /** The `motive-proxy` command: runs the service with settings from flags and environment. */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { ConfigError, flagName, isSecret, loadConfig, OPTIONS, parseArgs, type LoadedConfig, type OptionName } from './config.js';
 import { chartSource } from './chart.js';
 import { createService } from './server.js';
@@ -9,6 +10,19 @@ import { Tracing, tracingRequested } from './telemetry/tracing.js';
 import { TRANSCRIPT_USAGE, transcriptCommand } from './transcript-command.js';
 
 const SHUTDOWN_GRACE_MS = 5000;
+
+/** The e2e harness's client SDKs that cannot be found from here. */
+function missingHarnessPackages(): string[] {
+  const require = createRequire(import.meta.url);
+  return ['openai', '@anthropic-ai/sdk'].filter((name) => {
+    try {
+      require.resolve(name);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+}
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -72,6 +86,14 @@ async function main(): Promise<void> {
     return;
   }
   if (process.argv[2] === 'e2e') {
+    // The harness drives the proxy with the official SDKs, which the service itself never loads:
+    // they are not among its dependencies, and an installation without them is told so.
+    const missing = missingHarnessPackages();
+    if (missing.length > 0) {
+      process.stderr.write(`motive-proxy e2e: the harness needs ${missing.join(' and ')}, which the service does not: npm install ${missing.join(' ')}\n`);
+      process.exitCode = 2;
+      return;
+    }
     const { e2eCommand } = await import('./e2e/command.js');
     process.exitCode = await e2eCommand(process.argv.slice(3), process.env, version());
     return;
