@@ -3,6 +3,7 @@
  * environment, validated with zod, and passed down. Nothing else reads process.env.
  */
 import { z } from 'zod';
+import { parseCommandLine, UsageError, type OptionSpec } from './args.js';
 
 const seconds = z.coerce.number().finite().positive().max(365 * 24 * 3600);
 const flag = z.preprocess((v) => {
@@ -192,44 +193,23 @@ export interface ParsedArgs {
   readonly version: boolean;
 }
 
-/** `--name value`, `--name=value`, bare `--flag` / `--no-flag` for booleans, `-h`, `-v`. */
+/** `--name value`, `--name=value`, bare `--flag` / `--no-flag` for booleans, `-h`, `-v` (the shared parser, src/args.ts). */
 export function parseArgs(argv: readonly string[]): ParsedArgs {
-  const byFlag = new Map<string, OptionName>(Object.keys(OPTIONS).map((n) => [flagName(n as OptionName), n as OptionName]));
-  const values: Partial<Record<OptionName, string>> = {};
-  let help = false;
-  let version = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--help' || arg === '-h') {
-      help = true;
-      continue;
-    }
-    if (arg === '--version' || arg === '-v') {
-      version = true;
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const key = eq === -1 ? arg : arg.slice(0, eq);
-    let name = byFlag.get(key);
-    if (!name && key.startsWith('--no-')) {
-      const positive = byFlag.get(`--${key.slice(5)}`);
-      if (positive && isBoolean(positive) && eq === -1) {
-        values[positive] = 'false';
-        continue;
-      }
-    }
-    if (!name) throw new ConfigError(`unknown option '${arg}' (see --help)`);
-    if (eq !== -1) {
-      values[name] = arg.slice(eq + 1);
-    } else if (isBoolean(name) && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) {
-      values[name] = 'true';
-    } else {
-      const next = argv[++i];
-      if (next === undefined) throw new ConfigError(`option '${arg}' needs a value`);
-      values[name] = next;
-    }
+  const names = Object.keys(OPTIONS) as OptionName[];
+  const options: Record<string, OptionSpec> = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'v' } };
+  for (const name of names) options[kebab(name)] = { type: 'string' };
+  let line;
+  try {
+    line = parseCommandLine(argv, options, { switches: names.filter(isBoolean).map(kebab) });
+  } catch (err) {
+    throw err instanceof UsageError ? new ConfigError(err.message) : err;
   }
-  return { values, help, version };
+  const values: Partial<Record<OptionName, string>> = {};
+  for (const name of names) {
+    const value = line.values[kebab(name)];
+    if (typeof value === 'string') values[name] = value;
+  }
+  return { values, help: line.values['help'] === true, version: line.values['version'] === true };
 }
 
 /** Resolves every option from flags, then the environment, then defaults; throws ConfigError. */

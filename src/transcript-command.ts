@@ -5,7 +5,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseCommandLine, UsageError } from './args.js';
 import { OPTIONS } from './config.js';
 import { JOURNAL_FILE, readRecords } from './journal/file-store.js';
 import type { JournalRecord } from './journal/records.js';
@@ -25,26 +25,23 @@ const failure = (problem: string): CommandResult => ({ code: 1, stdout: '', stde
 
 /** Exit codes: 0 printed, 1 no such session or no journal there, 2 bad usage. */
 export async function transcriptCommand(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<CommandResult> {
-  let parsed;
+  let line;
   try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: { 'journal-path': { type: 'string' }, format: { type: 'string', default: 'md' }, help: { type: 'boolean', short: 'h' } },
-    });
+    line = parseCommandLine(argv, { 'journal-path': { type: 'string' }, format: { type: 'string', default: 'md' }, help: { type: 'boolean', short: 'h' } }, { allowPositionals: true });
   } catch (err) {
-    return usage((err as Error).message);
+    if (err instanceof UsageError) return usage(err.message);
+    throw err;
   }
-  const { values, positionals } = parsed;
-  if (values.help) return { code: 0, stdout: `Usage: ${TRANSCRIPT_USAGE}\n`, stderr: '' };
+  const { values, positionals } = line;
+  if (values['help'] === true) return { code: 0, stdout: `Usage: ${TRANSCRIPT_USAGE}\n`, stderr: '' };
   const [model, ...extra] = positionals;
   if (model === undefined || model === '') return usage('name the session whose transcript to print');
   if (extra.length > 0) return usage(`unexpected argument '${extra[0]}'`);
-  const format = values.format;
+  const format = values['format'];
   if (format !== 'md' && format !== 'json') return usage(`--format must be md or json, not '${format}'`);
 
   const fromEnv = env[OPTIONS.journalPath.env];
-  const dir = values['journal-path'] ?? (fromEnv ? fromEnv : OPTIONS.journalPath.default);
+  const dir = (values['journal-path'] as string | undefined) ?? (fromEnv ? fromEnv : OPTIONS.journalPath.default);
   if (dir === 'memory') return usage(`a 'memory' journal keeps nothing on disk; ask the running service: GET /admin/sessions/<session>/transcript`);
   const file = join(dir, JOURNAL_FILE);
   if (!existsSync(file)) return failure(`there is no journal at ${dir} (no ${JOURNAL_FILE}); pass --journal-path or set ${OPTIONS.journalPath.env}`);

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { parseCommandLine, UsageError, type OptionSpec } from '../args.js';
 import { runScenario } from './orchestrator.js';
 import { preflight } from './preflight.js';
 import { killAll } from './processes.js';
@@ -97,7 +98,29 @@ export interface E2eArgs {
   help: boolean;
 }
 
-export class UsageError extends Error {}
+export { UsageError };
+
+/** The options of `motive-proxy e2e`, for the shared parser (src/args.ts). */
+const E2E_OPTIONS: Record<string, OptionSpec> = {
+  help: { type: 'boolean', short: 'h' },
+  all: { type: 'boolean' },
+  scenario: { type: 'string', multiple: true },
+  scenarios: { type: 'string', multiple: true },
+  turns: { type: 'string' },
+  concurrent: { type: 'string' },
+  protocol: { type: 'string' },
+  stream: { type: 'string' },
+  url: { type: 'string' },
+  output: { type: 'string' },
+  seed: { type: 'string' },
+  'agent-cmd': { type: 'string', multiple: true },
+  'max-processes': { type: 'string' },
+  timeout: { type: 'string' },
+  'keepalive-interval': { type: 'string' },
+  'api-key': { type: 'string' },
+  'fault-injection': { type: 'string' },
+  quiet: { type: 'boolean' },
+};
 
 const positiveNumber = (flag: string, value: string | undefined): number => {
   const n = Number(value);
@@ -133,94 +156,50 @@ export function parseE2eArgs(argv: readonly string[], env: NodeJS.ProcessEnv): E
   };
   const envFault = env['FAULT_INJECTION'];
   if (envFault && envFault !== 'off') args.faultInjection = envFault;
-  for (let i = 0; i < argv.length; i++) {
-    const raw = argv[i]!;
-    const eq = raw.startsWith('--') ? raw.indexOf('=') : -1;
-    const flag = eq === -1 ? raw : raw.slice(0, eq);
-    const inline = eq === -1 ? undefined : raw.slice(eq + 1);
-    const value = (): string => {
-      if (inline !== undefined) return inline;
-      const next = argv[++i];
-      if (next === undefined || next.startsWith('--')) throw new UsageError(`${flag} needs a value`);
-      return next;
-    };
-    switch (flag) {
-      case '-h':
-      case '--help':
-        args.help = true;
-        break;
-      case '--all':
-        all = true;
-        break;
-      case '--scenario':
-      case '--scenarios': {
-        names.push(...value().split(','));
-        // `--scenario a b c`: names that follow, up to the next flag
-        while (inline === undefined && argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('-')) names.push(...argv[++i]!.split(','));
-        break;
-      }
-      case '--turns':
-        args.turns = positiveInt(flag, value());
-        break;
-      case '--concurrent':
-        args.concurrent = positiveInt(flag, value());
-        break;
-      case '--protocol': {
-        const p = value();
-        if (!PROTOCOLS.includes(p as ProtocolChoice)) throw new UsageError(`--protocol must be one of ${PROTOCOLS.join(', ')} (got '${p}')`);
-        args.protocol = p as ProtocolChoice;
-        break;
-      }
-      case '--stream':
-        args.stream = inline === undefined ? true : !['false', '0', 'no', 'off'].includes(inline);
-        break;
-      case '--url': {
-        const u = value().replace(/\/+$/, '').replace(/\/v1$/, '');
-        if (!/^https?:\/\/[^/]+/.test(u)) throw new UsageError(`--url must be an http(s) URL such as http://127.0.0.1:8000 (got '${u}')`);
-        args.url = u;
-        break;
-      }
-      case '--output':
-        args.output = value();
-        break;
-      case '--seed':
-        args.seed = positiveInt(flag, value());
-        break;
-      case '--agent-cmd': {
-        const take = (spec: string) => {
-          const m = /^([AB])=(.+)$/s.exec(spec);
-          if (!m) throw new UsageError(`--agent-cmd takes A=COMMAND and/or B=COMMAND (got '${spec}')`);
-          args.agentCommands[m[1] as Side] = m[2]!;
-        };
-        take(value());
-        while (inline === undefined && /^[AB]=/.test(argv[i + 1] ?? '')) take(argv[++i]!);
-        break;
-      }
-      case '--max-processes':
-        args.maxProcesses = Math.max(2, positiveInt(flag, value()));
-        break;
-      case '--timeout':
-        args.timeoutSeconds = positiveInt(flag, value());
-        break;
-      case '--keepalive-interval':
-        args.keepaliveIntervalSeconds = positiveNumber(flag, value());
-        break;
-      case '--api-key':
-        args.apiKey = value();
-        break;
-      case '--fault-injection': {
-        const f = value();
-        if (f === 'off') args.faultInjection = null;
-        else args.faultInjection = f;
-        break;
-      }
-      case '--quiet':
-        args.quiet = true;
-        break;
-      default:
-        throw new UsageError(`unknown option '${raw}' (see motive-proxy e2e --help)`);
-    }
+  const line = parseCommandLine(argv, E2E_OPTIONS, { switches: ['stream'], allowPositionals: true });
+  const v = line.values;
+  const str = (name: string): string | undefined => v[name] as string | undefined;
+  const list = (name: string): string[] => (v[name] as string[] | undefined) ?? [];
+  args.help = v['help'] === true;
+  all = v['all'] === true;
+  args.quiet = v['quiet'] === true;
+  // `--scenario a b c` and `--agent-cmd A=x B=y`: the arguments that follow those two options.
+  const scenarioNames = [...list('scenario'), ...list('scenarios')];
+  const agentSpecs = list('agent-cmd');
+  for (const { value, option } of line.after) {
+    if (option === '--scenario' || option === '--scenarios') scenarioNames.push(value);
+    else if (option === '--agent-cmd') agentSpecs.push(value);
+    else throw new UsageError(`unexpected argument '${value}' (see motive-proxy e2e --help)`);
   }
+  for (const name of scenarioNames) names.push(...name.split(','));
+  for (const spec of agentSpecs) {
+    const m = /^([AB])=(.+)$/s.exec(spec);
+    if (!m) throw new UsageError(`--agent-cmd takes A=COMMAND and/or B=COMMAND (got '${spec}')`);
+    args.agentCommands[m[1] as Side] = m[2]!;
+  }
+  if (str('turns') !== undefined) args.turns = positiveInt('--turns', str('turns'));
+  if (str('concurrent') !== undefined) args.concurrent = positiveInt('--concurrent', str('concurrent'));
+  const protocol = str('protocol');
+  if (protocol !== undefined) {
+    if (!PROTOCOLS.includes(protocol as ProtocolChoice)) throw new UsageError(`--protocol must be one of ${PROTOCOLS.join(', ')} (got '${protocol}')`);
+    args.protocol = protocol as ProtocolChoice;
+  }
+  const stream = str('stream');
+  if (stream !== undefined) args.stream = !['false', '0', 'no', 'off'].includes(stream);
+  const url = str('url');
+  if (url !== undefined) {
+    const u = url.replace(/\/+$/, '').replace(/\/v1$/, '');
+    if (!/^https?:\/\/[^/]+/.test(u)) throw new UsageError(`--url must be an http(s) URL such as http://127.0.0.1:8000 (got '${u}')`);
+    args.url = u;
+  }
+  if (str('output') !== undefined) args.output = str('output')!;
+  if (str('seed') !== undefined) args.seed = positiveInt('--seed', str('seed'));
+  if (str('max-processes') !== undefined) args.maxProcesses = Math.max(2, positiveInt('--max-processes', str('max-processes')));
+  if (str('timeout') !== undefined) args.timeoutSeconds = positiveInt('--timeout', str('timeout'));
+  if (str('keepalive-interval') !== undefined) args.keepaliveIntervalSeconds = positiveNumber('--keepalive-interval', str('keepalive-interval'));
+  if (str('api-key') !== undefined) args.apiKey = str('api-key')!;
+  const fault = str('fault-injection');
+  if (fault !== undefined) args.faultInjection = fault === 'off' ? null : fault;
   if (args.faultInjection !== null && !(FAULTS as readonly string[]).includes(args.faultInjection)) {
     throw new UsageError(`--fault-injection / FAULT_INJECTION must be one of ${FAULTS.join(', ')} or off (got '${args.faultInjection}')`);
   }
