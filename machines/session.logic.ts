@@ -217,7 +217,8 @@ export const heldSide = (ctx: SessionContext, requestId: string): Side | null =>
 /** Mutable working copy of one step; the step's result is frozen into a new context. */
 class Draft {
   private readonly sides: Record<Side, SideState>;
-  private transcript: readonly TranscriptEntry[];
+  /** Entries this step adds: the transcript is copied once, when the step ends. */
+  private readonly added: TranscriptEntry[] = [];
   private latestSide: Side | null;
   private lastActivityAt: number | null;
   private closeReason: CloseReason | null;
@@ -225,7 +226,6 @@ class Draft {
 
   constructor(private readonly base: SessionContext) {
     this.sides = { A: base.sides.A, B: base.sides.B };
-    this.transcript = base.transcript;
     this.latestSide = base.latestSide;
     this.lastActivityAt = base.lastActivityAt;
     this.closeReason = base.closeReason;
@@ -240,7 +240,7 @@ class Draft {
   }
 
   record(entry: TranscriptEntry): void {
-    this.transcript = [...this.transcript, entry];
+    this.added.push(entry);
   }
 
   touch(at: number): void {
@@ -265,7 +265,7 @@ class Draft {
       context: {
         ...this.base,
         sides: this.sides,
-        transcript: this.transcript,
+        transcript: this.added.length === 0 ? this.base.transcript : this.base.transcript.concat(this.added),
         latestSide: this.latestSide,
         lastActivityAt: this.lastActivityAt,
         closeReason: this.closeReason,
