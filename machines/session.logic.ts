@@ -180,6 +180,15 @@ const trimmed = (text: string): string => text.trim();
  */
 export function unsentMessages(side: SideState, seen: number | null, messages: readonly string[]): string[] {
   const since = seen ?? side.deliveries.length;
+  if (messages.length === 1) {
+    // Almost every request: one message, sent already or not (no tally needed).
+    const key = trimmed(messages[0]!);
+    for (let i = side.recent.length - 1; i >= 0; i--) {
+      const turn = side.recent[i]!;
+      if (turn.after >= since && turn.messages.includes(key)) return [];
+    }
+    return [messages[0]!];
+  }
   const sent = new Map<string, number>();
   for (const turn of side.recent) {
     if (turn.after < since) continue;
@@ -217,6 +226,7 @@ export const heldSide = (ctx: SessionContext, requestId: string): Side | null =>
 /** Mutable working copy of one step; the step's result is frozen into a new context. */
 class Draft {
   private readonly sides: Record<Side, SideState>;
+  private readonly copied: Record<Side, boolean> = { A: false, B: false };
   /** Entries this step adds: the transcript is copied once, when the step ends. */
   private readonly added: TranscriptEntry[] = [];
   private latestSide: Side | null;
@@ -235,8 +245,16 @@ class Draft {
     return this.sides[side];
   }
 
+  /**
+   * A side's first change in a step copies it; later ones change that copy in place (one new
+   * object a side a step, not one a change). The context the step started from is never touched.
+   */
   update(side: Side, patch: Partial<SideState>): void {
-    this.sides[side] = { ...this.sides[side], ...patch };
+    if (!this.copied[side]) {
+      this.sides[side] = { ...this.sides[side] };
+      this.copied[side] = true;
+    }
+    Object.assign(this.sides[side], patch);
   }
 
   record(entry: TranscriptEntry): void {
