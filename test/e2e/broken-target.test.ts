@@ -5,33 +5,21 @@
  * answers, and one that passes the preflight but drops every chat request (the scenario's
  * sides then give up early).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { RunReport } from '../../src/e2e/types.js';
 import { freePort } from '../helpers/net.js';
+import { useE2eProcesses, type E2eRun } from './process.js';
 
-const cli = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url));
 
 const servers: Array<{ server: Server; sockets: Set<Socket> }> = [];
-const children: ChildProcess[] = [];
-const outputs: string[] = [];
 
 afterEach(async () => {
-  for (const child of children.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null && child.pid) process.kill(-child.pid, 'SIGKILL');
-  }
   for (const { server, sockets } of servers.splice(0)) {
     for (const socket of sockets) socket.destroy();
     await new Promise((resolve) => server.close(resolve));
   }
-  for (const dir of outputs.splice(0)) rmSync(dir, { recursive: true, force: true });
 });
 
 /** A plain node:http server on a free loopback port. */
@@ -48,31 +36,8 @@ async function serve(handler: (req: import('node:http').IncomingMessage, res: Se
   return `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 }
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  seconds: number;
-  report: RunReport | null;
-}
-
-async function e2e(url: string, scenario = 'multi-turn'): Promise<Run> {
-  const out = mkdtempSync(join(tmpdir(), 'e2e-broken-'));
-  outputs.push(out);
-  const t0 = Date.now();
-  const child = spawn(process.execPath, [cli, 'e2e', '--url', url, '--scenario', scenario, '--concurrent', '2', '--turns', '2', '--quiet', '--output', out], {
-    detached: true,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const [code] = (await once(child, 'close')) as [number | null];
-  const path = join(out, 'report.json');
-  return { code, stdout, stderr, seconds: (Date.now() - t0) / 1000, report: existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as RunReport) : null };
-}
+const run = useE2eProcesses();
+const e2e = (url: string, scenario = 'multi-turn'): Promise<E2eRun> => run(['--url', url, '--scenario', scenario, '--concurrent', '2', '--turns', '2', '--quiet']);
 
 describe('motive-proxy e2e --url against a broken target', () => {
   it('nothing listening: refused at once, naming the refused connection', { timeout: 30_000 }, async () => {

@@ -4,66 +4,19 @@
  * deliberately faulty one (FAULT_INJECTION). The full set of scenarios is run by hand
  * (`motive-proxy e2e --all`); this is the quick subset.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
-import type { RecordEvent, RunReport } from '../../src/e2e/types.js';
+import { describe, expect, it } from 'vitest';
+import type { RecordEvent } from '../../src/e2e/types.js';
+import { useE2eProcesses } from './process.js';
 
 const cli = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url));
 const fixture = fileURLToPath(new URL('./fixtures/counting-agent.mjs', import.meta.url));
 
-const started: ChildProcess[] = [];
-const outputs: string[] = [];
-afterEach(async () => {
-  for (const child of started.splice(0)) {
-    if (child.exitCode !== null || child.signalCode !== null || !child.pid) continue;
-    // SIGTERM first: the harness then stops every process group it started itself.
-    const gone = once(child, 'close');
-    process.kill(-child.pid, 'SIGTERM');
-    const timer = setTimeout(() => {
-      try {
-        process.kill(-child.pid!, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }, 5000);
-    await gone;
-    clearTimeout(timer);
-  }
-  for (const dir of outputs.splice(0)) rmSync(dir, { recursive: true, force: true });
-});
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  out: string;
-  report: RunReport | null;
-}
-
-/** Runs `motive-proxy e2e ARGS` in its own process group and waits for it to close. */
-async function e2e(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const out = mkdtempSync(join(tmpdir(), 'e2e-cli-'));
-  outputs.push(out);
-  const child = spawn(process.execPath, [cli, 'e2e', '--output', out, ...args], {
-    detached: true,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  started.push(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const [code] = (await once(child, 'close')) as [number | null];
-  const path = join(out, 'report.json');
-  const report = existsSync(path) ? (JSON.parse(readFileSync(path, 'utf8')) as RunReport) : null;
-  return { code, stdout, stderr, out, report };
-}
+const e2e = useE2eProcesses();
 
 const records = (out: string, scenario: string, session: string, side: 'A' | 'B'): RecordEvent[] =>
   readFileSync(join(out, scenario, 'sessions', session, `${side}.jsonl`), 'utf8')

@@ -6,20 +6,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { FrameClient, type Frame } from '../console/support.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
-import { uniqueId, until } from '../http/support.js';
+import type { TestServer } from '../helpers/server.js';
+import { uniqueId, until, useServers } from '../http/support.js';
 
-const servers: TestServer[] = [];
 const sockets: FrameClient[] = [];
-afterEach(async () => {
+afterEach(() => {
   for (const s of sockets.splice(0)) s.close();
-  await Promise.all(servers.splice(0).map((s) => s.close()));
 });
-async function start(settings: Parameters<typeof startTestServer>[0] = {}): Promise<TestServer> {
-  const server = await startTestServer(settings);
-  servers.push(server);
-  return server;
-}
+const start = useServers();
 
 const port = (server: TestServer): string => new URL(server.url).port;
 const realtime = (server: TestServer, session: string): string => `ws://127.0.0.1:${port(server)}/v1/realtime?session=${session}&side=A`;
