@@ -21,6 +21,13 @@ export interface AppendOptions {
    * the id (any earlier records stay). Absent: not checked. A mismatch rejects with `seq_conflict`.
    */
   readonly expectedSeq?: number;
+  /**
+   * The fencing token (the session's epoch) the appender holds as the session's owner, in
+   * cluster mode: a store shared by several instances refuses the append (`fenced`) once
+   * another instance has claimed the session. The stores of one process have one writer and
+   * ignore it.
+   */
+  readonly fence?: number;
 }
 
 export interface JournalStore<R extends JournalRecordBase = JournalRecordBase> {
@@ -54,7 +61,7 @@ export interface JournalStats {
   readonly bytes: number;
   readonly appended: number;
   readonly pending: number;
-  readonly policy: FsyncPolicy | 'memory';
+  readonly policy: FsyncPolicy | 'memory' | 'redis';
   /** Lines that are not records, as the latest full read found them (file store). */
   readonly unreadable?: number;
   /** Unreadable lines moved to the quarantine file since the store opened (file store). */
@@ -72,7 +79,7 @@ export interface StoreOptions<R extends JournalRecordBase = JournalRecordBase> {
   readonly onSync?: () => void;
 }
 
-export type JournalErrorCode = 'journal_closed' | 'journal_failed' | 'invalid_record' | 'seq_conflict';
+export type JournalErrorCode = 'journal_closed' | 'journal_failed' | 'invalid_record' | 'seq_conflict' | 'fenced';
 
 export class JournalError extends Error {
   override readonly name = 'JournalError';
