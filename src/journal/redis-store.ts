@@ -22,7 +22,7 @@
  * A session's keys expire `endedKeepMs` after the record that ends it (a new incarnation of
  * the id keeps them), so a closed session leaves nothing behind.
  */
-import type { Redis } from 'ioredis';
+import type { Redis, Result } from 'ioredis';
 import {
   closedError,
   describeError,
@@ -101,7 +101,7 @@ export class RedisStore<R extends JournalRecordBase = JournalRecordBase> impleme
     this.prefix = options.prefix ?? 'motive';
     this.ends = options.ends ?? (() => false);
     this.endedKeepMs = options.endedKeepMs ?? 60_000;
-    if (!('motiveAppend' in this.redis)) this.redis.defineCommand('motiveAppend', { numberOfKeys: 5, lua: APPEND });
+    this.redis.defineCommand('motiveAppend', { numberOfKeys: 5, lua: APPEND });
   }
 
   logKey(session: string): string {
