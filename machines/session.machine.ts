@@ -42,7 +42,12 @@ export type SessionEvent =
   | { type: 'TIMEOUT'; requestId: string }
   | { type: 'CLOSE'; reason: CloseReason }
   /** The session was rebuilt from its journal after a restart (starts its idle timer). */
-  | { type: 'RESUMED' };
+  | { type: 'RESUMED' }
+  /**
+   * Cluster mode: another instance runs the session now (this one was fenced out, or handed it
+   * over). The actor stops here with no fact: the session goes on from its journal elsewhere.
+   */
+  | { type: 'EVICT' };
 
 export type SessionEmitted = Extract<Effect, { type: 'reply' | 'reject' }>;
 
@@ -130,6 +135,9 @@ export const sessionMachine = setup({
   id: 'session',
   initial: 'EMPTY',
   context: ({ input }) => initialContext(input.sessionId, input.timing),
+  on: {
+    EVICT: { target: '.CLOSED' },
+  },
   states: {
     EMPTY: {
       on: {

@@ -90,6 +90,37 @@ export const OPTIONS = {
     schema: z.enum(['always', 'batch', 'off']),
     help: 'journal flushing: always (fsync each record), batch (group commit), off (leave it to the OS)',
   },
+  redisUrl: {
+    env: 'REDIS_URL',
+    default: '',
+    schema: z.union([z.literal(''), z.string().regex(/^rediss?:\/\/[^\s]+$/, { error: 'expected redis://[user:password@]host:port[/db] or rediss:// for TLS' })]),
+    help: 'cluster mode: every instance with the same Redis shares every session (docs/cluster.md); the journal is then in Redis',
+    secret: true,
+  },
+  instanceId: {
+    env: 'INSTANCE_ID',
+    default: '',
+    schema: z.string().regex(/^[A-Za-z0-9._:@-]{0,128}$/, { error: 'letters, digits and . _ : @ - only, at most 128' }),
+    help: "this instance's name in the cluster (default: host name and pid)",
+  },
+  clusterLeaseMs: {
+    env: 'CLUSTER_LEASE_MS',
+    default: '5000',
+    schema: z.coerce.number().int().min(500).max(600_000),
+    help: "how long an instance's ownership of its sessions outlives its last heartbeat to Redis (a dead instance's sessions move after this)",
+  },
+  clusterAdvertiseUrl: {
+    env: 'CLUSTER_ADVERTISE_URL',
+    default: '',
+    schema: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL' })]),
+    help: 'the URL other instances reach this one at (default: http://HOST:PORT, with the host name for a wildcard HOST)',
+  },
+  redisPrefix: {
+    env: 'REDIS_PREFIX',
+    default: 'motive',
+    schema: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'letters, digits and . _ - only, at most 64' }),
+    help: 'prefix of every key the cluster writes (clusters sharing one Redis need different ones)',
+  },
   inspect: {
     env: 'INSPECT',
     default: 'false',

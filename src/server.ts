@@ -4,14 +4,17 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { SimulatedClock } from 'xstate';
-import { isLoopbackHost, timingOf, type Config } from './config.js';
+import { isLoopbackHost, OPTIONS, timingOf, type Config } from './config.js';
 import { AccessControl } from './http/access.js';
 import { buildApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { Journal } from './journal/journal.js';
 import { endsSessionRecord, isReadable, type JournalRecord } from './journal/records.js';
-import { recoverSessions } from './journal/recovery.js';
-import { openJournal } from './journal/store.js';
+import { recoverSessions, type RecoveryReport } from './journal/recovery.js';
+import { openJournal, type JournalStore } from './journal/store.js';
+import type { Cluster } from './cluster/cluster.js';
+import { advertisedUrl, redactRedisUrl } from './cluster/addresses.js';
+import { endsSession } from '../machines/session.facts.js';
 import { SessionRegistry } from './sessions/registry.js';
 import type { Logger } from './telemetry/logger.js';
 import type { Metrics } from './telemetry/metrics.js';
@@ -58,14 +61,33 @@ export async function createService(config: Config, logger: Logger, options: Ser
   // Metrics first, so the journal can report its appends to them; they read the sessions lazily.
   let sessions: SessionRegistry | null = null;
   const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(() => sessions?.list() ?? []) : null;
-  const store = await openJournal<JournalRecord>(config.journalPath, {
-    fsync: config.journalFsync,
-    ends: (record) => isReadable(record) && endsSessionRecord(record),
-    onWarning: (message) => logger.warn({ journal: config.journalPath }, message),
-  });
+  const ends = (record: JournalRecord) => isReadable(record) && endsSessionRecord(record);
+  // Cluster mode: the journal is in Redis, shared by every instance, and each session has one owner.
+  const redis = config.redisUrl ? await (await import('./cluster/redis.js')).connectRedis(config.redisUrl, logger) : null;
+  const ownership = redis
+    ? new (await import('./cluster/ownership.js')).Ownership({
+        redis,
+        prefix: config.redisPrefix,
+        instanceId: config.instanceId || (await import('./cluster/ownership.js')).defaultInstanceId(),
+        leaseMs: config.clusterLeaseMs,
+        address: config.clusterAdvertiseUrl,
+        onLost: () => cluster?.lost(),
+        onWarning: (message) => logger.warn(message),
+      })
+    : null;
+  let cluster: Cluster | null = null;
+  const store: JournalStore<JournalRecord> = redis
+    ? new (await import('./journal/redis-store.js')).RedisStore<JournalRecord>({ redis, prefix: config.redisPrefix, ends })
+    : await openJournal<JournalRecord>(config.journalPath, { fsync: config.journalFsync, ends, onWarning: (message) => logger.warn({ journal: config.journalPath }, message) });
+  if (redis && config.journalPath !== OPTIONS.journalPath.default) {
+    logger.info({ journal: config.journalPath }, `cluster mode: the journal is in Redis, shared by every instance; JOURNAL_PATH (${config.journalPath}) is not used`);
+  }
   const journal = new Journal(store, logger, {
     ...(tracing ? { traceOf: (requestId: string | null) => tracing.traceOf(requestId) } : {}),
     ...(metrics ? { onAppended: (seconds: number) => metrics.journalAppend.observe(seconds) } : {}),
+    ...(ownership
+      ? { fenceOf: (session: string) => ownership.epochOf(session), onFenced: (session: string) => cluster?.fencedOut(session), compaction: false }
+      : {}),
   });
   // The one stream of session facts, and everything that watches the sessions through it.
   const facts = new FactStream(options.clock ? () => options.clock!.now() : Date.now, (err) => logger.error({ err }, 'a subscriber of the session facts failed'));
@@ -88,7 +110,16 @@ export async function createService(config: Config, logger: Logger, options: Ser
   });
   // FAULT_INJECTION: for testing the e2e harness only (src/sessions/fault-injection.ts).
   if (config.faultInjection !== 'off') (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
-  const { rebuilt, report: recovery } = await recoverSessions(journal, { timing, now: Date.now() });
+  if (ownership) {
+    cluster = new (await import('./cluster/cluster.js')).Cluster({ ownership, store, journal, sessions, timing, logger });
+    const running = cluster;
+    facts.subscribe((step) => {
+      for (const fact of step.facts) if (endsSession(fact)) running.ended(fact.session);
+    });
+  }
+  // A single instance rebuilds its live sessions on start; in a cluster, sessions are claimed
+  // and rebuilt where they are needed next.
+  const { rebuilt, report: recovery } = cluster ? { rebuilt: [], report: emptyRecovery() } : await recoverSessions(journal, { timing, now: Date.now() });
   for (const session of rebuilt) sessions.restore(session.id, session.restore);
   journal.recovery = recovery;
   if (recovery.records > 0) {
@@ -105,12 +136,17 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
   }
   const registry = sessions;
-  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, facts, startedAt: Date.now(), shuttingDown: false };
+  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, facts, cluster, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
   if (options.listen !== false) {
     url = await app.listen({ host: config.host, port: config.port });
+    if (ownership) {
+      ownership.address = config.clusterAdvertiseUrl || advertisedUrl(config.host, url);
+      await ownership.start();
+      logger.info({ instance: ownership.instanceId, address: ownership.address, lease_ms: ownership.leaseMs }, `cluster mode: instance '${ownership.instanceId}' joined the cluster at ${redactRedisUrl(config.redisUrl)}`);
+    }
     if (!isLoopbackHost(config.host) && !access.keysRequired) {
       logger.warn(
         { host: config.host },
@@ -131,6 +167,9 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await new Promise((resolve) => setImmediate(resolve));
       await app.close();
       await journal.close();
+      // Hand-over: the others claim this instance's sessions at once, not after the lease.
+      await ownership?.stop().catch(() => undefined);
+      redis?.disconnect();
       stately?.stop();
       await tracing?.shutdown();
       logger.info('stopped');
@@ -138,4 +177,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
     return closing;
   };
   return { app, ctx, url, consoleUrl: consoleUrlOf(config.host, url), shutdown };
+}
+
+function emptyRecovery(): RecoveryReport {
+  return { records: 0, restored: 0, dropped: 0, ms: 0, unreadable: 0, damaged: [], otherVersions: 0 };
 }

@@ -6,6 +6,7 @@ import type { SessionRegistry } from '../sessions/registry.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { FactStream } from '../sessions/fact-stream.js';
+import type { Cluster } from '../cluster/cluster.js';
 
 export interface AppContext {
   readonly config: Config;
@@ -16,6 +17,8 @@ export interface AppContext {
   readonly startedAt: number;
   /** The sessions' one stream of facts: a live view (the web console) may subscribe too. */
   readonly facts: FactStream;
+  /** Cluster mode (REDIS_URL): who runs each session; null for a single instance. */
+  readonly cluster: Cluster | null;
   /** API keys and the admin key. */
   readonly access: AccessControl;
   /** Set when the service begins to shut down: new requests are refused. */

@@ -8,6 +8,7 @@ import type { ProtocolAdapter, RenderTurn, WireRequest } from '../protocols/adap
 import type { ToolCall } from '../protocols/background-tasks.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
+import { forward, forwardedBy } from '../cluster/forward.js';
 import { loggableUrl } from './access.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
@@ -26,6 +27,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       query: request.query as Record<string, unknown>,
     };
     const { turn: submitted, ...turn } = adapter.parse(wire, { answerBackgroundTasks: ctx.config.answerBackgroundTasks });
+    const body = request.body;
     // A held request keeps only what its response needs: the body and its history are the session's now.
     request.body = null;
     request.turnLog = { session_id: turn.sessionId, protocol: adapter.name };
@@ -40,6 +42,14 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     }
 
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
+    if (ctx.cluster) {
+      // Cluster mode: the session's owner serves it; this instance claims it when nobody does.
+      const route = await ctx.cluster.route(turn.sessionId, forwardedBy(request) !== null);
+      if (route.kind === 'remote') {
+        request.turnLog.forwarded_to = route.owner;
+        return forward(request, reply, body, route.address, ctx.cluster.instanceId);
+      }
+    }
     const client = request.client.key;
     // Authorisation first: a client that may not act on the session must not spend its budget.
     const bound = client ? ctx.sessions.get(turn.sessionId)?.bindClient({ ...submitted, client }) : undefined;

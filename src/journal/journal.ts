@@ -18,6 +18,18 @@ export interface JournalOptions {
   readonly traceOf?: (requestId: string | null) => string | null;
   /** Told how long each append took to become as durable as the store promises, in seconds (metrics). */
   readonly onAppended?: (seconds: number) => void;
+  /**
+   * Cluster mode: the fencing token (epoch) this instance holds for a session it owns, sent with
+   * each of its appends; the store refuses an append once another instance claimed the session.
+   */
+  readonly fenceOf?: (session: string) => number | undefined;
+  /** An append of `session` was refused as fenced: this instance no longer owns it. */
+  readonly onFenced?: (session: string) => void;
+  /**
+   * Compact the store once enough sessions ended (default). Off in cluster mode: the journal is
+   * shared, this instance knows only its own sessions, and Redis expires ended sessions' keys.
+   */
+  readonly compaction?: boolean;
 }
 
 export class Journal {
@@ -57,19 +69,33 @@ export class Journal {
     const request = 'request' in fact ? fact.request : null;
     const record = toRecord(fact, seq, this.options.traceOf?.(request) ?? null);
     // The session's next record, after its last: a store shared by several writers refuses it otherwise.
-    const written = this.store.append(record, { expectedSeq: seq - 1 });
+    const fence = this.options.fenceOf?.(record.session);
+    const written = this.store.append(record, fence === undefined ? { expectedSeq: seq - 1 } : { expectedSeq: seq - 1, fence });
     const observe = this.options.onAppended;
     if (observe) {
       const started = performance.now();
       written.then(() => observe((performance.now() - started) / 1000), () => undefined);
     }
-    written.catch((err: Error) => this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`));
+    written.catch((err: Error & { code?: string }) => {
+      if (err.code === 'fenced') {
+        this.seqs.delete(record.session);
+        this.logger.warn({ session_id: record.session }, `journal append refused: ${err.message}`);
+        this.options.onFenced?.(record.session);
+        return;
+      }
+      this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`);
+    });
     this.last = written;
   }
 
   /** A session rebuilt from the journal carries on numbering its records after `lastSeq`. */
   resume(sessionId: string, lastSeq: number): void {
     this.seqs.set(sessionId, lastSeq);
+  }
+
+  /** This instance no longer runs `sessionId` (cluster mode: handed over or fenced out). */
+  forget(sessionId: string): void {
+    this.seqs.delete(sessionId);
   }
 
   /** Keeps this record through every compaction: it was not understood, so it is not garbage. */
@@ -81,6 +107,7 @@ export class Journal {
   private ended(sessionId: string): void {
     this.seqs.delete(sessionId);
     this.endedSinceCompaction++;
+    if (this.options.compaction === false) return;
     if (this.compacting || this.endedSinceCompaction < Math.max(1000, 2 * this.seqs.size)) return;
     this.endedSinceCompaction = 0;
     this.compacting = this.compact().finally(() => (this.compacting = null));

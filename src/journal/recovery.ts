@@ -60,6 +60,47 @@ function damageOf(records: readonly JournalRecord[]): string | null {
 
 const ended = (records: readonly JournalRecord[]): boolean => records.some(endsSessionRecord);
 
+/** What one session's latest records rebuild to. */
+export type SessionRebuild =
+  | { readonly kind: 'rebuilt'; readonly session: RebuiltSession }
+  | { readonly kind: 'ended' }
+  | { readonly kind: 'damaged'; readonly damage: DamagedSession };
+
+/**
+ * Rebuilds one session from its latest incarnation's records (in seq order), the way recovery
+ * on start does and the way an instance of a cluster does when it claims a session: its facts
+ * folded through the chart's pure logic, its journal numbering resumed after its last record,
+ * and deliveries a stop kept out of the journal recorded. Sessions that ended or whose TTL ran
+ * out are not rebuilt; a session whose records do not run 1, 2, 3, … is damaged (its records
+ * are kept as they are).
+ */
+export function rebuildSession(journal: Journal, id: string, list: readonly JournalRecord[], options: { timing: SessionTiming; now: number }): SessionRebuild {
+  if (list.length === 0) return { kind: 'ended' };
+  const problem = damageOf(list);
+  if (problem) {
+    for (const record of list) journal.preserve(record);
+    return { kind: 'damaged', damage: { session: id, records: list.length, problem } };
+  }
+  const last = list[list.length - 1]!;
+  if (ended(list) || options.now - last.at >= options.timing.sessionTtlMs) return { kind: 'ended' };
+  const facts = factsOf(list);
+  const restore = replay(id, options.timing, facts);
+  journal.resume(id, last.seq);
+  // A stop between a turn's record and its delivery's leaves the delivery out of the journal
+  // (its client never got it; its retry will, as a repeat): recorded now, so the records say
+  // what clients were given.
+  const recorded = { A: 0, B: 0 };
+  for (const fact of facts) if (fact.type === 'MessageDelivered') recorded[fact.side]++;
+  for (const side of SIDES) {
+    const deliveries = restore.context.sides[side].deliveries;
+    for (let i = recorded[side]; i < deliveries.length; i++) {
+      const missed: MessageDelivered = { type: 'MessageDelivered', session: id, at: options.now, side, request: null, content: deliveries[i]!, delivery: i, waitedMs: 0 };
+      journal.append(missed);
+    }
+  }
+  return { kind: 'rebuilt', session: { id, restore, lastSeq: last.seq } };
+}
+
 /**
  * Reads the journal, rebuilds every session that is still live, and readies the journal for
  * them: their numbering resumes, deliveries a stop kept out of it are recorded, and it is
@@ -89,34 +130,15 @@ export async function recoverSessions(journal: Journal, options: { timing: Sessi
   // Records of earlier incarnations of an id are garbage: a new one starts only after a close.
   let garbage = records - kept;
   for (const [id, list] of latest) {
-    const problem = damageOf(list);
-    if (problem) {
-      for (const record of list) journal.preserve(record);
-      damaged.push({ session: id, records: list.length, problem });
-      continue;
-    }
-    const last = list[list.length - 1]!;
-    if (ended(list) || options.now - last.at >= options.timing.sessionTtlMs) {
+    const outcome = rebuildSession(journal, id, list, options);
+    if (outcome.kind === 'damaged') {
+      damaged.push(outcome.damage);
+    } else if (outcome.kind === 'ended') {
       dropped++;
       garbage += list.length;
-      continue;
+    } else {
+      rebuilt.push(outcome.session);
     }
-    const facts = factsOf(list);
-    const restore = replay(id, options.timing, facts);
-    journal.resume(id, last.seq);
-    // A stop between a turn's record and its delivery's leaves the delivery out of the journal
-    // (its client never got it; its retry will, as a repeat): recorded now, so the records say
-    // what clients were given.
-    const recorded = { A: 0, B: 0 };
-    for (const fact of facts) if (fact.type === 'MessageDelivered') recorded[fact.side]++;
-    for (const side of SIDES) {
-      const deliveries = restore.context.sides[side].deliveries;
-      for (let i = recorded[side]; i < deliveries.length; i++) {
-        const missed: MessageDelivered = { type: 'MessageDelivered', session: id, at: options.now, side, request: null, content: deliveries[i]!, delivery: i, waitedMs: 0 };
-        journal.append(missed);
-      }
-    }
-    rebuilt.push({ id, restore, lastSeq: last.seq });
   }
   // Rewriting the journal is only worth it when it holds something no live session needs.
   if (garbage > 0 || unreadable > 0) await journal.compact();

@@ -30,6 +30,8 @@ export const ERROR_STATUS = {
   shutting_down: 503,
   overloaded: 503,
   journal_unavailable: 503,
+  session_moved: 503,
+  cluster_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;
@@ -72,4 +74,5 @@ export const WAIT_ENDED: Record<string, string> = {
   session_closed: 'The session was closed while this request was waiting.',
   shutting_down: 'The proxy is shutting down. Retry shortly; with a durable journal the retry re-attaches.',
   journal_unavailable: 'The event journal could not record this turn, so its answer is withheld. Retry; the session keeps it.',
+  session_moved: 'Another instance of the cluster runs this session now. Retry the same request: it re-attaches there, and nothing is lost.',
 };

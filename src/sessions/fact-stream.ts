@@ -117,6 +117,9 @@ export class FactStream {
         return { type: 'SessionClosed', session, at, reason: event.reason };
       case 'RESUMED':
         return { type: 'SessionResumed', session, at };
+      case 'EVICT':
+        return null; // another instance runs the session: nothing happened to it
+
       default:
         // The chart's inactivity timers (its delayed transitions) end the session.
         return (event as { type: string }).type.startsWith('xstate.after.') ? { type: 'SessionExpired', session, at } : null;

@@ -125,6 +125,14 @@ export class SessionRegistry {
     return true;
   }
 
+  /** Cluster mode: stops the session's actor here without a fact (another instance runs it). */
+  evict(sessionId: string): boolean {
+    const session = this.sessions.get(sessionId);
+    if (!session) return false;
+    session.evict();
+    return true;
+  }
+
   closeAll(reason: CloseReason): void {
     for (const session of [...this.sessions.values()]) session.close(reason);
   }

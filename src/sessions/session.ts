@@ -12,7 +12,7 @@ import { attributeRequest, joinMessages, type TurnRequest } from './attribution.
 
 export type Outcome =
   | { readonly type: 'reply'; readonly content: string; readonly delivery: number; readonly repeat: boolean }
-  | { readonly type: 'reject'; readonly code: RejectCode | 'journal_unavailable' }
+  | { readonly type: 'reject'; readonly code: RejectCode | 'journal_unavailable' | 'session_moved' }
   /** The client went away first; nothing was written to it. */
   | { readonly type: 'disconnected' };
 
@@ -249,6 +249,20 @@ export class Session {
         if (typed) listener(typed);
       },
     };
+  }
+
+  /**
+   * Cluster mode: another instance runs this session now. The actor stops without a fact (the
+   * journal goes on there) and every request waiting here is told to retry (`session_moved`),
+   * which re-attaches it on the owner.
+   */
+  evict(): void {
+    if (this.closed) return;
+    this.actor.send({ type: 'EVICT' });
+    for (const [requestId, waiter] of [...this.waiting]) {
+      this.waiting.delete(requestId);
+      waiter.resolve({ type: 'reject', code: 'session_moved' });
+    }
   }
 
   close(reason: 'deleted' | 'expired' | 'shutdown'): void {

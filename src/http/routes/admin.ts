@@ -4,6 +4,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isReadable } from '../../journal/records.js';
 import { buildTranscript, toJson, toMarkdown } from '../../journal/transcript.js';
 import { splitModel } from '../../protocols/adapter.js';
+import { forward, forwardedBy } from '../../cluster/forward.js';
 import { ProxyError } from '../../protocols/errors.js';
 import type { Session } from '../../sessions/session.js';
 import { presentedKey } from '../access.js';
@@ -83,11 +84,26 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   });
   refuseOtherMethods(app, '/admin/sessions', ['GET']);
 
-  app.get<{ Params: { id: string } }>('/admin/sessions/:id', async (request) => {
+  app.get<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
+    const { sessionId } = splitModel(request.params.id);
+    const cluster = ctx.cluster;
+    if (cluster && !ctx.sessions.get(sessionId)) {
+      // Cluster mode: the owner knows the session; this instance says who that is.
+      request.turnLog = { session_id: sessionId };
+      const owner = await cluster.ownership.ownerOf(sessionId).catch((error: Error) => {
+        throw new ProxyError('cluster_unavailable', `The cluster's Redis cannot be reached: ${error.message}. Retry shortly.`, { retryAfterSeconds: 1 });
+      });
+      if (owner.alive && owner.owner !== cluster.instanceId && owner.address && forwardedBy(request) === null) {
+        return forward(request, reply, undefined, owner.address, cluster.instanceId);
+      }
+      if (owner.owner === null && owner.epoch === 0) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
+      return { id: sessionId, object: 'session', state: null, owner: owner.alive ? owner.owner : null, epoch: owner.epoch, note: 'No instance runs this session now: the next request for it claims it and rebuilds it from its journal.' };
+    }
     const session = live(request);
     const ctxt = session.context;
     return {
       ...summary(session, true),
+      ...(cluster ? { owner: cluster.instanceId, epoch: cluster.ownership.epochOf(session.id) ?? null } : {}),
       system: { A: ctxt.sides.A.system, B: ctxt.sides.B.system },
       transcript_entries: ctxt.transcript.length,
       timing: ctxt.timing,

@@ -1,0 +1,130 @@
+/**
+ * Cluster mode's composition: which instance serves a session's request, claiming and
+ * rebuilding sessions nobody runs, and letting go of them.
+ *
+ * A request for a session this instance owns is served here. A session nobody owns (or whose
+ * owner's heartbeat expired) is claimed, and its actor is rebuilt from its journal in Redis
+ * through the chart's pure logic, the same path as recovery on start. A session a live
+ * instance owns is that instance's: the request is forwarded to it (src/cluster/forward.ts).
+ */
+import { isReadable, type JournalRecord } from '../journal/records.js';
+import { rebuildSession } from '../journal/recovery.js';
+import type { Journal } from '../journal/journal.js';
+import type { JournalStore } from '../journal/store.js';
+import { ProxyError } from '../protocols/errors.js';
+import type { SessionRegistry } from '../sessions/registry.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { SessionTiming } from '../../machines/session.logic.js';
+import type { Ownership } from './ownership.js';
+
+export type Route = { readonly kind: 'local' } | { readonly kind: 'remote'; readonly owner: string; readonly address: string };
+
+export interface ClusterOptions {
+  readonly ownership: Ownership;
+  readonly store: JournalStore<JournalRecord>;
+  readonly journal: Journal;
+  readonly sessions: SessionRegistry;
+  readonly timing: SessionTiming;
+  readonly logger: Logger;
+  /** Told of each claim that took a session over from another instance, and how long its rebuild took. */
+  readonly onTakeover?: (seconds: number) => void;
+}
+
+export class Cluster {
+  private readonly claiming = new Map<string, Promise<Route>>();
+  /** Claims that took a session from another instance, and appends refused as fenced, since start. */
+  takeovers = 0;
+  fenced = 0;
+
+  constructor(private readonly options: ClusterOptions) {}
+
+  get ownership(): Ownership {
+    return this.options.ownership;
+  }
+
+  get instanceId(): string {
+    return this.options.ownership.instanceId;
+  }
+
+  /**
+   * Where `sessionId`'s requests are served now. `forwarded`: the request already came from
+   * another instance, which took this one for the owner; it is not sent on again (no loops).
+   */
+  async route(sessionId: string, forwarded = false): Promise<Route> {
+    const { ownership } = this.options;
+    if (!ownership.healthy) throw unavailable('this instance has lost touch with Redis');
+    if (ownership.owns(sessionId)) return { kind: 'local' };
+    let claim = this.claiming.get(sessionId);
+    if (!claim) {
+      claim = this.claim(sessionId).finally(() => this.claiming.delete(sessionId));
+      this.claiming.set(sessionId, claim);
+    }
+    const route = await claim;
+    if (route.kind === 'remote' && forwarded) {
+      throw new ProxyError('session_moved', `Session '${sessionId}' is run by instance '${route.owner}' now. Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
+    }
+    return route;
+  }
+
+  private async claim(sessionId: string): Promise<Route> {
+    const { ownership, sessions, journal, store, logger } = this.options;
+    let claim;
+    try {
+      claim = await ownership.claim(sessionId);
+    } catch (error) {
+      throw unavailable(`Redis did not answer (${error instanceof Error ? error.message : String(error)})`);
+    }
+    if (!claim.claimed) {
+      if (claim.address) return { kind: 'remote', owner: claim.owner, address: claim.address };
+      throw new ProxyError('session_moved', `Session '${sessionId}' is changing owner. Retry the same request shortly; nothing is lost.`, { retryAfterSeconds: 1 });
+    }
+    // An actor left here from before another instance claimed the session is stale.
+    sessions.evict(sessionId);
+    journal.forget(sessionId);
+    const started = performance.now();
+    let records: JournalRecord[];
+    try {
+      records = (await store.readSession(sessionId)).filter(isReadable);
+    } catch (error) {
+      ownership.forget(sessionId);
+      throw unavailable(`Redis did not answer (${error instanceof Error ? error.message : String(error)})`);
+    }
+    const outcome = rebuildSession(journal, sessionId, records, { timing: this.options.timing, now: Date.now() });
+    if (outcome.kind === 'rebuilt') {
+      sessions.restore(sessionId, outcome.session.restore);
+      this.takeovers++;
+      const seconds = (performance.now() - started) / 1000;
+      this.options.onTakeover?.(seconds);
+      logger.info({ session_id: sessionId, epoch: claim.epoch, records: records.length, rebuild_ms: Math.round(seconds * 1000) }, `session '${sessionId}' claimed and rebuilt from its journal`);
+    } else if (outcome.kind === 'damaged') {
+      logger.warn({ session_id: sessionId, records: outcome.damage.records }, `session '${sessionId}' was not rebuilt: ${outcome.damage.problem}; a new request starts it anew`);
+    }
+    return { kind: 'local' };
+  }
+
+  /** An append of `sessionId` was refused as fenced: another instance claimed it; stop here. */
+  fencedOut(sessionId: string): void {
+    this.fenced++;
+    this.options.ownership.forget(sessionId);
+    this.options.sessions.evict(sessionId);
+  }
+
+  /** The heartbeat lapsed for a whole lease: others may have claimed anything of ours. */
+  lost(): void {
+    const ids = [...this.options.sessions.ids()];
+    this.options.logger.error({ sessions: ids.length }, 'cluster: no heartbeat to Redis for a whole lease; stopping every session here (they are rebuilt from the journal where they are needed next)');
+    for (const id of ids) {
+      this.options.sessions.evict(id);
+      this.options.journal.forget(id);
+    }
+  }
+
+  /** A session ended here: its next incarnation may start on any instance. */
+  ended(sessionId: string): void {
+    void this.options.ownership.release(sessionId).catch(() => undefined);
+  }
+}
+
+function unavailable(why: string): ProxyError {
+  return new ProxyError('cluster_unavailable', `The cluster's Redis cannot be reached: ${why}. Retry shortly; nothing is lost.`, { retryAfterSeconds: 1 });
+}

@@ -1,0 +1,83 @@
+/**
+ * Forwarding a request to the instance that owns its session: the same method, path, headers
+ * and body, and the owner's response (status, headers, body, streamed as it comes) back to the
+ * client. The owner sees the request as any other, with `x-motive-forwarded-by` naming the
+ * instance it came through, so that it is never sent on again. A client that goes away aborts
+ * the forwarded request, so the owner sees it go away too.
+ */
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { ProxyError } from '../protocols/errors.js';
+
+export const FORWARDED_BY = 'x-motive-forwarded-by';
+
+/** Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and what is recomputed. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'content-length']);
+
+const httpAgent = new HttpAgent({ keepAlive: true });
+const httpsAgent = new HttpsAgent({ keepAlive: true });
+
+export function forwardedBy(request: FastifyRequest): string | null {
+  const value = request.headers[FORWARDED_BY];
+  return typeof value === 'string' && value !== '' ? value : null;
+}
+
+/**
+ * Sends `request` (whose parsed JSON body is `body`) to `address` and answers the client with
+ * what the owner answers. Resolves once the response has been passed on (or the client left).
+ */
+export async function forward(request: FastifyRequest, reply: FastifyReply, body: unknown, address: string, self: string): Promise<FastifyReply> {
+  const target = new URL(request.url, address);
+  const headers: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value !== undefined && !HOP_BY_HOP.has(name)) headers[name] = value;
+  }
+  const payload = body === undefined || body === null ? undefined : Buffer.from(JSON.stringify(body));
+  if (payload) headers['content-length'] = String(payload.length);
+  headers[FORWARDED_BY] = self;
+
+  const https = target.protocol === 'https:';
+  const outgoing = (https ? httpsRequest : httpRequest)(target, { method: request.method, headers, agent: https ? httpsAgent : httpAgent });
+  // The client went away: so does the forwarded request (the owner sees a disconnect).
+  const onClientClose = () => {
+    if (!reply.raw.writableFinished) outgoing.destroy();
+  };
+  reply.raw.on('close', onClientClose);
+
+  let response: IncomingMessage;
+  try {
+    response = await new Promise<IncomingMessage>((resolve, reject) => {
+      outgoing.once('response', resolve);
+      outgoing.once('error', reject);
+      outgoing.end(payload);
+    });
+  } catch (error) {
+    reply.raw.off('close', onClientClose);
+    if (reply.raw.destroyed) return reply;
+    throw new ProxyError('session_moved', `The instance that runs this session could not be reached (${error instanceof Error ? error.message : String(error)}). Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
+  }
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(response.statusCode ?? 502, passOn(response.headers));
+  res.flushHeaders();
+  response.on('data', (chunk: Buffer) => res.write(chunk));
+  const complete = await new Promise<boolean>((resolve) => {
+    response.once('end', () => resolve(true));
+    response.once('close', () => resolve(response.complete));
+    response.once('error', () => resolve(false));
+  });
+  reply.raw.off('close', onClientClose);
+  // Cut short (the owner died mid-response): the client's connection is cut too, so that its
+  // SDK sees a failed call and retries, rather than a response that looks whole.
+  if (!res.destroyed) complete ? res.end() : res.destroy();
+  return reply;
+}
+
+function passOn(headers: IncomingHttpHeaders): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+  }
+  return out;
+}

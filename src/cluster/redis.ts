@@ -1,0 +1,37 @@
+/**
+ * The cluster's Redis connection (ioredis): `redis://` or `rediss://` (TLS), with a user and
+ * password when the URL has them. A command fails within a couple of seconds while Redis is
+ * unreachable instead of waiting for it, so that requests get a clear 503 (`cluster_unavailable`)
+ * and nothing falls back to memory; the client reconnects by itself.
+ */
+import { Redis } from 'ioredis';
+import type { Logger } from '../telemetry/logger.js';
+import { redactRedisUrl } from './addresses.js';
+
+export async function connectRedis(url: string, logger: Logger): Promise<Redis> {
+  const redis = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: 2_000,
+    commandTimeout: 2_000,
+    maxRetriesPerRequest: 1,
+    retryStrategy: (times) => Math.min(100 * times, 1_000),
+  });
+  let down = false;
+  redis.on('error', (err: Error) => {
+    if (down) return;
+    down = true;
+    logger.error({ err: { message: err.message } }, `cluster: Redis at ${redactRedisUrl(url)} is unreachable (${err.message}); requests get 503 until it is back`);
+  });
+  redis.on('ready', () => {
+    if (!down) return;
+    down = false;
+    logger.info(`cluster: Redis at ${redactRedisUrl(url)} is reachable again`);
+  });
+  try {
+    await redis.connect();
+  } catch (error) {
+    redis.disconnect();
+    throw new Error(`cannot reach Redis at ${redactRedisUrl(url)}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  return redis;
+}
