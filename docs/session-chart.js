@@ -27,6 +27,11 @@ export const sessionMachine = setup({
 }).createMachine({
   "id": "session",
   "initial": "EMPTY",
+  "on": {
+    "EVICT": {
+      "target": ".CLOSED"
+    }
+  },
   "states": {
     "EMPTY": {
       "on": {

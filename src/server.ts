@@ -103,7 +103,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     maxSessions: config.maxSessions,
     maxQueuedBytesPerSide: config.maxQueuedBytesPerSide,
     // A store whose appends are durable at once (memory) has nothing for replies to wait for.
-    ...(store.durableOnAppend ? {} : { durable: () => journal.durable() }),
+    ...(store.durableOnAppend ? {} : { durable: (session: string) => journal.durable(session) }),
     // The actor systems' one inspection tap: the fact stream (and the Stately inspector when on).
     inspect: stately ? (event) => (facts.inspect(event), stately.inspect(event)) : facts.inspect,
     ...(options.clock ? { clock: options.clock } : {}),

@@ -15,6 +15,7 @@ import { ProxyError } from '../protocols/errors.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { SessionTiming } from '../../machines/session.logic.js';
+import type { OwnerWatch } from './forward.js';
 import type { Ownership } from './ownership.js';
 
 export type Route = { readonly kind: 'local' } | { readonly kind: 'remote'; readonly owner: string; readonly address: string };
@@ -100,6 +101,12 @@ export class Cluster {
       logger.warn({ session_id: sessionId, records: outcome.damage.records }, `session '${sessionId}' was not rebuilt: ${outcome.damage.problem}; a new request starts it anew`);
     }
     return { kind: 'local' };
+  }
+
+  /** How a forward to `owner` notices that it died or froze: its heartbeat, checked twice a lease. */
+  watch(owner: string): OwnerWatch {
+    const { ownership } = this.options;
+    return { alive: async () => (await ownership.addressOf(owner)) !== null, everyMs: Math.max(100, Math.floor(ownership.leaseMs / 2)) };
   }
 
   /** An append of `sessionId` was refused as fenced: another instance claimed it; stop here. */

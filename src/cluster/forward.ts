@@ -27,7 +27,13 @@ export function forwardedBy(request: FastifyRequest): string | null {
  * Sends `request` (whose parsed JSON body is `body`) to `address` and answers the client with
  * what the owner answers. Resolves once the response has been passed on (or the client left).
  */
-export async function forward(request: FastifyRequest, reply: FastifyReply, body: unknown, address: string, self: string): Promise<FastifyReply> {
+export interface OwnerWatch {
+  /** False once the owner's heartbeat is gone (it died, or is paused past its lease). */
+  readonly alive: () => Promise<boolean>;
+  readonly everyMs: number;
+}
+
+export async function forward(request: FastifyRequest, reply: FastifyReply, body: unknown, address: string, self: string, watch?: OwnerWatch): Promise<FastifyReply> {
   const target = new URL(request.url, address);
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(request.headers)) {
@@ -44,6 +50,24 @@ export async function forward(request: FastifyRequest, reply: FastifyReply, body
     if (!reply.raw.writableFinished) outgoing.destroy();
   };
   reply.raw.on('close', onClientClose);
+  // An owner that dies or freezes (SIGSTOP, a partition) would hold this request for ever: while
+  // it waits, its heartbeat is checked; once it is gone the forward is given up, and the client
+  // retries (503 before any byte of the answer, a cut connection after).
+  const watcher = watch
+    ? setInterval(() => {
+        void watch.alive().then(
+          (alive) => {
+            if (alive || outgoing.destroyed) return;
+            outgoing.destroy(new Error('the owner stopped answering (its heartbeat expired)'));
+          },
+          () => undefined,
+        );
+      }, watch.everyMs)
+    : null;
+  watcher?.unref();
+  const stopWatching = () => {
+    if (watcher) clearInterval(watcher);
+  };
 
   let response: IncomingMessage;
   try {
@@ -53,6 +77,7 @@ export async function forward(request: FastifyRequest, reply: FastifyReply, body
       outgoing.end(payload);
     });
   } catch (error) {
+    stopWatching();
     reply.raw.off('close', onClientClose);
     if (reply.raw.destroyed) return reply;
     throw new ProxyError('session_moved', `The instance that runs this session could not be reached (${error instanceof Error ? error.message : String(error)}). Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
@@ -67,6 +92,7 @@ export async function forward(request: FastifyRequest, reply: FastifyReply, body
     response.once('close', () => resolve(response.complete));
     response.once('error', () => resolve(false));
   });
+  stopWatching();
   reply.raw.off('close', onClientClose);
   // Cut short (the owner died mid-response): the client's connection is cut too, so that its
   // SDK sees a failed call and retries, rather than a response that looks whole.

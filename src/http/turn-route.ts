@@ -47,7 +47,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       const route = await ctx.cluster.route(turn.sessionId, forwardedBy(request) !== null);
       if (route.kind === 'remote') {
         request.turnLog.forwarded_to = route.owner;
-        return forward(request, reply, body, route.address, ctx.cluster.instanceId);
+        return forward(request, reply, body, route.address, ctx.cluster.instanceId, ctx.cluster.watch(route.owner));
       }
     }
     const client = request.client.key;

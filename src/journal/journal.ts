@@ -32,10 +32,14 @@ export interface JournalOptions {
   readonly compaction?: boolean;
 }
 
+const RESOLVED = Promise.resolve();
+
 export class Journal {
   /** The last seq of every session not ended: the sessions a compaction keeps. */
   private readonly seqs = new Map<string, number>();
   private last: Promise<void> = Promise.resolve();
+  /** Each session's latest append still in flight. */
+  private readonly lastOf = new Map<string, Promise<void>>();
   private endedSinceCompaction = 0;
   private compacting: Promise<unknown> | null = null;
   /** Records no compaction may drop (of a session that could not be rebuilt, or of another format). */
@@ -49,9 +53,14 @@ export class Journal {
     private readonly options: JournalOptions = {},
   ) {}
 
-  /** Resolves when every record appended so far is as durable as the fsync policy promises. */
-  durable(): Promise<void> {
-    return this.last;
+  /**
+   * Resolves when every record appended so far is as durable as the fsync policy promises; with
+   * `session`, when that session's records are (in cluster mode another session's append may
+   * succeed where this one's was refused as fenced: a reply waits for its own session's).
+   */
+  durable(session?: string): Promise<void> {
+    if (session === undefined) return this.last;
+    return this.lastOf.get(session) ?? RESOLVED;
   }
 
   /** Subscribe this to the fact stream. */
@@ -86,6 +95,12 @@ export class Journal {
       this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`);
     });
     this.last = written;
+    const session = record.session;
+    this.lastOf.set(session, written);
+    // A failed append stays the session's answer until its next append.
+    written.then(() => {
+      if (this.lastOf.get(session) === written) this.lastOf.delete(session);
+    }, () => undefined);
   }
 
   /** A session rebuilt from the journal carries on numbering its records after `lastSeq`. */
@@ -96,6 +111,7 @@ export class Journal {
   /** This instance no longer runs `sessionId` (cluster mode: handed over or fenced out). */
   forget(sessionId: string): void {
     this.seqs.delete(sessionId);
+    this.lastOf.delete(sessionId);
   }
 
   /** Keeps this record through every compaction: it was not understood, so it is not garbage. */

@@ -17,7 +17,7 @@ export interface RegistryOptions {
   readonly inspect?: (event: InspectionEvent) => void;
   readonly now?: () => number;
   /** Resolves when what sessions did so far is durable; replies wait for it (none: they need not wait). */
-  readonly durable?: () => Promise<void>;
+  readonly durable?: (session: string) => Promise<void>;
 }
 
 export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_sessions'; readonly message: string };

@@ -50,7 +50,7 @@ export interface SessionOptions {
   /** Start from this context and state (a session rebuilt from its journal). */
   readonly restore?: { readonly context: SessionContext; readonly state: 'AWAITING_PEER' | 'DORMANT' };
   /** Resolves when what the session did so far is in the journal; replies wait for it. */
-  readonly durable?: () => Promise<void>;
+  readonly durable?: (session: string) => Promise<void>;
   /** Bytes of messages kept queued for a side that is not reading; a turn beyond is refused (none: no cap). */
   readonly maxQueuedBytes?: number;
   readonly now?: () => number;
@@ -67,7 +67,7 @@ export class Session {
   private readonly actor: Actor<typeof sessionMachine>;
   private readonly waiting = new Map<string, Waiter>();
   private readonly now: () => number;
-  private readonly durable: (() => Promise<void>) | undefined;
+  private readonly durable: ((session: string) => Promise<void>) | undefined;
   private readonly maxQueuedBytes: number;
   /**
    * What each side has typed live since its latest turn (previews, not journaled): every
@@ -286,7 +286,7 @@ export class Session {
     // Nothing is written to a client before the journal holds it. The journal hears of this
     // step's facts when the step ends, after this reply was emitted: wait for that, then for it.
     const durable = this.durable;
-    void Promise.resolve().then(durable).then(
+    void Promise.resolve().then(() => durable(this.id)).then(
       () => resolve(outcome),
       () => resolve({ type: 'reject', code: 'journal_unavailable' }),
     );

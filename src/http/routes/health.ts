@@ -25,14 +25,30 @@ function publicRecovery(ctx: AppContext) {
 
 export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   // For load balancers: no key, no rate limit.
-  app.get('/health', { config: { access: 'public', rateLimit: false } }, async () => {
+  app.get('/health', { config: { access: 'public', rateLimit: false } }, async (_request, reply) => {
     const byState: Record<string, number> = {};
     for (const session of ctx.sessions.list()) byState[session.state] = (byState[session.state] ?? 0) + 1;
+    const cluster = ctx.cluster;
+    // Cluster mode: an instance out of touch with Redis serves nothing; a load balancer should skip it.
+    const ready = !cluster || cluster.ownership.healthy;
+    if (!ready && !ctx.shuttingDown) reply.code(503).header('retry-after', '1');
     return {
-      status: ctx.shuttingDown ? 'shutting_down' : 'ok',
+      status: ctx.shuttingDown ? 'shutting_down' : ready ? 'ok' : 'not_ready',
       uptime_seconds: Math.round((Date.now() - ctx.startedAt) / 1000),
       sessions: { live: ctx.sessions.size, max: ctx.config.maxSessions, by_state: byState },
-      journal: { path: ctx.config.journalPath, ...ctx.journal.store.stats(), recovery: publicRecovery(ctx) },
+      journal: { path: cluster ? 'redis' : ctx.config.journalPath, ...ctx.journal.store.stats(), recovery: publicRecovery(ctx) },
+      ...(cluster
+        ? {
+            cluster: {
+              instance: cluster.instanceId,
+              ready,
+              lease_ms: cluster.ownership.leaseMs,
+              owned_sessions: ctx.sessions.size,
+              takeovers: cluster.takeovers,
+              fenced_appends: cluster.fenced,
+            },
+          }
+        : {}),
       settings: timerSettings(ctx.config),
     };
   });

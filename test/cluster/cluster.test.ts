@@ -1,0 +1,206 @@
+/**
+ * Cluster mode through real processes: a private redis-server with AOF on, three service
+ * instances sharing it, and a plain load balancer in front that sends each request to a random
+ * instance. The clients are the official OpenAI SDK. PROTOCOL.md §3–4 must hold as on one
+ * instance: per side, what was delivered is what the other side sent, once and in order.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startRedis, type PrivateRedis } from '../helpers/redis.js';
+import { Conversation, startBalancer, type Balancer } from './clients.js';
+import { killAll, startCluster, type Instance } from './instances.js';
+
+let redis: PrivateRedis;
+const open: Array<{ close(): unknown }> = [];
+
+beforeAll(async () => {
+  redis = await startRedis();
+}, 20_000);
+
+afterEach(async () => {
+  for (const thing of open.splice(0)) await thing.close();
+  killAll();
+});
+
+afterAll(async () => {
+  killAll();
+  await redis?.destroy();
+});
+
+async function cluster(count: number, env: Record<string, string> = {}): Promise<{ instances: Instance[]; balancer: Balancer }> {
+  const instances = await startCluster(redis.url, count, env);
+  const balancer = await startBalancer(instances);
+  open.push(balancer);
+  return { instances, balancer };
+}
+
+function conversation(balancer: Balancer, session: string, options?: ConstructorParameters<typeof Conversation>[2]): Conversation {
+  const c = new Conversation(balancer.url, session, options);
+  open.push(c);
+  return c;
+}
+
+function expectDeliveredAsSent(c: Conversation): void {
+  expect(c.received.A).toEqual(c.sent.B);
+  expect(c.received.B).toEqual(c.sent.A);
+}
+
+async function ownerOf(instances: readonly Instance[], session: string): Promise<{ owner: string | null; epoch: number }> {
+  const running = instances.find((i) => i.running)!;
+  const res = await fetch(`${running.url}/admin/sessions/${encodeURIComponent(session)}`);
+  return (await res.json()) as { owner: string | null; epoch: number };
+}
+
+describe('cluster mode', () => {
+  it('runs a 1,000-turn conversation with every request on a random instance: nothing lost, duplicated or reordered', async () => {
+    const { instances, balancer } = await cluster(3);
+    const c = conversation(balancer, 'no-stickiness');
+    await c.run(1000);
+    expectDeliveredAsSent(c);
+    expect(c.sent.A.length + c.sent.B.length).toBe(1001);
+    // Every instance took requests; one of them ran the session, the others forwarded to it.
+    for (const instance of instances) expect(balancer.spread.get(instance.id) ?? 0).toBeGreaterThan(100);
+    const { owner, epoch } = await ownerOf(instances, 'no-stickiness');
+    expect(instances.map((i) => i.id)).toContain(owner);
+    expect(epoch).toBeGreaterThan(0);
+  }, 120_000);
+
+  it('shows the owner and epoch of a session on every instance', async () => {
+    const { instances, balancer } = await cluster(3);
+    const c = conversation(balancer, 'who-owns');
+    await c.run(4);
+    const seen = await Promise.all(instances.map(async (i) => (await (await fetch(`${i.url}/admin/sessions/who-owns`)).json()) as { owner: string; epoch: number; state: string }));
+    expect(new Set(seen.map((s) => s.owner)).size).toBe(1);
+    expect(new Set(seen.map((s) => s.epoch)).size).toBe(1);
+    expect(seen[0]!.state).toBe('ACTIVE');
+  }, 60_000);
+
+  it('carries on within the lease and a second after the owner is killed with SIGKILL', async () => {
+    const { instances, balancer } = await cluster(3);
+    const c = conversation(balancer, 'owner-killed');
+    let killedAt = 0;
+    let owner: Instance | undefined;
+    let before = 0;
+    await c.run(40, async (turn) => {
+      if (turn !== 20) return;
+      const info = await ownerOf(instances, 'owner-killed');
+      before = info.epoch;
+      owner = instances.find((i) => i.id === info.owner)!;
+      await owner.kill();
+      killedAt = Date.now();
+    });
+    expectDeliveredAsSent(c);
+    expect(owner).toBeDefined();
+    const after = await ownerOf(instances, 'owner-killed');
+    expect(after.owner).not.toBe(owner!.id);
+    expect(after.epoch).toBeGreaterThan(before);
+    // The survivor that claimed it says when: within the lease (1 s) and a second.
+    const claims = instances.filter((i) => i.running).flatMap((i) => i.logs("claimed and rebuilt")).filter((l) => l['session_id'] === 'owner-killed');
+    expect(claims.length).toBeGreaterThan(0);
+    const claimedAt = Math.min(...claims.map((l) => Number(l['time'])));
+    expect(claimedAt - killedAt).toBeLessThan(1000 + 1000);
+  }, 60_000);
+
+  it('hands its sessions over at once on SIGTERM, without waiting for the lease', async () => {
+    const { instances, balancer } = await cluster(2, { CLUSTER_LEASE_MS: '30000' });
+    const c = conversation(balancer, 'handed-over');
+    let stoppedAt = 0;
+    let owner: Instance | undefined;
+    await c.run(20, async (turn) => {
+      if (turn !== 10) return;
+      const info = await ownerOf(instances, 'handed-over');
+      owner = instances.find((i) => i.id === info.owner)!;
+      await owner.stop();
+      stoppedAt = Date.now();
+    });
+    expectDeliveredAsSent(c);
+    const survivor = instances.find((i) => i.running)!;
+    const claims = survivor.logs('claimed and rebuilt').filter((l) => l['session_id'] === 'handed-over');
+    expect(claims.length).toBeGreaterThan(0);
+    // A 30 s lease: the claim came from the hand-over, not from the lease running out.
+    expect(Number(claims[0]!['time']) - stoppedAt).toBeLessThan(5000);
+  }, 60_000);
+
+  it('fences an owner paused past its lease: a survivor takes over with a higher epoch, the old owner\'s append is refused and it stops', async () => {
+    const { instances, balancer } = await cluster(3);
+    const c = conversation(balancer, 'paused-owner');
+    let paused: Instance | undefined;
+    let before = 0;
+    await c.run(30, async (turn) => {
+      if (turn !== 10) return;
+      const info = await ownerOf(instances, 'paused-owner');
+      before = info.epoch;
+      paused = instances.find((i) => i.id === info.owner)!;
+      paused.pause();
+      // It stays frozen well past its 1 s lease while the conversation goes on without it.
+      setTimeout(() => paused!.resume(), 3000);
+    });
+    expectDeliveredAsSent(c);
+    await new Promise((r) => setTimeout(r, 3500));
+    const after = await ownerOf(instances, 'paused-owner');
+    expect(after.owner).not.toBe(paused!.id);
+    expect(after.epoch).toBeGreaterThan(before);
+    // Awake again, what it still had of the session (a held request that went away) could not
+    // be written: refused by the fence inside Redis, and its actor is gone.
+    await expect.poll(async () => (await paused!.health()).cluster.fenced_appends, { timeout: 5000 }).toBeGreaterThan(0);
+    expect(paused!.logs('journal append refused').length).toBeGreaterThan(0);
+    const health = await paused!.health();
+    expect(health.cluster.owned_sessions).toBe(0);
+    expect(health.status).toBe('ok');
+  }, 60_000);
+});
+
+describe('cluster mode when Redis fails', () => {
+  it('answers 503 with Retry-After in the API\'s own error shape while Redis is down, says it is not ready, and carries on once Redis is back', async () => {
+    const own = await startRedis();
+    try {
+      const instances = await startCluster(own.url, 2);
+      const balancer = await startBalancer(instances);
+      open.push(balancer);
+      const c = conversation(balancer, 'redis-down');
+      await c.run(12, async (turn) => {
+        if (turn !== 6) return;
+        // Redis goes away with a request held (the receiver of turn 6's answer waits).
+        await own.stop();
+        const res = await fetch(`${instances[0]!.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'a-new-session', messages: [{ role: 'user', content: 'hello' }] }),
+        });
+        expect(res.status).toBe(503);
+        expect(res.headers.get('retry-after')).toBe('1');
+        const body = (await res.json()) as { error: { code: string; type: string; message: string } };
+        expect(body.error.code).toBe('cluster_unavailable');
+        expect(body.error.message).toMatch(/Redis/);
+        await expect.poll(async () => (await instances[0]!.health()).httpStatus, { timeout: 5000 }).toBe(503);
+        expect((await instances[0]!.health()).status).toBe('not_ready');
+        await own.start();
+        await expect.poll(async () => (await instances[0]!.health()).httpStatus, { timeout: 10_000 }).toBe(200);
+      });
+      // The same conversation went on: its session was claimed again and rebuilt from the
+      // journal, which survived the restart (AOF), and the held request's retry re-attached.
+      expectDeliveredAsSent(c);
+    } finally {
+      killAll();
+      await own.destroy();
+    }
+  }, 60_000);
+
+  it('loses no acknowledged message across a Redis restart (appendonly yes, appendfsync always)', async () => {
+    const own = await startRedis();
+    try {
+      const instances = await startCluster(own.url, 3);
+      const balancer = await startBalancer(instances);
+      open.push(balancer);
+      const c = conversation(balancer, 'redis-restart');
+      await c.run(30, async (turn) => {
+        if (turn !== 15) return;
+        await own.kill();
+        await own.start();
+      });
+      expectDeliveredAsSent(c);
+    } finally {
+      killAll();
+      await own.destroy();
+    }
+  }, 60_000);
+});
