@@ -191,8 +191,8 @@ export const OPTIONS = {
   faultInjection: {
     env: 'FAULT_INJECTION',
     default: 'off',
-    schema: z.enum(['off', 'duplicate-delivery', 'drop-delivery']),
-    help: 'FOR TESTING THE E2E HARNESS ONLY: duplicate-delivery sends one message twice, drop-delivery loses one; never set it in production',
+    schema: z.enum(['off', 'duplicate-delivery', 'drop-delivery', 'crash-after-delivery-append', 'crash-before-turn-append', 'stall-before-turn-append']),
+    help: 'FOR TESTING ONLY: duplicate-delivery sends one message twice, drop-delivery loses one, crash-after-delivery-append kills the process between a delivery\'s journal append and its reply, crash-before-turn-append before a turn\'s append, stall-before-turn-append freezes it there for 3 s; never set it in production',
   },
 } as const;
 

@@ -75,6 +75,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
         onWarning: (message) => logger.warn(message),
       })
     : null;
+  await ownership?.init();
   let cluster: Cluster | null = null;
   const store: JournalStore<JournalRecord> = redis
     ? new (await import('./journal/redis-store.js')).RedisStore<JournalRecord>({ redis, prefix: config.redisPrefix, ends })
@@ -91,6 +92,10 @@ export async function createService(config: Config, logger: Logger, options: Ser
   });
   // The one stream of session facts, and everything that watches the sessions through it.
   const facts = new FactStream(options.clock ? () => options.clock!.now() : Date.now, (err) => logger.error({ err }, 'a subscriber of the session facts failed'));
+  // FAULT_INJECTION=crash-before-turn-append (tests only) must see a step before the journal does.
+  if (config.faultInjection === 'crash-before-turn-append' || config.faultInjection === 'stall-before-turn-append') {
+    facts.subscribe((await import('./sessions/fault-injection.js')).beforeTurnAppend(config.faultInjection, logger));
+  }
   facts.subscribe(journal.onStep);
   facts.subscribe(logSteps(logger));
   if (metrics) facts.subscribe(metrics.onStep);
@@ -109,7 +114,9 @@ export async function createService(config: Config, logger: Logger, options: Ser
     ...(options.clock ? { clock: options.clock } : {}),
   });
   // FAULT_INJECTION: for testing the e2e harness only (src/sessions/fault-injection.ts).
-  if (config.faultInjection !== 'off') (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
+  if (config.faultInjection === 'duplicate-delivery' || config.faultInjection === 'drop-delivery' || config.faultInjection === 'crash-after-delivery-append') {
+    (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
+  }
   if (ownership) {
     cluster = new (await import('./cluster/cluster.js')).Cluster({ ownership, store, journal, sessions, timing, logger });
     const running = cluster;

@@ -15,7 +15,9 @@ import { ProxyError } from '../protocols/errors.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { SessionTiming } from '../../machines/session.logic.js';
-import type { OwnerWatch } from './forward.js';
+import type { FastifyRequest } from 'fastify';
+import type { FastifyReply } from 'fastify';
+import { CLUSTER_TOKEN, FORWARDED_BY, forward, forwardedBy, type ForwardOptions, type OwnerWatch } from './forward.js';
 import type { Ownership } from './ownership.js';
 
 export type Route = { readonly kind: 'local' } | { readonly kind: 'remote'; readonly owner: string; readonly address: string };
@@ -53,7 +55,12 @@ export class Cluster {
    */
   async route(sessionId: string, forwarded = false): Promise<Route> {
     const { ownership } = this.options;
-    if (!ownership.healthy) throw unavailable('this instance has lost touch with Redis');
+    if (!ownership.healthy) {
+      // No heartbeat for a whole lease (Redis away, or this process was frozen): what it owned
+      // may be another's now, so it lets go before serving anything.
+      ownership.lose();
+      throw unavailable('this instance has had no heartbeat to Redis for a whole lease');
+    }
     if (ownership.owns(sessionId)) return { kind: 'local' };
     let claim = this.claiming.get(sessionId);
     if (!claim) {
@@ -101,6 +108,55 @@ export class Cluster {
       logger.warn({ session_id: sessionId, records: outcome.damage.records }, `session '${sessionId}' was not rebuilt: ${outcome.damage.problem}; a new request starts it anew`);
     }
     return { kind: 'local' };
+  }
+
+  /**
+   * Asks every other live instance the same GET (path, query and credentials) for its own part
+   * of a cluster-wide answer (lists of sessions); an instance that does not answer within two
+   * seconds is left out. The answers are parsed JSON.
+   */
+  async askOthers<T>(request: FastifyRequest, path: string = request.url): Promise<T[]> {
+    const others = (await this.options.ownership.instances().catch(() => [])).filter((i) => i.id !== this.instanceId && i.address);
+    const headers: Record<string, string> = { [FORWARDED_BY]: this.instanceId, [CLUSTER_TOKEN]: this.options.ownership.token };
+    for (const name of ['authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'anthropic-version']) {
+      const value = request.headers[name];
+      if (typeof value === 'string') headers[name] = value;
+    }
+    const answers = await Promise.all(
+      others.map((instance) =>
+        fetch(new URL(path, instance.address!), { headers, signal: AbortSignal.timeout(2000) })
+          .then((res) => (res.ok ? (res.json() as Promise<T>) : null))
+          .catch(() => null),
+      ),
+    );
+    return answers.filter((a): a is Awaited<T> & T => a !== null);
+  }
+
+  /** What the journal says request `requestId` of `sessionId` was given, if anything. */
+  async deliveryFor(sessionId: string, requestId: string): Promise<{ side: 'A' | 'B'; content: string; delivery: number } | null> {
+    const records = await this.options.store.readSession(sessionId);
+    for (let i = records.length - 1; i >= 0; i--) {
+      const record = records[i]!;
+      if (record.v === 2 && record.type === 'MessageDelivered' && record.request === requestId) {
+        return { side: record.side, content: record.content, delivery: record.delivery };
+      }
+    }
+    return null;
+  }
+
+  /** Did another instance of this cluster forward `request` (it carries the cluster's token)? */
+  isForwarded(request: FastifyRequest): boolean {
+    return forwardedBy(request, (token) => this.options.ownership.isToken(token)) !== null;
+  }
+
+  /** Passes `request` to the instance that runs its session, and its answer back. */
+  forwardTo(request: FastifyRequest, reply: FastifyReply, body: unknown, to: { readonly owner: string; readonly address: string }, recover?: ForwardOptions['recover']): Promise<unknown> {
+    return forward(request, reply, body, to.address, {
+      self: this.instanceId,
+      token: this.options.ownership.token,
+      watch: this.watch(to.owner),
+      ...(recover ? { recover } : {}),
+    });
   }
 
   /** How a forward to `owner` notices that it died or froze: its heartbeat, checked twice a lease. */

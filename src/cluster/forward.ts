@@ -11,29 +11,49 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 
 export const FORWARDED_BY = 'x-motive-forwarded-by';
+/** The cluster's token (src/cluster/ownership.ts): proves a forwarded request came from an instance. */
+export const CLUSTER_TOKEN = 'x-motive-cluster-token';
+/** The id the forwarding instance gave the request: the owner uses it too, so both name it alike in the journal. */
+export const FORWARDED_ID = 'x-motive-request-id';
 
 /** Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and what is recomputed. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'content-length']);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'content-length', FORWARDED_BY, CLUSTER_TOKEN, FORWARDED_ID]);
 
 const httpAgent = new HttpAgent({ keepAlive: true });
 const httpsAgent = new HttpsAgent({ keepAlive: true });
 
-export function forwardedBy(request: FastifyRequest): string | null {
+/** The instance a request was forwarded by, when it carries the cluster's token; null otherwise. */
+export function forwardedBy(request: FastifyRequest, isToken: (presented: unknown) => boolean): string | null {
   const value = request.headers[FORWARDED_BY];
-  return typeof value === 'string' && value !== '' ? value : null;
+  if (typeof value !== 'string' || value === '' || !isToken(request.headers[CLUSTER_TOKEN])) return null;
+  return value;
 }
 
 /**
  * Sends `request` (whose parsed JSON body is `body`) to `address` and answers the client with
  * what the owner answers. Resolves once the response has been passed on (or the client left).
  */
+export interface ForwardOptions {
+  /** This instance's id and the cluster's token. */
+  readonly self: string;
+  readonly token: string;
+  /** Checks the owner's heartbeat while the request waits. */
+  readonly watch?: OwnerWatch;
+  /**
+   * The owner could not answer (it died or froze): what the journal says the request got, if
+   * it got anything. Answered to the client instead of an error: the append was the commit.
+   */
+  readonly recover?: () => Promise<((reply: FastifyReply) => unknown) | null>;
+}
+
 export interface OwnerWatch {
   /** False once the owner's heartbeat is gone (it died, or is paused past its lease). */
   readonly alive: () => Promise<boolean>;
   readonly everyMs: number;
 }
 
-export async function forward(request: FastifyRequest, reply: FastifyReply, body: unknown, address: string, self: string, watch?: OwnerWatch): Promise<FastifyReply> {
+export async function forward(request: FastifyRequest, reply: FastifyReply, body: unknown, address: string, options: ForwardOptions): Promise<unknown> {
+  const { self, watch } = options;
   const target = new URL(request.url, address);
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(request.headers)) {
@@ -42,6 +62,8 @@ export async function forward(request: FastifyRequest, reply: FastifyReply, body
   const payload = body === undefined || body === null ? undefined : Buffer.from(JSON.stringify(body));
   if (payload) headers['content-length'] = String(payload.length);
   headers[FORWARDED_BY] = self;
+  headers[CLUSTER_TOKEN] = options.token;
+  headers[FORWARDED_ID] = request.id;
 
   const https = target.protocol === 'https:';
   const outgoing = (https ? httpsRequest : httpRequest)(target, { method: request.method, headers, agent: https ? httpsAgent : httpAgent });
@@ -80,6 +102,9 @@ export async function forward(request: FastifyRequest, reply: FastifyReply, body
     stopWatching();
     reply.raw.off('close', onClientClose);
     if (reply.raw.destroyed) return reply;
+    // Died after its append and before its answer: the journal has what this request was given.
+    const recovered = await options.recover?.().catch(() => null);
+    if (recovered) return recovered(reply);
     throw new ProxyError('session_moved', `The instance that runs this session could not be reached (${error instanceof Error ? error.message : String(error)}). Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
   }
   reply.hijack();

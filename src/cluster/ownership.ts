@@ -15,6 +15,7 @@
  * have claimed its sessions) and says so through `onLost`: the composition root drops its
  * actors, which are rebuilt from the journal by whoever needs them next.
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Redis, Result } from 'ioredis';
 
@@ -102,6 +103,26 @@ export class Ownership {
     return `${this.prefix}:instance:${instance}`;
   }
 
+  /**
+   * The cluster's shared secret (created by the first instance, kept in Redis): requests one
+   * instance forwards to another carry it, so that a client cannot pass for an instance.
+   */
+  token = '';
+
+  /** Reads (or creates) the cluster's token; before the server takes requests. */
+  async init(): Promise<void> {
+    const key = `${this.prefix}:token`;
+    await this.redis.set(key, randomBytes(24).toString('base64url'), 'NX');
+    this.token = (await this.redis.get(key)) ?? '';
+    if (!this.token) throw new Error('the cluster token could not be read from Redis');
+  }
+
+  /** Is `presented` the cluster's token (compared in constant time)? */
+  isToken(presented: unknown): boolean {
+    if (typeof presented !== 'string' || !this.token || presented.length !== this.token.length) return false;
+    return timingSafeEqual(Buffer.from(presented), Buffer.from(this.token));
+  }
+
   /** Beats once (so the instance is known before it serves), then every third of the lease. */
   async start(): Promise<void> {
     await this.beat();
@@ -116,19 +137,29 @@ export class Ownership {
 
   private async beat(): Promise<void> {
     const started = Date.now();
+    // Frozen (SIGSTOP, a long pause) or cut off for a whole lease: the heartbeat key may have
+    // expired meanwhile and others may own what this instance had. Let go before anything else.
+    if (!this.healthy) this.lose();
     try {
       await this.redis.set(this.heartbeatKey(this.instanceId), JSON.stringify({ address: this.address, since: started }), 'PX', this.leaseMs);
       this.lastBeat = started;
       this.lostSaid = false;
     } catch (error) {
       this.options.onWarning?.(`cluster heartbeat failed: ${error instanceof Error ? error.message : String(error)}`, error);
-      if (!this.lostSaid && Date.now() - this.lastBeat >= this.leaseMs) {
-        this.lostSaid = true;
-        this.epochs.clear();
-        this.options.onLost?.();
-      }
+      if (!this.healthy) this.lose();
       throw error;
     }
+  }
+
+  /**
+   * The lease may have run out: forget every session this instance owned (their actors are
+   * stopped by `onLost`), so that nothing is served from what may be stale. Said once a lapse.
+   */
+  lose(): void {
+    if (this.lostSaid || this.lastBeat === 0) return;
+    this.lostSaid = true;
+    this.epochs.clear();
+    this.options.onLost?.();
   }
 
   /** The epoch this instance holds for `session`, when it owns it. */

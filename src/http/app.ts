@@ -25,13 +25,23 @@ import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
 import { realtimeRoutes } from './routes/realtime.js';
 import { sessionRoutes } from './routes/sessions.js';
+import { CLUSTER_TOKEN, FORWARDED_ID } from '../cluster/forward.js';
 import { metricsRoutes } from './routes/metrics.js';
 
 
-const requestIds = (): (() => string) => {
+const requestIds = (ctx: AppContext): ((raw: IncomingMessage) => string) => {
   const prefix = randomBytes(3).toString('hex');
   let next = 0;
-  return () => `${prefix}-${(next++).toString(36)}`;
+  const cluster = ctx.cluster;
+  return (raw) => {
+    // Cluster mode: a request another instance forwarded keeps the id that instance gave it, so
+    // that the journal names it alike wherever it is looked up (src/cluster/forward.ts).
+    if (cluster) {
+      const given = raw.headers[FORWARDED_ID];
+      if (typeof given === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(given) && cluster.ownership.isToken(raw.headers[CLUSTER_TOKEN])) return given;
+    }
+    return `${prefix}-${(next++).toString(36)}`;
+  };
 };
 
 export async function buildApp(ctx: AppContext, logger: Logger): Promise<FastifyInstance> {
@@ -41,7 +51,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     logController: new LogController({ disableRequestLogging: true, requestIdLogLabel: 'request_id' }),
     // No child logger per request (it costs on every turn): lines name their request_id.
     childLoggerFactory: (parent) => parent,
-    genReqId: requestIds(),
+    genReqId: requestIds(ctx),
     bodyLimit: ctx.config.maxMessageBytes,
     return503OnClosing: false,
     clientErrorHandler: clientErrorHandler(logger),

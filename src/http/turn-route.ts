@@ -8,7 +8,6 @@ import type { ProtocolAdapter, RenderTurn, WireRequest } from '../protocols/adap
 import type { ToolCall } from '../protocols/background-tasks.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
-import { forward, forwardedBy } from '../cluster/forward.js';
 import { loggableUrl } from './access.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
@@ -44,10 +43,18 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
     if (ctx.cluster) {
       // Cluster mode: the session's owner serves it; this instance claims it when nobody does.
-      const route = await ctx.cluster.route(turn.sessionId, forwardedBy(request) !== null);
+      const cluster = ctx.cluster;
+      const route = await cluster.route(turn.sessionId, cluster.isForwarded(request));
       if (route.kind === 'remote') {
         request.turnLog.forwarded_to = route.owner;
-        return forward(request, reply, body, route.address, ctx.cluster.instanceId, ctx.cluster.watch(route.owner));
+        // An owner that dies after its append and before its answer: the journal has the answer.
+        const recover = async () => {
+          const delivered = await cluster.deliveryFor(turn.sessionId, request.id);
+          if (!delivered) return null;
+          request.turnLog = { ...request.turnLog, side: delivered.side, recovered_from_journal: true };
+          return (r: FastifyReply) => r.send(adapter.renderReply(turn, { content: delivered.content, side: delivered.side, delivery: delivered.delivery }));
+        };
+        return cluster.forwardTo(request, reply, body, route, turn.stream ? undefined : recover);
       }
     }
     const client = request.client.key;

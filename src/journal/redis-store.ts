@@ -14,7 +14,7 @@
  *                                sessions as they were appended
  *   PREFIX:s:<id>:meta  Hash     seq (last record), start (entry id of the latest seq 1),
  *                                ended (0/1), digest (SHA-1 of the last record), owner, epoch
- *   PREFIX:sessions     Set      every session id with a stream
+ *   PREFIX:sessions     Set      every session id whose stream has not ended
  *   PREFIX:live         Set      sessions whose latest incarnation has not ended
  *   PREFIX:clock        String   the entry-id counter
  *   PREFIX:epoch        String   the fencing-token counter (cluster-wide, never reused)
@@ -72,6 +72,7 @@ redis.call('HSET', meta, 'seq', seq, 'digest', digest)
 if ARGV[6] == '1' then
   redis.call('HSET', meta, 'ended', '1')
   redis.call('SREM', KEYS[4], ARGV[1])
+  redis.call('SREM', KEYS[3], ARGV[1])
   redis.call('PEXPIRE', log, ARGV[7])
   redis.call('PEXPIRE', meta, ARGV[7])
 elseif redis.call('HGET', meta, 'ended') ~= '1' then

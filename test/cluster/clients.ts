@@ -19,7 +19,8 @@ export interface Balancer {
 export async function startBalancer(instances: readonly Instance[], random: () => number = Math.random): Promise<Balancer> {
   const spread = new Map<string, number>();
   const server: Server = createServer((req, res) => {
-    const running = instances.filter((i) => i.running);
+    // As a load balancer whose health checks skip an instance that does not answer.
+    const running = instances.filter((i) => i.serving);
     if (running.length === 0) return void res.destroy();
     const target = running[Math.floor(random() * running.length)]!;
     spread.set(target.id, (spread.get(target.id) ?? 0) + 1);

@@ -54,6 +54,13 @@ export class Instance {
     return this.child !== null;
   }
 
+  private paused = false;
+
+  /** Running and not paused: what a load balancer's health check would send requests to. */
+  get serving(): boolean {
+    return this.child !== null && !this.paused;
+  }
+
   async start(): Promise<void> {
     const child = spawn(process.execPath, [cli, '--port', String(this.port)], {
       detached: true,
@@ -92,10 +99,12 @@ export class Instance {
 
   pause(): void {
     if (this.child) process.kill(-this.child.pid!, 'SIGSTOP');
+    this.paused = true;
   }
 
   resume(): void {
     if (this.child) process.kill(-this.child.pid!, 'SIGCONT');
+    this.paused = false;
   }
 
   /** Log lines (JSON) whose message contains `text`. */

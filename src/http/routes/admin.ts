@@ -4,7 +4,6 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isReadable } from '../../journal/records.js';
 import { buildTranscript, toJson, toMarkdown } from '../../journal/transcript.js';
 import { splitModel } from '../../protocols/adapter.js';
-import { forward, forwardedBy } from '../../cluster/forward.js';
 import { ProxyError } from '../../protocols/errors.js';
 import type { Session } from '../../sessions/session.js';
 import { presentedKey } from '../access.js';
@@ -79,7 +78,11 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   };
 
   app.get('/admin/sessions', async (request) => {
-    const data = [...ctx.sessions.list()].map((s) => summary(s, request.isAdmin === true));
+    const data: unknown[] = [...ctx.sessions.list()].map((s) => ({ ...summary(s, request.isAdmin === true), ...(ctx.cluster ? { owner: ctx.cluster.instanceId } : {}) }));
+    // Cluster mode: every instance's sessions (each answers for those it runs).
+    if (ctx.cluster && !ctx.cluster.isForwarded(request)) {
+      for (const answer of await ctx.cluster.askOthers<{ data?: unknown[] }>(request)) data.push(...(answer.data ?? []));
+    }
     return { object: 'list', ids_masked: request.isAdmin !== true, data };
   });
   refuseOtherMethods(app, '/admin/sessions', ['GET']);
@@ -87,17 +90,20 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   app.get<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
     const { sessionId } = splitModel(request.params.id);
     const cluster = ctx.cluster;
-    if (cluster && !ctx.sessions.get(sessionId)) {
-      // Cluster mode: the owner knows the session; this instance says who that is.
+    if (cluster) {
+      // Cluster mode: Redis says who runs the session; the owner answers for it.
       request.turnLog = { session_id: sessionId };
       const owner = await cluster.ownership.ownerOf(sessionId).catch((error: Error) => {
         throw new ProxyError('cluster_unavailable', `The cluster's Redis cannot be reached: ${error.message}. Retry shortly.`, { retryAfterSeconds: 1 });
       });
-      if (owner.alive && owner.owner !== cluster.instanceId && owner.address && forwardedBy(request) === null) {
-        return forward(request, reply, undefined, owner.address, cluster.instanceId);
+      const mine = owner.owner === cluster.instanceId && cluster.ownership.owns(sessionId) && ctx.sessions.get(sessionId) !== undefined;
+      if (!mine) {
+        if (owner.alive && owner.owner && owner.owner !== cluster.instanceId && owner.address && !cluster.isForwarded(request)) {
+          return cluster.forwardTo(request, reply, undefined, { owner: owner.owner, address: owner.address });
+        }
+        if (owner.owner === null && owner.epoch === 0) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
+        return { id: sessionId, object: 'session', state: null, owner: owner.alive ? owner.owner : null, epoch: owner.epoch, note: 'No instance runs this session now: the next request for it claims it and rebuilds it from its journal.' };
       }
-      if (owner.owner === null && owner.epoch === 0) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
-      return { id: sessionId, object: 'session', state: null, owner: owner.alive ? owner.owner : null, epoch: owner.epoch, note: 'No instance runs this session now: the next request for it claims it and rebuilds it from its journal.' };
     }
     const session = live(request);
     const ctxt = session.context;
@@ -110,7 +116,12 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     };
   });
   /** Ends a session: held requests get 410 session_closed. */
-  app.delete<{ Params: { id: string } }>('/admin/sessions/:id', async (request) => {
+  app.delete<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
+    if (ctx.cluster) {
+      const { sessionId } = splitModel(request.params.id);
+      const route = await ctx.cluster.route(sessionId, ctx.cluster.isForwarded(request));
+      if (route.kind === 'remote') return ctx.cluster.forwardTo(request, reply, undefined, route);
+    }
     const session = live(request);
     session.close('deleted');
     return { id: session.id, object: 'session', deleted: true };

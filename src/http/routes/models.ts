@@ -56,9 +56,31 @@ export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   const withModels = PROTOCOLS.filter((a): a is WithModels => a.models !== undefined);
   const chatUrls = new Set(PROTOCOLS.flatMap((a) => a.routes));
 
+  /**
+   * Cluster mode: the sessions every instance could offer (each runs its own share), merged;
+   * one instance's own share answers `GET /cluster/joinable`, which the others ask.
+   */
+  const joinableEverywhere = async (request: FastifyRequest): Promise<JoinableSession[]> => {
+    const list = joinable(request.client.key);
+    if (!ctx.cluster) return list;
+    const seen = new Set(list.map((s) => s.id));
+    for (const answer of await ctx.cluster.askOthers<{ data?: JoinableSession[] }>(request, '/cluster/joinable')) {
+      for (const session of answer.data ?? []) {
+        if (typeof session?.id !== 'string' || seen.has(session.id)) continue;
+        seen.add(session.id);
+        list.push({ id: session.id, createdAt: Number(session.createdAt) || Date.now() });
+      }
+    }
+    return list.sort((a, b) => a.createdAt - b.createdAt);
+  };
+  if (ctx.cluster) {
+    app.get('/cluster/joinable', async (request) => ({ object: 'list', instance: ctx.cluster!.instanceId, data: joinable(request.client.key) }));
+    refuseOtherMethods(app, '/cluster/joinable', ['GET']);
+  }
+
   for (const [route, adapters] of groupBy(withModels, (a) => a.models.route)) {
     app.get(route, { config: { protocol: fallbackOf(adapters) } }, async (request) =>
-      pick(adapters, request).models.render(joinable(request.client.key)),
+      pick(adapters, request).models.render(await joinableEverywhere(request)),
     );
     refuseOtherMethods(app, route, ['GET'], adapters[0]);
   }

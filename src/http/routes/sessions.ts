@@ -6,9 +6,14 @@ import type { AppContext } from '../context.js';
 
 /** A participant ends the conversation; held requests get 410 session_closed. */
 export async function sessionRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
-  app.delete<{ Params: { id: string } }>('/v1/sessions/:id', async (request) => {
+  app.delete<{ Params: { id: string } }>('/v1/sessions/:id', async (request, reply) => {
     const { sessionId } = splitModel(request.params.id);
     request.turnLog = { session_id: sessionId };
+    if (ctx.cluster) {
+      // Cluster mode: the owner ends it; a session nobody runs is claimed (and rebuilt) to be ended.
+      const route = await ctx.cluster.route(sessionId, ctx.cluster.isForwarded(request));
+      if (route.kind === 'remote') return ctx.cluster.forwardTo(request, reply, undefined, route);
+    }
     const session = ctx.sessions.get(sessionId);
     if (!session) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
     // With API keys, only the clients that joined the session may end it.
