@@ -8,7 +8,7 @@ import type { SessionStep } from '../sessions/fact-stream.js';
 import type { Logger } from '../telemetry/logger.js';
 import { toRecord, type JournalRecord } from './records.js';
 import type { RecoveryReport } from './recovery.js';
-import type { JournalStore } from './store.js';
+import { JournalError, type JournalStore } from './store.js';
 
 /** Identifies a stored record across compactions (which keep records as they are, in order). */
 const keyOf = (record: JournalRecord): string => `${record.session}\u0000${record.seq}\u0000${record.at}\u0000${record.type}`;
@@ -78,8 +78,13 @@ export class Journal {
     const request = 'request' in fact ? fact.request : null;
     const record = toRecord(fact, seq, this.options.traceOf?.(request) ?? null);
     // The session's next record, after its last: a store shared by several writers refuses it otherwise.
-    const fence = this.options.fenceOf?.(record.session);
-    const written = this.store.append(record, fence === undefined ? { expectedSeq: seq - 1 } : { expectedSeq: seq - 1, fence });
+    const fenceOf = this.options.fenceOf;
+    const fence = fenceOf?.(record.session);
+    // Cluster mode: a session this instance does not own (no epoch) never writes, whatever ran it.
+    const written =
+      fenceOf && fence === undefined
+        ? Promise.reject(new JournalError('fenced', `Session '${record.session}' is not owned by this instance: its append was not made.`))
+        : this.store.append(record, fence === undefined ? { expectedSeq: seq - 1 } : { expectedSeq: seq - 1, fence });
     const observe = this.options.onAppended;
     if (observe) {
       const started = performance.now();

@@ -4,7 +4,9 @@
  * instance. The clients are the official OpenAI SDK. PROTOCOL.md §3–4 must hold as on one
  * instance: per side, what was delivered is what the other side sent, once and in order.
  */
+import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
 import { startRedis, type PrivateRedis } from '../helpers/redis.js';
 import { Conversation, startBalancer, type Balancer } from './clients.js';
 import { killAll, startCluster, type Instance } from './instances.js';
@@ -181,6 +183,43 @@ describe('cluster mode: everything cluster-wide', () => {
     open.push(again);
     await again.run(3);
     expectDeliveredAsSent(again);
+  }, 60_000);
+});
+
+describe('cluster mode: a WebSocket side', () => {
+  it('holds a WebSocket side on the instance that runs the session, relayed from the one it connected to', async () => {
+    const [i1, i2, i3] = await startCluster(redis.url, 3);
+    const handshake = fetch(`${i1!.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'ws-side|A', messages: [{ role: 'user', content: 'hello' }] }),
+    });
+    await expect.poll(async () => ((await (await fetch(`${i3!.url}/admin/sessions/ws-side`)).json()) as { owner?: string }).owner).toBe(i1!.id);
+    const frames: Array<{ type: string; content?: string }> = [];
+    const socket = new WebSocket(`${i2!.url.replace('http', 'ws')}/v1/realtime?session=ws-side&side=B`);
+    open.push({ close: () => socket.close() });
+    socket.on('message', (data) => frames.push(JSON.parse(data.toString()) as { type: string; content?: string }));
+    await once(socket, 'open');
+    await expect.poll(() => frames.map((f) => f.type)).toContain('ready');
+    socket.send(JSON.stringify({ type: 'message', content: 'hi from the socket' }));
+    const answered = (await (await handshake).json()) as { choices: Array<{ message: { content: string } }> };
+    expect(answered.choices[0]!.message.content).toBe('hi from the socket');
+    // A answers through a third instance: the delivery reaches the socket on instance 2.
+    const a2 = fetch(`${i3!.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'ws-side|A',
+        messages: [
+          { role: 'user', content: 'hello' },
+          { role: 'assistant', content: 'hi from the socket' },
+          { role: 'user', content: 'and hello to you' },
+        ],
+      }),
+    });
+    void a2.catch(() => undefined);
+    await expect.poll(() => frames.filter((f) => f.type === 'delivery').map((f) => f.content)).toEqual(['and hello to you']);
+    expect((await (await fetch(`${i2!.url}/admin/sessions/ws-side`)).json()) as { owner: string }).toMatchObject({ owner: i1!.id });
   }, 60_000);
 });
 

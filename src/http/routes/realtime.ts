@@ -27,6 +27,7 @@ import { browserRefusal } from '../browser-guard.js';
 import type { AppContext } from '../context.js';
 import { createLimits, type Limits } from '../limits.js';
 import { sideHolders } from '../side-holders.js';
+import { relaySocket } from '../../cluster/forward-socket.js';
 
 /** Close codes: normal after the session closed, "service restart" when shutting down. */
 const CLOSE_NORMAL = 1000;
@@ -52,7 +53,30 @@ export async function realtimeRoutes(app: FastifyInstance, { ctx }: { ctx: AppCo
     },
     handler: async (request, reply) =>
       sendError(request, reply, new ProxyError('upgrade_required', 'GET /v1/realtime is a WebSocket endpoint: connect with a WebSocket client (Upgrade: websocket).')),
-    wsHandler: (socket, request) => new Participant(ctx, limits, socket, request).start(),
+    wsHandler: (socket, request) => {
+      const cluster = ctx.cluster;
+      if (!cluster) return new Participant(ctx, limits, socket, request).start();
+      // Cluster mode: the side is held where the session runs; another instance's is relayed there.
+      const query = connectQuery.safeParse(request.query);
+      const session = query.success ? (query.data.session ?? query.data.model) : undefined;
+      if (session === undefined) return new Participant(ctx, limits, socket, request).start(); // it explains the query
+      // Frames that arrive while Redis is asked wait in the socket, not lost.
+      socket.pause();
+      cluster.route(session, cluster.isForwarded(request)).then(
+        (route) => {
+          socket.resume();
+          if (route.kind === 'local') return new Participant(ctx, limits, socket, request).start();
+          request.turnLog = { ...request.turnLog, session_id: session, forwarded_to: route.owner };
+          return relaySocket(socket, request, route.address, { id: cluster.instanceId, token: cluster.ownership.token });
+        },
+        (err: unknown) => {
+          socket.resume();
+          const error = err instanceof ProxyError ? err : new ProxyError('cluster_unavailable', String(err));
+          socket.send(frame({ type: 'error', code: error.code, message: error.message }));
+          socket.close(CLOSE_UNAVAILABLE, error.code);
+        },
+      );
+    },
   });
 }
 
