@@ -118,7 +118,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
   }
   if (ownership) {
-    cluster = new (await import('./cluster/cluster.js')).Cluster({ ownership, store, journal, sessions, timing, logger });
+    cluster = new (await import('./cluster/cluster.js')).Cluster({ ownership, store, journal, sessions, timing, logger, maxSessions: config.maxSessions, ...(metrics ? { metrics: metrics.enableCluster() } : {}) });
     const running = cluster;
     facts.subscribe((step) => {
       for (const fact of step.facts) if (endsSession(fact)) running.ended(fact.session);
@@ -152,6 +152,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     if (ownership) {
       ownership.address = config.clusterAdvertiseUrl || advertisedUrl(config.host, url);
       await ownership.start();
+      cluster?.startSweeping();
       logger.info({ instance: ownership.instanceId, address: ownership.address, lease_ms: ownership.leaseMs }, `cluster mode: instance '${ownership.instanceId}' joined the cluster at ${redactRedisUrl(config.redisUrl)}`);
     }
     if (!isLoopbackHost(config.host) && !access.keysRequired) {
@@ -175,6 +176,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await app.close();
       await journal.close();
       // Hand-over: the others claim this instance's sessions at once, not after the lease.
+      cluster?.stopSweeping();
       await ownership?.stop().catch(() => undefined);
       redis?.disconnect();
       stately?.stop();

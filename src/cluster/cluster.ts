@@ -14,9 +14,11 @@ import type { JournalStore } from '../journal/store.js';
 import { ProxyError } from '../protocols/errors.js';
 import type { SessionRegistry } from '../sessions/registry.js';
 import type { Logger } from '../telemetry/logger.js';
+import type { ClusterMetrics } from '../telemetry/metrics.js';
 import type { SessionTiming } from '../../machines/session.logic.js';
 import type { FastifyRequest } from 'fastify';
 import type { FastifyReply } from 'fastify';
+import type { Redis } from 'ioredis';
 import { CLUSTER_TOKEN, FORWARDED_BY, forward, forwardedBy, type ForwardOptions, type OwnerWatch } from './forward.js';
 import type { Ownership } from './ownership.js';
 
@@ -29,8 +31,9 @@ export interface ClusterOptions {
   readonly sessions: SessionRegistry;
   readonly timing: SessionTiming;
   readonly logger: Logger;
-  /** Told of each claim that took a session over from another instance, and how long its rebuild took. */
-  readonly onTakeover?: (seconds: number) => void;
+  readonly metrics?: ClusterMetrics;
+  /** MAX_SESSIONS, cluster-wide: a new session is refused while this many are live in Redis. */
+  readonly maxSessions?: number;
 }
 
 export class Cluster {
@@ -40,6 +43,11 @@ export class Cluster {
   fenced = 0;
 
   constructor(private readonly options: ClusterOptions) {}
+
+  /** The cluster's Redis connection (shared with the rate limits' store). */
+  get redis(): Redis {
+    return this.options.ownership.redis;
+  }
 
   get ownership(): Ownership {
     return this.options.ownership;
@@ -78,11 +86,14 @@ export class Cluster {
     const { ownership, sessions, journal, store, logger } = this.options;
     let claim;
     try {
-      claim = await ownership.claim(sessionId);
+      claim = await ownership.claim(sessionId, this.options.maxSessions ?? 0);
     } catch (error) {
       throw unavailable(`Redis did not answer (${error instanceof Error ? error.message : String(error)})`);
     }
     if (!claim.claimed) {
+      if ('full' in claim) {
+        throw new ProxyError('max_sessions', `The cluster holds its maximum of ${this.options.maxSessions} live sessions; session '${sessionId}' cannot start now.`, { retryAfterSeconds: 1 });
+      }
       if (claim.address) return { kind: 'remote', owner: claim.owner, address: claim.address };
       throw new ProxyError('session_moved', `Session '${sessionId}' is changing owner. Retry the same request shortly; nothing is lost.`, { retryAfterSeconds: 1 });
     }
@@ -102,7 +113,7 @@ export class Cluster {
       sessions.restore(sessionId, outcome.session.restore);
       this.takeovers++;
       const seconds = (performance.now() - started) / 1000;
-      this.options.onTakeover?.(seconds);
+      this.options.metrics?.takeover(seconds);
       logger.info({ session_id: sessionId, epoch: claim.epoch, records: records.length, rebuild_ms: Math.round(seconds * 1000) }, `session '${sessionId}' claimed and rebuilt from its journal`);
     } else if (outcome.kind === 'damaged') {
       logger.warn({ session_id: sessionId, records: outcome.damage.records }, `session '${sessionId}' was not rebuilt: ${outcome.damage.problem}; a new request starts it anew`);
@@ -150,13 +161,28 @@ export class Cluster {
   }
 
   /** Passes `request` to the instance that runs its session, and its answer back. */
-  forwardTo(request: FastifyRequest, reply: FastifyReply, body: unknown, to: { readonly owner: string; readonly address: string }, recover?: ForwardOptions['recover']): Promise<unknown> {
-    return forward(request, reply, body, to.address, {
-      self: this.instanceId,
-      token: this.options.ownership.token,
-      watch: this.watch(to.owner),
-      ...(recover ? { recover } : {}),
-    });
+  async forwardTo(request: FastifyRequest, reply: FastifyReply, body: unknown, to: { readonly owner: string; readonly address: string }, recover?: ForwardOptions['recover']): Promise<unknown> {
+    const started = performance.now();
+    const ended: { outcome: 'answered' | 'recovered' | 'failed' } = { outcome: 'failed' };
+    const recovering = recover
+      ? async () => {
+          const answer = await recover();
+          if (answer) ended.outcome = 'recovered';
+          return answer;
+        }
+      : undefined;
+    try {
+      const result = await forward(request, reply, body, to.address, {
+        self: this.instanceId,
+        token: this.options.ownership.token,
+        watch: this.watch(to.owner),
+        ...(recovering ? { recover: recovering } : {}),
+      });
+      if (ended.outcome !== 'recovered') ended.outcome = 'answered';
+      return result;
+    } finally {
+      this.options.metrics?.forwarded((performance.now() - started) / 1000, ended.outcome);
+    }
   }
 
   /** How a forward to `owner` notices that it died or froze: its heartbeat, checked twice a lease. */
@@ -168,6 +194,7 @@ export class Cluster {
   /** An append of `sessionId` was refused as fenced: another instance claimed it; stop here. */
   fencedOut(sessionId: string): void {
     this.fenced++;
+    this.options.metrics?.fenced();
     this.options.ownership.forget(sessionId);
     this.options.sessions.evict(sessionId);
   }
@@ -180,6 +207,48 @@ export class Cluster {
       this.options.sessions.evict(id);
       this.options.journal.forget(id);
     }
+  }
+
+  /**
+   * Sessions nobody runs (their owner died) still expire: now and then each instance looks at
+   * the live sessions whose owner is gone, and one whose last record is older than the TTL is
+   * claimed and ended (SessionExpired), which removes its keys. Claims are atomic, so several
+   * instances sweeping at once end each session once.
+   */
+  startSweeping(everyMs = Math.min(60_000, Math.max(1_000, Math.floor(this.options.timing.sessionTtlMs / 4)))): void {
+    this.sweeper = setInterval(() => void this.sweep().catch(() => undefined), everyMs);
+    this.sweeper.unref();
+  }
+
+  stopSweeping(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
+  }
+
+  private sweeper: NodeJS.Timeout | null = null;
+
+  /** One sweep; returns the sessions it ended. */
+  async sweep(now = Date.now()): Promise<string[]> {
+    const { ownership, store, journal, logger } = this.options;
+    if (!ownership.healthy) return [];
+    const ended: string[] = [];
+    for (const id of await store.liveSessions()) {
+      if (ownership.owns(id)) continue;
+      const owner = await ownership.ownerOf(id);
+      if (owner.alive) continue;
+      const last = store.lastRecord ? await store.lastRecord(id) : (await store.readSession(id)).at(-1);
+      if (!last || typeof last.at !== 'number' || now - last.at < this.options.timing.sessionTtlMs) continue;
+      const claim = await ownership.claim(id);
+      if (!claim.claimed) continue;
+      journal.resume(id, last.seq);
+      journal.append({ type: 'SessionExpired', session: id, at: now });
+      await journal.durable(id).catch(() => undefined);
+      journal.forget(id);
+      await ownership.release(id).catch(() => undefined);
+      ended.push(id);
+      logger.info({ session_id: id, epoch: claim.epoch }, `session '${id}' expired: nobody ran it since its owner went away, and its TTL has run out`);
+    }
+    return ended;
   }
 
   /** A session ended here: its next incarnation may start on any instance. */

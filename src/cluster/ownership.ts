@@ -19,11 +19,19 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Redis, Result } from 'ioredis';
 
-/** Claim KEYS: meta, epoch counter. ARGV: me, heartbeat key prefix. */
+/**
+ * Claim KEYS: meta, epoch counter, live set. ARGV: me, heartbeat key prefix, session cap (0:
+ * none). A session with no live incarnation is a new one: refused while the cluster already
+ * has its cap of live sessions.
+ */
 const CLAIM = `
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= '' and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
   return {'owned', owner, redis.call('HGET', KEYS[1], 'epoch') or '0'}
+end
+local fresh = (not redis.call('HGET', KEYS[1], 'seq')) or redis.call('HGET', KEYS[1], 'ended') == '1'
+if fresh and tonumber(ARGV[3]) > 0 and redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[3]) then
+  return {'full', '', tostring(redis.call('SCARD', KEYS[3]))}
 end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch)
@@ -41,7 +49,7 @@ return 0
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    motiveClaim(meta: string, epochCounter: string, me: string, heartbeatPrefix: string): Result<[string, string, string], Context>;
+    motiveClaim(meta: string, epochCounter: string, live: string, me: string, heartbeatPrefix: string, cap: number): Result<[string, string, string], Context>;
     motiveRelease(meta: string, me: string, epoch: string): Result<number, Context>;
   }
 }
@@ -70,10 +78,14 @@ export interface OwnerInfo {
   readonly address: string | null;
 }
 
-export type ClaimResult = { readonly claimed: true; readonly epoch: number } | { readonly claimed: false; readonly owner: string; readonly epoch: number; readonly address: string | null };
+export type ClaimResult =
+  | { readonly claimed: true; readonly epoch: number }
+  | { readonly claimed: false; readonly owner: string; readonly epoch: number; readonly address: string | null }
+  /** A new session, and the cluster already has its cap of live sessions. */
+  | { readonly claimed: false; readonly full: true; readonly live: number };
 
 export class Ownership {
-  private readonly redis: Redis;
+  readonly redis: Redis;
   private readonly prefix: string;
   readonly instanceId: string;
   readonly leaseMs: number;
@@ -91,7 +103,7 @@ export class Ownership {
     this.instanceId = options.instanceId;
     this.leaseMs = options.leaseMs;
     this.address = options.address;
-    this.redis.defineCommand('motiveClaim', { numberOfKeys: 2, lua: CLAIM });
+    this.redis.defineCommand('motiveClaim', { numberOfKeys: 3, lua: CLAIM });
     this.redis.defineCommand('motiveRelease', { numberOfKeys: 1, lua: RELEASE });
   }
 
@@ -172,8 +184,9 @@ export class Ownership {
   }
 
   /** Claims `session` for this instance unless a live instance owns it. */
-  async claim(session: string): Promise<ClaimResult> {
-    const [outcome, owner, epoch] = await this.redis.motiveClaim(this.metaKey(session), `${this.prefix}:epoch`, this.instanceId, `${this.prefix}:instance:`);
+  async claim(session: string, cap = 0): Promise<ClaimResult> {
+    const [outcome, owner, epoch] = await this.redis.motiveClaim(this.metaKey(session), `${this.prefix}:epoch`, `${this.prefix}:live`, this.instanceId, `${this.prefix}:instance:`, cap);
+    if (outcome === 'full') return { claimed: false, full: true, live: Number(epoch) };
     if (outcome === 'claimed') {
       this.epochs.set(session, Number(epoch));
       return { claimed: true, epoch: Number(epoch) };

@@ -9,7 +9,7 @@ import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import websocket from '@fastify/websocket';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { identifyClient, loggableUrl, type Client } from './access.js';
@@ -129,6 +129,11 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
       max: Math.max(1, ctx.config.rateLimitPerMinute),
       timeWindow: 60_000,
       keyGenerator: (request) => `client:${request.client?.id ?? request.ip}`,
+      // Cluster mode: one budget across the instances, counted in Redis; a request another
+      // instance forwarded was counted there already. Without Redis the route answers 503.
+      ...(ctx.cluster
+        ? { redis: ctx.cluster.redis, nameSpace: `${ctx.config.redisPrefix}:ratelimit:`, skipOnError: true, allowList: (request: FastifyRequest) => ctx.cluster!.isForwarded(request) }
+        : {}),
       errorResponseBuilder: (_request, context) =>
         new ProxyError('rate_limited', `Rate limit reached: ${context.max} requests a minute per client. Retry in ${context.after}.`, {
           retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),

@@ -49,13 +49,15 @@ interface Exceeded {
 
 function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
   const { rateLimitPerMinute, sessionRateLimitPerMinute, newSessionsPerMinute, maxHeldPerClient } = ctx.config;
+  // These run where the session runs (after a forward, on the owner): none is skipped there.
+  const counted = { allowList: () => false };
   const limiter = (max: number, key: (request: FastifyRequest) => string): Limiter | null =>
-    max > 0 ? (app.createRateLimit({ max, timeWindow: 60_000, keyGenerator: key }) as unknown as Limiter) : null;
+    max > 0 ? (app.createRateLimit({ max, timeWindow: 60_000, keyGenerator: key, ...counted }) as unknown as Limiter) : null;
   const perSession = limiter(sessionRateLimitPerMinute, (r) => `session:${String(r.turnLog?.['session_id'])}`);
   const newSessions = limiter(newSessionsPerMinute, (r) => `new-session:${r.client.id}`);
   // Without options, @fastify/rate-limit hands out its global limiter: the same store, key and
   // budget as the hook that counts every HTTP request (app.ts).
-  const perClient = rateLimitPerMinute > 0 ? (app.createRateLimit() as unknown as Limiter) : null;
+  const perClient = rateLimitPerMinute > 0 ? (app.createRateLimit(ctx.cluster ? counted : undefined) as unknown as Limiter) : null;
   const held = new Map<string, number>();
 
   const over = async (limit: Limiter | null, request: FastifyRequest, what: string): Promise<Exceeded | null> => {

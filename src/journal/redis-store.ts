@@ -171,6 +171,11 @@ export class RedisStore<R extends JournalRecordBase = JournalRecordBase> impleme
     return out;
   }
 
+  async lastRecord(session: string): Promise<R | null> {
+    const [entry] = await this.redis.xrevrange(this.logKey(session), '+', '-', 'COUNT', 1);
+    return entry ? parseEntry<R>(entry[1]) : null;
+  }
+
   async liveSessions(): Promise<string[]> {
     return this.redis.smembers(this.key('live'));
   }

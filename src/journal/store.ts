@@ -42,6 +42,8 @@ export interface JournalStore<R extends JournalRecordBase = JournalRecordBase> {
   read(): AsyncIterable<R>;
   /** One session's records, in order, from its latest seq 1 on (its latest incarnation); [] when it has none. */
   readSession(session: string): Promise<R[]>;
+  /** A session's last record, without reading the others (stores that can). */
+  lastRecord?(session: string): Promise<R | null>;
   /** The sessions whose latest incarnation has records and no record that ends it (`ends`). */
   liveSessions(): Promise<string[]>;
   /** Rewrites the journal keeping only records for which keep(record) is true (to drop closed/expired sessions).

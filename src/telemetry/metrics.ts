@@ -55,6 +55,31 @@ export class Metrics {
     });
   }
 
+  /** Cluster mode's own metrics (registered only in cluster mode). */
+  enableCluster(): ClusterMetrics {
+    const registers = [this.registry];
+    const takeovers = new Counter({ name: 'motiveproxy_cluster_takeovers_total', help: 'Sessions this instance claimed and rebuilt from the journal', registers });
+    const fenced = new Counter({ name: 'motiveproxy_cluster_fenced_appends_total', help: "Appends refused because another instance had claimed the session (this one's actor stopped)", registers });
+    const rebuild = new Histogram({
+      name: 'motiveproxy_cluster_replay_seconds',
+      help: "Claiming a session: reading its journal from Redis and replaying it through the chart's logic",
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    });
+    const forwards = new Histogram({
+      name: 'motiveproxy_cluster_forward_seconds',
+      help: 'Requests forwarded to the instance that runs their session, until its answer ended (a held request: its wait included), by outcome',
+      labelNames: ['outcome'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300],
+      registers,
+    });
+    return {
+      takeover: (seconds) => (takeovers.inc(), rebuild.observe(seconds)),
+      fenced: () => fenced.inc(),
+      forwarded: (seconds, outcome) => forwards.observe({ outcome }, seconds),
+    };
+  }
+
   /** Every session metric is counted here, from the fact stream, and nowhere else. */
   readonly onStep = (step: SessionStep): void => {
     for (const fact of step.facts) {
@@ -78,4 +103,13 @@ export class Metrics {
       }
     }
   };
+}
+
+/** What cluster mode reports to the metrics. */
+export interface ClusterMetrics {
+  /** A session claimed and rebuilt, in `seconds`. */
+  takeover(seconds: number): void;
+  fenced(): void;
+  /** A forward ended: `answered` by the owner, `recovered` from the journal, or `failed`. */
+  forwarded(seconds: number, outcome: 'answered' | 'recovered' | 'failed'): void;
 }

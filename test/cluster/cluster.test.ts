@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { Redis } from 'ioredis';
 import { startRedis, type PrivateRedis } from '../helpers/redis.js';
 import { Conversation, startBalancer, type Balancer } from './clients.js';
 import { killAll, startCluster, type Instance } from './instances.js';
@@ -183,6 +184,81 @@ describe('cluster mode: everything cluster-wide', () => {
     open.push(again);
     await again.run(3);
     expectDeliveredAsSent(again);
+  }, 60_000);
+});
+
+describe('cluster mode: limits, expiry and metrics across instances', () => {
+  const post = (instance: Instance, model: string, content: string, headers: Record<string, string> = {}) =>
+    fetch(`${instance.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify({ model, messages: [{ role: 'user', content }] }),
+      signal: AbortSignal.timeout(10_000),
+    });
+
+  it('caps live sessions cluster-wide (MAX_SESSIONS), and counts rate limits in Redis, not per instance', async () => {
+    const [i1, i2] = await startCluster(redis.url, 2, { MAX_SESSIONS: '2', SESSION_RATE_LIMIT_PER_MINUTE: '3', TURN_TIMEOUT_SECONDS: '0.3' });
+    // Two sessions, one on each instance (A's handshake held, B answers it): the cluster is full.
+    for (const [instance, id] of [[i1!, 'cap-one'], [i2!, 'cap-two']] as const) {
+      const handshake = post(instance, `${id}|A`, 'hello');
+      await expect.poll(async () => ((await (await fetch(`${instance.url}/admin/sessions/${id}`)).json()) as { state?: string }).state).toBe('AWAITING_PEER');
+      expect((await post(instance, `${id}|B`, 'hi')).status).toBe(408); // B's own wait times out
+      expect((await handshake).status).toBe(200);
+    }
+    const refused = await post(i1!, 'cap-three', 'hello');
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('max_sessions');
+    expect(refused.headers.get('retry-after')).toBe('1');
+    // cap-one has had two requests; one more on the other instance is its third this minute, the next is refused.
+    expect((await post(i2!, 'cap-one|B', 'hi')).status).toBe(408);
+    const limited = await post(i1!, 'cap-one|B', 'hi');
+    expect(limited.status).toBe(429);
+    expect(((await limited.json()) as { error: { code: string } }).error.code).toBe('rate_limited');
+  }, 60_000);
+
+  it('shares one per-client budget (RATE_LIMIT_PER_MINUTE) across the instances', async () => {
+    const [i1, i2] = await startCluster(redis.url, 2, { RATE_LIMIT_PER_MINUTE: '4' });
+    const statuses: number[] = [];
+    for (const instance of [i1!, i2!, i1!, i2!, i1!, i2!]) statuses.push((await fetch(`${instance.url}/v1/models`)).status);
+    // Four a minute in all, not four on each: the fifth is refused, wherever it lands.
+    expect(statuses).toEqual([200, 200, 200, 200, 429, 429]);
+  }, 60_000);
+
+  it('expires a session whose owner died once its TTL has run out, and removes its keys', async () => {
+    const instances = await startCluster(redis.url, 2, { SESSION_TTL_SECONDS: '2', TURN_TIMEOUT_SECONDS: '0.3' });
+    const [i1, i2] = instances;
+    const prefix = i1!.id.replace(/-i1$/, '');
+    const handshake = post(i1!, 'orphan|A', 'hello');
+    await expect.poll(async () => ((await (await fetch(`${i1!.url}/admin/sessions/orphan`)).json()) as { state?: string }).state).toBe('AWAITING_PEER');
+    expect((await post(i1!, 'orphan|B', 'hi')).status).toBe(408);
+    expect((await handshake).status).toBe(200);
+    const client = new Redis(redis.url);
+    open.push({ close: () => client.disconnect() });
+    expect(await client.sismember(`${prefix}:live`, 'orphan')).toBe(1);
+    await i1!.kill();
+    // Nobody asks for it again: the survivor's sweep ends it after the TTL.
+    await expect.poll(() => client.sismember(`${prefix}:live`, 'orphan'), { timeout: 15_000, interval: 250 }).toBe(0);
+    expect(i2!.logs('expired: nobody ran it').length).toBe(1);
+    const [last] = await client.xrevrange(`${prefix}:s:orphan:log`, '+', '-', 'COUNT', 1);
+    expect(JSON.parse(last![1][1]!)).toMatchObject({ type: 'SessionExpired', session: 'orphan' });
+    expect(await client.pttl(`${prefix}:s:orphan:log`)).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('reports takeovers, fenced appends, forwards and replay time in /metrics', async () => {
+    const { instances, balancer } = await cluster(2, { ENABLE_PROMETHEUS: 'true' });
+    const c = conversation(balancer, 'metered');
+    await c.run(10, async (turn) => {
+      if (turn !== 5) return;
+      const info = (await (await fetch(`${instances[0]!.url}/admin/sessions/metered`)).json()) as { owner: string };
+      await instances.find((i) => i.id === info.owner)!.kill();
+    });
+    expectDeliveredAsSent(c);
+    const survivor = instances.find((i) => i.running)!;
+    const text = await (await fetch(`${survivor.url}/metrics`)).text();
+    expect(text).toMatch(/^motiveproxy_cluster_takeovers_total [1-9]/m);
+    expect(text).toMatch(/^motiveproxy_cluster_replay_seconds_count [1-9]/m);
+    expect(text).toMatch(/^motiveproxy_cluster_fenced_appends_total 0/m);
+    expect(text).toMatch(/^motiveproxy_cluster_forward_seconds_count\{outcome="answered"\} [1-9]/m);
   }, 60_000);
 });
 
