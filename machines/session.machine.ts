@@ -41,8 +41,11 @@ export type SessionEvent =
   | { type: 'DISCONNECT_B'; requestId: string; at: number }
   | { type: 'TIMEOUT'; requestId: string }
   | { type: 'CLOSE'; reason: CloseReason }
-  /** The session was rebuilt from its journal after a restart (starts its idle timer). */
-  | { type: 'RESUMED' }
+  /**
+   * The session was rebuilt from its journal (a restart, or another instance of a cluster took
+   * it over): its idle timer runs on from its last recorded activity, not from `at`.
+   */
+  | { type: 'RESUMED'; at: number }
   /**
    * Cluster mode: another instance runs the session now (this one was fenced out, or handed it
    * over). The actor stops here with no fact: the session goes on from its journal elsewhere.
@@ -85,6 +88,16 @@ const renewing = <const S extends string, const T extends Record<string, { reado
 
 const sideOf = (event: { type: string }): Side => (event.type.endsWith('A') ? 'A' : 'B');
 
+/**
+ * How long an idle timer of `ttlMs` runs when its state is entered by `event`: all of it after
+ * activity; after RESUMED (a rebuilt session), what is left of it since the last recorded
+ * activity, so that a restart or a takeover does not extend a session's life.
+ */
+function idleLeft(context: SessionContext, event: SessionEvent, ttlMs: number): number {
+  if (event.type !== 'RESUMED' || context.lastActivityAt === null) return ttlMs;
+  return Math.max(0, ttlMs - Math.max(0, event.at - context.lastActivityAt));
+}
+
 export const sessionMachine = setup({
   types: {
     context: {} as SessionContext,
@@ -96,9 +109,9 @@ export const sessionMachine = setup({
     handshakeTimeout: ({ context }) => context.timing.handshakeTimeoutMs,
     turnTimeout: ({ context }) => context.timing.turnTimeoutMs,
     streamTurnTimeout: ({ context }) => context.timing.streamTurnTimeoutMs,
-    sessionTtl: ({ context }) => context.timing.sessionTtlMs,
+    sessionTtl: ({ context, event }) => idleLeft(context, event, context.timing.sessionTtlMs),
     // A session only one side ever joined holds nothing worth an hour's slot once nobody waits.
-    unjoinedTtl: ({ context }) => context.timing.unjoinedTtlMs ?? context.timing.sessionTtlMs,
+    unjoinedTtl: ({ context, event }) => idleLeft(context, event, context.timing.unjoinedTtlMs ?? context.timing.sessionTtlMs),
   },
   guards: {
     bothSidesJoined: ({ context }) => bothJoined(context),

@@ -92,8 +92,8 @@ export class Session {
     this.actor.on('reject', (e) => this.settle(e));
     this.actor.subscribe({ complete: () => options.onClosed(this) });
     this.actor.start();
-    // A restored session re-enters its idle state, which starts its TTL anew.
-    if (options.restore) this.actor.send({ type: 'RESUMED' });
+    // A restored session re-enters its idle state, whose TTL runs on from its last activity.
+    if (options.restore) this.actor.send({ type: 'RESUMED', at: this.now() });
   }
 
   get state(): SessionStateName {

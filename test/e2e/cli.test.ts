@@ -40,7 +40,7 @@ describe('motive-proxy e2e', () => {
     let text = '';
     service.stdout!.on('data', (d: Buffer) => (text += d.toString()));
     await once(service, 'close');
-    expect(text).toMatch(/--fault-injection <value>\s+env FAULT_INJECTION\n\s+FOR TESTING THE E2E HARNESS ONLY.*\n\s+= off/);
+    expect(text).toMatch(/--fault-injection <value>\s+env FAULT_INJECTION\n\s+FOR TESTING ONLY.*\n\s+= off/);
     expect(text).toContain('motive-proxy e2e');
   });
 

@@ -316,3 +316,53 @@ describe('Submission.disconnect()', () => {
     expect(await a.outcome).toEqual({ type: 'reject', code: 'session_closed' });
   });
 });
+
+describe('a session rebuilt from its journal (restart, cluster takeover)', () => {
+  /** A session both sides joined, left idle (nothing held), and its context. */
+  async function idleSession() {
+    const { registry, accept, clock } = setup();
+    const a = accept('idle', { content: 'ping', explicitSide: 'A' });
+    const b = accept('idle', { content: 'b1', explicitSide: 'B' });
+    expect(await a.outcome).toMatchObject({ type: 'reply', content: 'b1' });
+    b.disconnect();
+    const session = registry.get('idle')!;
+    expect(session.state).toBe('DORMANT');
+    return { context: session.context, at: clock.now() };
+  }
+
+  it('runs its TTL on from its last recorded activity, not from the rebuild', async () => {
+    const { context } = await idleSession();
+    const { registry, clock } = setup();
+    // Rebuilt 4 s after its last activity: 1 s of its 5 s TTL is left.
+    clock.set(context.lastActivityAt! + 4_000);
+    registry.restore('idle', { context, state: 'DORMANT' });
+    clock.increment(999);
+    expect(registry.get('idle')?.state).toBe('DORMANT');
+    clock.increment(1);
+    expect(registry.get('idle')).toBeUndefined();
+  });
+
+  it('still has its whole TTL after fresh activity', async () => {
+    const { context } = await idleSession();
+    const { registry, clock, accept } = setup();
+    clock.set(context.lastActivityAt! + 4_000);
+    registry.restore('idle', { context, state: 'DORMANT' });
+    // A request at once: activity, so the TTL counts from it again once the session is idle.
+    const a = accept('idle', { content: 'again', explicitSide: 'A' });
+    a.disconnect();
+    clock.increment(4_999);
+    expect(registry.get('idle')?.state).toBe('DORMANT');
+    clock.increment(1);
+    expect(registry.get('idle')).toBeUndefined();
+  });
+
+  it('ends at once when its TTL ran out while nobody ran it', async () => {
+    const { context } = await idleSession();
+    const { registry, clock } = setup();
+    clock.set(context.lastActivityAt! + 6_000);
+    registry.restore('idle', { context, state: 'DORMANT' });
+    clock.increment(0);
+    await new Promise((r) => setImmediate(r));
+    expect(registry.get('idle')).toBeUndefined();
+  });
+});
