@@ -335,6 +335,29 @@ describe('cluster mode when Redis fails', () => {
     }
   }, 60_000);
 
+  it('stops every owner while Redis is paused past the lease (never two appenders), and carries on when it answers again', async () => {
+    const own = await startRedis();
+    try {
+      const instances = await startCluster(own.url, 3);
+      const balancer = await startBalancer(instances);
+      open.push(balancer);
+      const c = conversation(balancer, 'redis-paused', { appRetries: 40 });
+      await c.run(16, async (turn) => {
+        if (turn !== 8) return;
+        own.pause();
+        await new Promise((r) => setTimeout(r, 3000)); // three leases
+        own.resume();
+      });
+      expectDeliveredAsSent(c);
+      // Whoever ran the session stopped it when its heartbeat could not be renewed for a lease.
+      const stopped = instances.flatMap((i) => i.logs('stopping every session here'));
+      expect(stopped.length).toBeGreaterThan(0);
+    } finally {
+      killAll();
+      await own.destroy();
+    }
+  }, 90_000);
+
   it('loses no acknowledged message across a Redis restart (appendonly yes, appendfsync always)', async () => {
     const own = await startRedis();
     try {
