@@ -22,6 +22,7 @@ import type { Session } from '../sessions/session.js';
 import type { SessionStep } from '../sessions/fact-stream.js';
 import type { AppContext } from './context.js';
 import type { SideHolders } from './side-holders.js';
+import type { ConsoleRelay } from '../cluster/console-relay.js';
 
 export const PUSH_INTERVAL_MS = 150;
 /** A page that starts watching a long session gets its latest entries, not all of them. */
@@ -107,6 +108,8 @@ interface Viewer {
   watched: Session | null;
   sent: number;
   closedSent: boolean;
+  /** Cluster mode: the watched session runs on another instance; its transcript comes from the journal. */
+  remote: boolean;
 }
 
 const SIDES: readonly Side[] = ['A', 'B'];
@@ -123,6 +126,10 @@ export class ConsoleFeed {
     this.changed(step.session);
   };
 
+  /** Cluster mode: the other instances' sessions (src/cluster/console-relay.ts). */
+  private relay: ConsoleRelay | null = null;
+  private relayTimer: NodeJS.Timeout | null = null;
+
   constructor(
     private readonly ctx: AppContext,
     private readonly holders: SideHolders,
@@ -131,15 +138,35 @@ export class ConsoleFeed {
     this.unsubscribe = holders.onChange((sessionId) => this.changed(sessionId));
   }
 
+  /** Cluster mode: shows every instance's sessions, and publishes this one's. */
+  useRelay(relay: ConsoleRelay): void {
+    this.relay = relay;
+  }
+
+  /** Another instance's sessions changed: the pages get the new list (and a remote transcript). */
+  readonly remoteChanged = (): void => {
+    if (this.stopped || this.viewers.size === 0) return;
+    this.listDirty = true;
+    for (const viewer of this.viewers) if (viewer.remote && viewer.watching !== null) this.dirty.add(viewer.watching);
+    if (this.timer) return;
+    this.timer = setTimeout(() => this.flush(), PUSH_INTERVAL_MS);
+    this.timer.unref();
+  };
+
   /** A console page connected; it gets the hello and the session list at once. */
   attach(socket: WebSocket, options: { admin: boolean; keys: boolean; adminKey: boolean }): void {
-    const viewer: Viewer = { socket, admin: options.admin, watching: null, watched: null, sent: 0, closedSent: false };
+    const viewer: Viewer = { socket, admin: options.admin, watching: null, watched: null, sent: 0, closedSent: false, remote: false };
     this.viewers.add(viewer);
+    this.relay?.viewers(this.viewers.size);
     this.send(viewer, { type: 'hello', now: this.now(), admin: options.admin, keys: options.keys, adminKey: options.adminKey, timing: this.timing() });
     this.send(viewer, { type: 'sessions', now: this.now(), sessions: this.summaries() });
     socket.on('message', (data, isBinary) => this.onFrame(viewer, isBinary ? null : data.toString('utf8')));
-    socket.on('close', () => this.viewers.delete(viewer));
-    socket.on('error', () => this.viewers.delete(viewer));
+    const gone = () => {
+      this.viewers.delete(viewer);
+      this.relay?.viewers(this.viewers.size);
+    };
+    socket.on('close', gone);
+    socket.on('error', gone);
   }
 
   get viewerCount(): number {
@@ -151,18 +178,30 @@ export class ConsoleFeed {
     this.unsubscribe();
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.relayTimer) clearTimeout(this.relayTimer);
+    this.relayTimer = null;
     for (const viewer of this.viewers) viewer.socket.close(1001, 'service stopping');
     this.viewers.clear();
   }
 
-  /** What every live session looks like now, by id. */
+  /** What every live session looks like now, by id (in cluster mode, every instance's). */
   summaries(): SessionSummary[] {
+    const list = this.localSummaries();
+    if (this.relay) {
+      const here = new Set(list.map((s) => s.id));
+      for (const remote of this.relay.others()) if (!here.has(remote.id)) list.push(remote);
+    }
+    return list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  /** This instance's own live sessions. */
+  readonly localSummaries = (): SessionSummary[] => {
     const list: SessionSummary[] = [];
     for (const session of this.ctx.sessions.list()) {
       if (!session.closed) list.push(this.summary(session));
     }
-    return list.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  }
+    return list;
+  };
 
   summary(session: Session): SessionSummary {
     const context = session.context;
@@ -195,6 +234,14 @@ export class ConsoleFeed {
 
   private changed(sessionId: string): void {
     if (this.stopped) return;
+    if (this.relay && !this.relayTimer) {
+      // The other instances' pages hear of it too (debounced like the pages here).
+      this.relayTimer = setTimeout(() => {
+        this.relayTimer = null;
+        this.relay?.changed();
+      }, PUSH_INTERVAL_MS);
+      this.relayTimer.unref();
+    }
     this.dirty.add(sessionId);
     this.listDirty = true;
     if (this.timer || this.viewers.size === 0) {
@@ -263,6 +310,7 @@ export class ConsoleFeed {
     viewer.watched = null;
     viewer.sent = 0;
     viewer.closedSent = false;
+    viewer.remote = false;
     if (refused) {
       this.send(viewer, {
         type: 'error',
@@ -279,6 +327,10 @@ export class ConsoleFeed {
     const id = viewer.watching;
     if (id === null) return;
     const session = this.ctx.sessions.get(id);
+    if ((!session || session.closed) && this.relay?.runsElsewhere(id)) {
+      void this.sendRemoteTranscript(viewer, id);
+      return;
+    }
     if (!session || session.closed) {
       if (viewer.closedSent) return;
       viewer.closedSent = true;
@@ -292,6 +344,26 @@ export class ConsoleFeed {
     if (reset) {
       viewer.watched = session;
       viewer.closedSent = false;
+      const from = Math.max(0, entries.length - TRANSCRIPT_WINDOW);
+      viewer.sent = entries.length;
+      this.send(viewer, { type: 'transcript', session: id, reset: true, entries: entries.slice(from), skipped: from, closed: false });
+      return;
+    }
+    if (viewer.sent === entries.length) return;
+    const fresh = entries.slice(viewer.sent);
+    viewer.sent = entries.length;
+    this.send(viewer, { type: 'transcript', session: id, reset: false, entries: [...fresh], skipped: 0, closed: false });
+  }
+
+  /** Cluster mode: the transcript of a session another instance runs, folded from the journal in Redis. */
+  private async sendRemoteTranscript(viewer: Viewer, id: string): Promise<void> {
+    const entries = await this.relay!.transcript(id).catch(() => null);
+    if (viewer.watching !== id || !entries) return;
+    const reset = !viewer.remote || viewer.watched !== null || viewer.sent > entries.length;
+    viewer.watched = null;
+    viewer.closedSent = false;
+    if (reset) {
+      viewer.remote = true;
       const from = Math.max(0, entries.length - TRANSCRIPT_WINDOW);
       viewer.sent = entries.length;
       this.send(viewer, { type: 'transcript', session: id, reset: true, entries: entries.slice(from), skipped: from, closed: false });

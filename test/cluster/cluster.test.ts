@@ -262,6 +262,33 @@ describe('cluster mode: limits, expiry and metrics across instances', () => {
   }, 60_000);
 });
 
+describe('cluster mode: the console', () => {
+  it('shows every instance\'s sessions live, and the transcript of one another instance runs', async () => {
+    const [i1, i2] = await startCluster(redis.url, 2);
+    const frames: Array<{ type: string; sessions?: Array<{ id: string; state: string }>; session?: string; entries?: Array<{ content: string }> }> = [];
+    const page = new WebSocket(`${i2!.url.replace('http', 'ws')}/console/live`);
+    open.push({ close: () => page.close() });
+    page.on('message', (data) => frames.push(JSON.parse(data.toString()) as (typeof frames)[number]));
+    await once(page, 'open');
+    // A conversation on instance 1 only.
+    const c = new Conversation(i1!.url, 'seen-from-afar');
+    open.push(c);
+    await c.run(3);
+    const listed = () => frames.filter((f) => f.type === 'sessions').at(-1)?.sessions?.find((s) => s.id === 'seen-from-afar');
+    await expect.poll(listed, { timeout: 10_000 }).toMatchObject({ id: 'seen-from-afar', state: 'ACTIVE' });
+    page.send(JSON.stringify({ type: 'watch', session: 'seen-from-afar' }));
+    const transcript = () => frames.filter((f) => f.type === 'transcript' && f.session === 'seen-from-afar').flatMap((f) => f.entries ?? []).map((e) => e.content);
+    await expect.poll(transcript, { timeout: 10_000 }).toEqual(expect.arrayContaining(['seen-from-afar handshake', 'seen-from-afar B1', 'seen-from-afar A2']));
+    // It goes on growing as instance 1's session does.
+    const more = new Conversation(i1!.url, 'seen-from-afar-2');
+    open.push(more);
+    await more.run(2);
+    await expect.poll(() => frames.filter((f) => f.type === 'sessions').at(-1)?.sessions?.map((s) => s.id), { timeout: 10_000 }).toEqual(
+      expect.arrayContaining(['seen-from-afar', 'seen-from-afar-2']),
+    );
+  }, 60_000);
+});
+
 describe('cluster mode: a WebSocket side', () => {
   it('holds a WebSocket side on the instance that runs the session, relayed from the one it connected to', async () => {
     const [i1, i2, i3] = await startCluster(redis.url, 3);

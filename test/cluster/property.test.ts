@@ -40,7 +40,7 @@ const schedule = fc.record({
   faults: fc.array(fault, { minLength: 1, maxLength: 3 }),
 });
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** Applies the faults one after the other while the conversations run; an instance is always back before the next. */
 async function sabotage(instances: Instance[], faults: readonly Fault[], done: () => boolean, log: string[]): Promise<void> {

@@ -30,6 +30,7 @@ import { presentedKey } from '../access.js';
 import { isLoopbackName, isOwnOrigin } from '../browser-guard.js';
 import { loopbackOnly } from '../loopback-only.js';
 import { sideHolders } from '../side-holders.js';
+import { timingOf } from '../../config.js';
 
 /**
  * The page's folder. Running from src (tsx) it is beside this file's folder; running the
@@ -62,9 +63,27 @@ async function sameOriginOnly(request: FastifyRequest, reply: FastifyReply): Pro
 async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   const feed = new ConsoleFeed(ctx, sideHolders(ctx));
   const unsubscribe = ctx.facts.subscribe(feed.onStep);
+  // Cluster mode: every instance's sessions, through Redis.
+  const cluster = ctx.cluster;
+  const relay = cluster
+    ? new (await import('../../cluster/console-relay.js')).ConsoleRelay({
+        redis: cluster.redis,
+        prefix: ctx.config.redisPrefix,
+        instanceId: cluster.instanceId,
+        store: ctx.journal.store,
+        timing: timingOf(ctx.config),
+        local: feed.localSummaries,
+        onRemoteChange: feed.remoteChanged,
+      })
+    : null;
+  if (relay) {
+    feed.useRelay(relay);
+    await relay.start();
+  }
 
   app.addHook('onClose', async () => {
     unsubscribe();
+    relay?.stop();
     feed.stop();
   });
 
