@@ -22,6 +22,8 @@ export interface RelayJob {
   prefix: string;
   /** Open loop: turns per second offered across all sessions; closed loop when absent. */
   rate?: number;
+  /** Cluster cases: every request goes to one of these, at random (`url` is the first). */
+  urls?: string[];
 }
 
 export interface HeldJob {
@@ -76,11 +78,15 @@ class Client {
   readonly errors: Record<string, number> = {};
   /** Set before the pool is torn down, so that requests cut off then are not errors. */
   finished = false;
+  private readonly pools: Pool[];
 
+  /** Requests go to one of `pools` at random (one pool: all to it). */
   constructor(
-    readonly pool: Pool,
+    pools: Pool | Pool[],
     readonly stream: boolean,
-  ) {}
+  ) {
+    this.pools = Array.isArray(pools) ? pools : [pools];
+  }
 
   count(key: string): void {
     this.errors[key] = (this.errors[key] ?? 0) + 1;
@@ -89,7 +95,8 @@ class Client {
   /** POSTs a chat request; resolves with the reply's content, or null after an error. */
   async post(model: string, messages: Message[], signal?: AbortSignal): Promise<string | null> {
     try {
-      const res = await this.pool.request({
+      const pool = this.pools.length === 1 ? this.pools[0]! : this.pools[Math.floor(Math.random() * this.pools.length)]!;
+      const res = await pool.request({
         path: '/v1/chat/completions',
         method: 'POST',
         headers: { 'content-type': 'application/json' },
@@ -112,11 +119,16 @@ class Client {
   }
 }
 
-async function waitForLive(url: string, expected: number): Promise<void> {
+/** Waits until the servers (all instances of a cluster) report `expected` live sessions between them. */
+async function waitForLive(urls: string | string[], expected: number): Promise<void> {
+  const list = Array.isArray(urls) ? urls : [urls];
   for (let i = 0; i < 600; i++) {
-    const res = await fetch(`${url}/health`);
-    const health = (await res.json()) as { sessions?: { live: number }; held?: number };
-    const live = health.sessions?.live ?? health.held ?? 0;
+    let live = 0;
+    for (const url of list) {
+      const res = await fetch(`${url}/health`);
+      const health = (await res.json()) as { sessions?: { live: number }; held?: number };
+      live += health.sessions?.live ?? health.held ?? 0;
+    }
     if (live >= expected) return;
     await sleep(20);
   }
@@ -141,8 +153,9 @@ export async function runRelay(job: RelayJob): Promise<RelayResult> {
   // Every session's handshake is opened and held before the clock starts, so that side A is
   // always first (the baseline knows no sides) and setup never counts as relay time.
   const sessionCount = Math.max(job.sessions, Math.ceil(job.totalTurns / job.turnsPerSession));
-  const pool = new Pool(job.url, { connections: sessionCount + job.sessions * 2 + 8, pipelining: 1, keepAliveTimeout: 60_000 });
-  const client = new Client(pool, job.stream);
+  const urls = job.urls ?? [job.url];
+  const pools = urls.map((url) => new Pool(url, { connections: sessionCount + job.sessions * 2 + 8, pipelining: 1, keepAliveTimeout: 60_000 }));
+  const client = new Client(pools, job.stream);
   // No abort signals: listeners on one shared signal cost O(n) per request. Whatever is still
   // held at the end is cut off by destroying the pool.
   const sessions = Array.from({ length: sessionCount }, (_, i) => {
@@ -150,7 +163,7 @@ export async function runRelay(job: RelayJob): Promise<RelayResult> {
     const history: Record<'A' | 'B', Message[]> = { A: [{ role: 'user', content: 'ping' }], B: [] };
     return { model, history, handshake: client.post(model, history.A) };
   });
-  await waitForLive(job.url, sessionCount);
+  await waitForLive(urls, sessionCount);
   await setupDone();
 
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
@@ -196,7 +209,7 @@ export async function runRelay(job: RelayJob): Promise<RelayResult> {
   await Promise.all(Array.from({ length: job.sessions }, (_, i) => slot(i)));
   const elapsedMs = performance.now() - start;
   client.finished = true;
-  await pool.destroy();
+  await Promise.all(pools.map((pool) => pool.destroy()));
   return { turns: turnsDone, elapsedMs, turnsPerSecond: (turnsDone * 1000) / elapsedMs, latency: summarize(histogram), errors: client.errors };
 }
 

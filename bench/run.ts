@@ -8,6 +8,9 @@
  *   npm run bench -- --smoke      a few seconds; proves the benchmark works (used by npm test)
  *   --out DIR                     where results go (default bench/results; smoke: a temp dir)
  *   --no-docs                     do not rewrite the table in docs/performance.md
+ *   --no-cluster                  leave out the cluster cases (S=100 through 1 and 2 instances
+ *                                 on a private redis-server beside the single-process proxy,
+ *                                 and takeover time after SIGKILL)
  *   --profile                     only the S=100 JSON relay, with the proxy and the baseline
  *                                 under --cpu-prof; the profiles are written to the results folder
  *   --floors                      what the proxy's parts cost on their own: the S=100 JSON relay
@@ -321,6 +324,228 @@ async function heldCase(target: Target, sessions: number, paired: boolean): Prom
   }
 }
 
+/** A private redis-server for the cluster cases: AOF on with `appendfsync always`, as docs/cluster.md asks. */
+async function startRedisServer(): Promise<{ url: string; pid: number; stop: () => Promise<void> } | null> {
+  if (spawnSync('sh', [join(root, 'scripts/ensure-redis.sh')], { stdio: 'inherit' }).status !== 0) return null;
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'motive-bench-redis-'));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--loglevel', 'warning'], {
+    stdio: 'ignore',
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const { Redis } = await import('ioredis');
+  for (let i = 0; i < 200; i++) {
+    const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    probe.on('error', () => undefined);
+    const ok = await probe.connect().then(() => probe.ping(), () => null);
+    probe.disconnect();
+    if (ok === 'PONG') {
+      return {
+        url,
+        pid: child.pid!,
+        stop: async () => {
+          child.kill('SIGKILL');
+          if (child.exitCode === null && child.signalCode === null) await once(child, 'exit');
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  child.kill('SIGKILL');
+  throw new Error('redis-server did not start');
+}
+
+interface ClusterRelayCase {
+  instances: number;
+  result: RelayResult;
+  /** CPU of every instance together, per turn. */
+  serverCpuMicrosPerTurn: number;
+  /** redis-server's own CPU per turn. */
+  redisCpuMicrosPerTurn: number;
+  /** Commands the instances sent to Redis per turn (a script is one): its round trips. */
+  redisCommandsPerTurn: number;
+}
+
+let clusterPrefixes = 0;
+
+async function clusterRelayCase(redis: { url: string; pid: number }, count: number, turns: number): Promise<ClusterRelayCase> {
+  const prefix = `bench${++clusterPrefixes}`;
+  const servers = await Promise.all(
+    Array.from({ length: count }, (_, i) => startServer('proxy', { REDIS_URL: redis.url, REDIS_PREFIX: prefix, INSTANCE_ID: `${prefix}-${i + 1}` })),
+  );
+  const commands = async () => {
+    let total = 0;
+    for (const server of servers) total += ((await (await fetch(`${server.url}/health`)).json()) as { cluster: { redis_commands: number } }).cluster.redis_commands;
+    return total;
+  };
+  try {
+    const job: RelayJob = {
+      kind: 'relay',
+      url: servers[0]!.url,
+      urls: servers.map((s) => s.url),
+      sessions: 100,
+      turnsPerSession: TURNS_PER_SESSION,
+      totalTurns: turns,
+      stream: false,
+      messageBytes: MESSAGE_BYTES,
+      prefix: `cluster-${count}`,
+    };
+    let before = { cpu: 0, redisCpu: 0, commands: 0 };
+    const measure = async () => ({
+      cpu: servers.reduce((sum, s) => sum + usage(s.process.pid!).cpuMicros, 0),
+      redisCpu: usage(redis.pid).cpuMicros,
+      commands: await commands(),
+    });
+    let started: Promise<void> = Promise.resolve();
+    const { result, loadgen } = await drive<RelayResult>(job, () => {
+      started = measure().then((m) => void (before = m));
+    });
+    await started;
+    const after = await measure();
+    loadgen.kill();
+    const turnsDone = Math.max(1, result.turns);
+    return {
+      instances: count,
+      result,
+      serverCpuMicrosPerTurn: (after.cpu - before.cpu) / turnsDone,
+      redisCpuMicrosPerTurn: (after.redisCpu - before.redisCpu) / turnsDone,
+      // The health checks read between the two counts are commands too, a handful in all.
+      redisCommandsPerTurn: (after.commands - before.commands) / turnsDone,
+    };
+  } finally {
+    await Promise.all(servers.map((server) => stopServer(server)));
+  }
+}
+
+interface TakeoverCase {
+  sessions: number;
+  leaseMs: number;
+  /** From the SIGKILL of the owner to each session's next request answered by the survivor. */
+  medianMs: number;
+  maxMs: number;
+  answered: number;
+}
+
+/**
+ * Takeover after SIGKILL: `sessions` sessions run by one instance, each with a message queued
+ * for side A; the instance is killed, and each A asks the other instance for its message
+ * (again every 50 ms while the lease holds) until it is answered.
+ */
+async function takeoverCase(redis: { url: string }, sessions: number, leaseMs: number): Promise<TakeoverCase> {
+  const prefix = `takeover${++clusterPrefixes}`;
+  const env = { REDIS_URL: redis.url, REDIS_PREFIX: prefix, CLUSTER_LEASE_MS: String(leaseMs) };
+  const [owner, survivor] = await Promise.all([startServer('proxy', { ...env, INSTANCE_ID: `${prefix}-1` }), startServer('proxy', { ...env, INSTANCE_ID: `${prefix}-2` })]);
+  const post = (url: string, model: string, messages: Array<{ role: string; content: string }>) =>
+    fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, messages }) });
+  try {
+    await Promise.all(
+      Array.from({ length: sessions }, async (_, i) => {
+        const id = `${prefix}-s${i}`;
+        const handshake = post(owner!.url, `${id}|A`, [{ role: 'user', content: 'hello' }]);
+        for (let t = 0; t < 100; t++) {
+          const info = (await (await fetch(`${owner!.url}/admin/sessions/${id}`)).json()) as { state?: string };
+          if (info.state === 'AWAITING_PEER') break;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        // B's first message answers A's handshake; B's second (a new turn) is queued for A.
+        void post(owner!.url, `${id}|B`, [{ role: 'user', content: 'b1' }]).catch(() => undefined);
+        await handshake;
+        void post(owner!.url, `${id}|B`, [
+          { role: 'user', content: 'b1' },
+          { role: 'user', content: 'b2' },
+        ]).catch(() => undefined);
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    process.kill(-owner!.process.pid!, 'SIGKILL');
+    const killedAt = performance.now();
+    const times = await Promise.all(
+      Array.from({ length: sessions }, async (_, i) => {
+        const id = `${prefix}-s${i}`;
+        const history = [
+          { role: 'user', content: 'hello' },
+          { role: 'assistant', content: 'b1' },
+          { role: 'user', content: 'a2' },
+        ];
+        for (let attempt = 0; attempt < 400; attempt++) {
+          const res = await post(survivor!.url, `${id}|A`, history).catch(() => null);
+          if (res?.status === 200) return performance.now() - killedAt;
+          await res?.body?.cancel();
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        return null;
+      }),
+    );
+    const answered = times.filter((t): t is number => t !== null).sort((a, b) => a - b);
+    return {
+      sessions,
+      leaseMs,
+      medianMs: answered[Math.floor((answered.length - 1) / 2)] ?? NaN,
+      maxMs: answered[answered.length - 1] ?? NaN,
+      answered: answered.length,
+    };
+  } finally {
+    await stopServer(owner!).catch(() => undefined);
+    await stopServer(survivor!);
+  }
+}
+
+interface ClusterReport {
+  rounds: Array<{ single: RelayCase; cluster: ClusterRelayCase[] }>;
+  /** The median round by the 2-instance cluster's ratio. */
+  single: RelayCase;
+  cluster: ClusterRelayCase[];
+  takeover: TakeoverCase;
+}
+
+/** The cluster cases: S=100 JSON through 1 and 2 instances on Redis beside the single-process proxy, and takeover time. */
+async function clusterCases(): Promise<ClusterReport | null> {
+  const redis = await startRedisServer();
+  if (!redis) {
+    log('cluster cases skipped: redis-server could not be installed');
+    return null;
+  }
+  try {
+    const turns = PLAN.turns[100] ?? PLAN.turns[PLAN.relay[0]!]!;
+    const rounds: ClusterReport['rounds'] = [];
+    for (let round = 1; round <= PLAN.headlineRounds; round++) {
+      const single = await relayCase('proxy', 100, false, turns);
+      const cluster: ClusterRelayCase[] = [];
+      for (const count of [1, 2]) {
+        const c = await clusterRelayCase(redis, count, turns);
+        cluster.push(c);
+        log(
+          `cluster S=100 json, ${count} instance${count > 1 ? 's' : ' '} ${fmt(c.result.turnsPerSecond).padStart(6)} turns/s (${(c.result.turnsPerSecond / single.result.turnsPerSecond).toFixed(2)}× single ${fmt(single.result.turnsPerSecond)})  p50 ${c.result.latency.p50} ms  p99 ${c.result.latency.p99} ms  cpu ${fmt(c.serverCpuMicrosPerTurn)} + redis ${fmt(c.redisCpuMicrosPerTurn)} µs/turn  ${c.redisCommandsPerTurn.toFixed(1)} Redis commands/turn  errors ${errorsOf(c.result.errors)}`,
+        );
+      }
+      rounds.push({ single, cluster });
+    }
+    const ratio = (r: ClusterReport['rounds'][number]) => r.cluster[1]!.result.turnsPerSecond / r.single.result.turnsPerSecond;
+    const mid = [...rounds].sort((a, b) => ratio(a) - ratio(b))[Math.floor((rounds.length - 1) / 2)]!;
+    const takeover = await takeoverCase(redis, mode === 'smoke' ? 5 : 50, 1000);
+    log(`cluster takeover after SIGKILL: ${takeover.answered}/${takeover.sessions} sessions answered by the survivor, median ${fmt(takeover.medianMs)} ms, max ${fmt(takeover.maxMs)} ms (lease ${takeover.leaseMs} ms)`);
+    return { rounds, single: mid.single, cluster: mid.cluster, takeover };
+  } finally {
+    await redis.stop();
+  }
+}
+
+function clusterMarkdown(report: ClusterReport): string {
+  const single = report.single;
+  const rows = [
+    '| S=100 JSON relay | turns/s | ratio to single process | p50 / p99 ms | CPU µs/turn, instances | CPU µs/turn, redis-server | Redis commands/turn | errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    `| single process (journal in memory) | ${fmt(single.result.turnsPerSecond)} | 1.00 | ${single.result.latency.p50} / ${single.result.latency.p99} | ${fmt(single.serverCpuMicrosPerTurn)} | – | – | ${errorsOf(single.result.errors)} |`,
+    ...report.cluster.map(
+      (c) =>
+        `| cluster, ${c.instances} instance${c.instances > 1 ? 's' : ''}${c.instances > 1 ? ', requests spread' : ''} | ${fmt(c.result.turnsPerSecond)} | ${(c.result.turnsPerSecond / single.result.turnsPerSecond).toFixed(2)} | ${c.result.latency.p50} / ${c.result.latency.p99} | ${fmt(c.serverCpuMicrosPerTurn)} | ${fmt(c.redisCpuMicrosPerTurn)} | ${c.redisCommandsPerTurn.toFixed(1)} | ${errorsOf(c.result.errors)} |`,
+    ),
+  ];
+  const t = report.takeover;
+  return `Cluster mode (Redis with appendfsync always, medians of ${report.rounds.length} interleaved round${report.rounds.length > 1 ? 's' : ''}):\n\n${rows.join('\n')}\n\nTakeover after SIGKILL of the owner (lease ${t.leaseMs} ms): ${t.answered} of ${t.sessions} sessions answered by the survivor, median ${fmt(t.medianMs)} ms, max ${fmt(t.maxMs)} ms after the kill.`;
+}
+
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const errorsOf = (e: Record<string, number>) => (Object.keys(e).length === 0 ? 'none' : Object.entries(e).map(([k, v]) => `${k}×${v}`).join(' '));
 
@@ -416,12 +641,13 @@ async function main(): Promise<void> {
   const replay = await replayCase(PLAN.replayEvents);
   progress(`replay of ${fmt(replay.events)} journal events (${fmt(replay.sessions)} sessions): recovery ${fmt(replay.recoveryMs)} ms, start to first /health ${fmt(replay.startMs)} ms, ${fmt(replay.restored)} restored`);
 
-  const report = summarize(relay, held, replay, journalSessions);
+  const cluster = args.includes('--no-cluster') ? null : await clusterCases();
+  const report = { ...summarize(relay, held, replay, journalSessions), cluster };
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}${mode === 'default' ? '' : `-${mode}`}.json`);
   writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
   log(`results: ${file}`);
-  const table = markdown(report);
+  const table = markdown(report) + (cluster ? `\n\n${clusterMarkdown(cluster)}` : '');
   if (writeDocs) {
     const path = join(root, 'docs/performance.md');
     const doc = readFileSync(path, 'utf8');

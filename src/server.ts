@@ -63,7 +63,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(() => sessions?.list() ?? []) : null;
   const ends = (record: JournalRecord) => isReadable(record) && endsSessionRecord(record);
   // Cluster mode: the journal is in Redis, shared by every instance, and each session has one owner.
-  const redis = config.redisUrl ? await (await import('./cluster/redis.js')).connectRedis(config.redisUrl, logger) : null;
+  const redisModule = config.redisUrl ? await import('./cluster/redis.js') : null;
+  const redis = redisModule ? await redisModule.connectRedis(config.redisUrl, logger) : null;
   const ownership = redis
     ? new (await import('./cluster/ownership.js')).Ownership({
         redis,
@@ -118,7 +119,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     (await import('./sessions/fault-injection.js')).installFaultInjection(sessions, config.faultInjection, logger);
   }
   if (ownership) {
-    cluster = new (await import('./cluster/cluster.js')).Cluster({ ownership, store, journal, sessions, timing, logger, maxSessions: config.maxSessions, ...(metrics ? { metrics: metrics.enableCluster() } : {}) });
+    cluster = new (await import('./cluster/cluster.js')).Cluster({ ownership, store, journal, sessions, timing, logger, maxSessions: config.maxSessions, commandsSent: redisModule!.redisCommandsSent, ...(metrics ? { metrics: metrics.enableCluster() } : {}) });
     const running = cluster;
     facts.subscribe((step) => {
       for (const fact of step.facts) if (endsSession(fact)) running.ended(fact.session);

@@ -34,6 +34,8 @@ export interface ClusterOptions {
   readonly metrics?: ClusterMetrics;
   /** MAX_SESSIONS, cluster-wide: a new session is refused while this many are live in Redis. */
   readonly maxSessions?: number;
+  /** Commands this process has sent to Redis (for /health and the benchmark). */
+  readonly commandsSent?: () => number;
 }
 
 export class Cluster {
@@ -51,6 +53,11 @@ export class Cluster {
 
   get ownership(): Ownership {
     return this.options.ownership;
+  }
+
+  /** Commands sent to Redis since start. */
+  get redisCommands(): number {
+    return this.options.commandsSent?.() ?? 0;
   }
 
   get instanceId(): string {

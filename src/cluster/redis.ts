@@ -8,6 +8,11 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../telemetry/logger.js';
 import { redactRedisUrl } from './addresses.js';
 
+let commandsSent = 0;
+
+/** Commands sent to Redis by this process since it started. */
+export const redisCommandsSent = (): number => commandsSent;
+
 export async function connectRedis(url: string, logger: Logger): Promise<Redis> {
   const redis = new Redis(url, {
     lazyConnect: true,
@@ -16,6 +21,13 @@ export async function connectRedis(url: string, logger: Logger): Promise<Redis> 
     maxRetriesPerRequest: 1,
     retryStrategy: (times) => Math.min(100 * times, 1_000),
   });
+  // Every command this instance sends (a script is one): /health reports it, the benchmark
+  // divides it by turns (Redis round trips a turn costs).
+  const send = redis.sendCommand.bind(redis);
+  redis.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
+    commandsSent++;
+    return send(...args);
+  }) as Redis['sendCommand'];
   let down = false;
   redis.on('error', (err: Error) => {
     if (down) return;

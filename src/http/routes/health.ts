@@ -46,6 +46,7 @@ export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
               owned_sessions: ctx.sessions.size,
               takeovers: cluster.takeovers,
               fenced_appends: cluster.fenced,
+              redis_commands: cluster.redisCommands,
             },
           }
         : {}),
