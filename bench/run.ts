@@ -8,6 +8,7 @@
  *   npm run bench -- --smoke      a few seconds; proves the benchmark works (used by npm test)
  *   --out DIR                     where results go (default bench/results; smoke: a temp dir)
  *   --no-docs                     do not rewrite the table in docs/performance.md
+ *   --cluster                     only the cluster cases (about a minute; the table is printed, the docs are left alone)
  *   --no-cluster                  leave out the cluster cases (S=100 through 1 and 2 instances
  *                                 on a private redis-server beside the single-process proxy,
  *                                 and takeover time after SIGKILL)
@@ -565,6 +566,11 @@ async function main(): Promise<void> {
     return;
   }
   if (floors) return runFloors();
+  if (args.includes('--cluster')) {
+    const cluster = await clusterCases();
+    if (cluster) process.stdout.write(`\n${clusterMarkdown(cluster)}\n`);
+    return;
+  }
   const relay: RelayCase[] = [];
   const held: HeldCase[] = [];
   const headline = PLAN.relay.includes(100) ? 100 : PLAN.relay[0]!;
