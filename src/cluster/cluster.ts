@@ -77,16 +77,30 @@ export class Cluster {
       throw unavailable('this instance has had no heartbeat to Redis for a whole lease');
     }
     if (ownership.owns(sessionId)) return { kind: 'local' };
+    // Another instance ran it a moment ago: forward without asking Redis again (a stale answer
+    // is safe: that instance claims it back or says `session_moved`, and a failed forward forgets it).
+    const known = this.remote.get(sessionId);
+    if (known && known.until > Date.now() && !forwarded) return known.route;
     let claim = this.claiming.get(sessionId);
     if (!claim) {
       claim = this.claim(sessionId).finally(() => this.claiming.delete(sessionId));
       this.claiming.set(sessionId, claim);
     }
     const route = await claim;
+    if (route.kind === 'remote') this.remember(sessionId, route);
     if (route.kind === 'remote' && forwarded) {
       throw new ProxyError('session_moved', `Session '${sessionId}' is run by instance '${route.owner}' now. Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
     }
     return route;
+  }
+
+  /** Where sessions another instance runs were found, for a short while (half a lease, at most a second). */
+  private readonly remote = new Map<string, { route: Extract<Route, { kind: 'remote' }>; until: number }>();
+
+  private remember(sessionId: string, route: Extract<Route, { kind: 'remote' }>): void {
+    const now = Date.now();
+    if (this.remote.size >= 10_000) for (const [id, entry] of this.remote) if (entry.until <= now) this.remote.delete(id);
+    this.remote.set(sessionId, { route, until: now + Math.min(1_000, this.options.ownership.leaseMs / 2) });
   }
 
   private async claim(sessionId: string): Promise<Route> {
@@ -150,6 +164,11 @@ export class Cluster {
     return answers.filter((a): a is Awaited<T> & T => a !== null);
   }
 
+  /** A forward to `owner` failed: ask Redis again for its sessions. */
+  private forgetRoutesTo(owner: string): void {
+    for (const [id, entry] of this.remote) if (entry.route.owner === owner) this.remote.delete(id);
+  }
+
   /** What the journal says request `requestId` of `sessionId` was given, if anything. */
   async deliveryFor(sessionId: string, requestId: string): Promise<{ side: 'A' | 'B'; content: string; delivery: number } | null> {
     const records = await this.options.store.readSession(sessionId);
@@ -185,8 +204,12 @@ export class Cluster {
         watch: this.watch(to.owner),
         ...(recovering ? { recover: recovering } : {}),
       });
-      if (ended.outcome !== 'recovered') ended.outcome = 'answered';
+      if (ended.outcome === 'recovered') this.forgetRoutesTo(to.owner);
+      else ended.outcome = 'answered';
       return result;
+    } catch (error) {
+      this.forgetRoutesTo(to.owner);
+      throw error;
     } finally {
       this.options.metrics?.forwarded((performance.now() - started) / 1000, ended.outcome);
     }

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { Redis } from 'ioredis';
-import { startRedis, type PrivateRedis } from '../helpers/redis.js';
+import { selfSignedCertificate, startRedis, type PrivateRedis } from '../helpers/redis.js';
 import { Conversation, startBalancer, type Balancer } from './clients.js';
 import { killAll, startCluster, type Instance } from './instances.js';
 
@@ -187,6 +187,31 @@ describe('cluster mode: everything cluster-wide', () => {
   }, 60_000);
 });
 
+describe('cluster mode: API keys', () => {
+  it('binds sides to the keys they joined with, whichever instance a request comes through', async () => {
+    const [i1, i2] = await startCluster(redis.url, 2, { API_KEYS: 'key-a,key-b,key-c' });
+    const post = (instance: Instance, key: string, model: string, content: string) =>
+      fetch(`${instance.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content }] }),
+      });
+    const handshake = post(i1!, 'key-a', 'bound|A', 'hello');
+    await expect.poll(async () => ((await (await fetch(`${i2!.url}/admin/sessions/bound`)).json()) as { owner?: string }).owner).toBe(i1!.id);
+    const b = post(i2!, 'key-b', 'bound|B', 'hi');
+    expect((await handshake).status).toBe(200);
+    // A third key cannot speak for either side, through either instance.
+    for (const instance of [i1!, i2!]) {
+      const refused = await post(instance, 'key-c', 'bound|A', 'let me in');
+      expect(refused.status).toBe(403);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('session_forbidden');
+    }
+    const deleted = await fetch(`${i2!.url}/v1/sessions/bound`, { method: 'DELETE', headers: { authorization: 'Bearer key-c' } });
+    expect(deleted.status).toBe(403);
+    void b.catch(() => undefined);
+  }, 60_000);
+});
+
 describe('cluster mode: limits, expiry and metrics across instances', () => {
   const post = (instance: Instance, model: string, content: string, headers: Record<string, string> = {}) =>
     fetch(`${instance.url}/v1/chat/completions`, {
@@ -323,6 +348,33 @@ describe('cluster mode: a WebSocket side', () => {
     void a2.catch(() => undefined);
     await expect.poll(() => frames.filter((f) => f.type === 'delivery').map((f) => f.content)).toEqual(['and hello to you']);
     expect((await (await fetch(`${i2!.url}/admin/sessions/ws-side`)).json()) as { owner: string }).toMatchObject({ owner: i1!.id });
+  }, 60_000);
+});
+
+describe('cluster mode: turning it on', () => {
+  it('works over TLS (rediss://) with a password, says JOURNAL_PATH is not used, and never logs the password', async () => {
+    const tls = selfSignedCertificate();
+    const own = await startRedis({ password: 's3cret-pw', tls });
+    try {
+      expect(own.url).toMatch(/^rediss:\/\/:s3cret-pw@localhost:/);
+      const instances = await startCluster(own.url, 2, { NODE_EXTRA_CA_CERTS: tls.cert, JOURNAL_PATH: '/tmp/not-used-journal' });
+      const balancer = await startBalancer(instances);
+      open.push(balancer);
+      const c = conversation(balancer, 'over-tls');
+      await c.run(10);
+      expectDeliveredAsSent(c);
+      for (const instance of instances) {
+        expect(instance.logs('JOURNAL_PATH (/tmp/not-used-journal) is not used').length).toBe(1);
+        expect(instance.logs('joined the cluster at rediss://:***@localhost').length).toBe(1);
+        expect(instance.output).not.toContain('s3cret-pw');
+      }
+      // A wrong password: the service does not start, and says why without the password.
+      const wrong = own.url.replace('s3cret-pw', 'wrong-pw');
+      await expect(startCluster(wrong, 1, { NODE_EXTRA_CA_CERTS: tls.cert })).rejects.toThrow(/cannot reach Redis at rediss:\/\/:\*\*\*@localhost.*(WRONGPASS|invalid)/s);
+    } finally {
+      killAll();
+      await own.destroy();
+    }
   }, 60_000);
 });
 
