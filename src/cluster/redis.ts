@@ -29,7 +29,9 @@ export async function connectRedis(url: string, logger: Logger): Promise<Redis> 
     return send(...args);
   }) as Redis['sendCommand'];
   let down = false;
+  let lastError: string | null = null;
   redis.on('error', (err: Error) => {
+    lastError = err.message;
     if (down) return;
     down = true;
     logger.error({ err: { message: err.message } }, `cluster: Redis at ${redactRedisUrl(url)} is unreachable (${err.message}); requests get 503 until it is back`);
@@ -43,7 +45,9 @@ export async function connectRedis(url: string, logger: Logger): Promise<Redis> 
     await redis.connect();
   } catch (error) {
     redis.disconnect();
-    throw new Error(`cannot reach Redis at ${redactRedisUrl(url)}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    // The reason Redis gave (a wrong password: WRONGPASS) beats "Connection is closed".
+    const reason = lastError ?? (error instanceof Error ? error.message : String(error));
+    throw new Error(`cannot reach Redis at ${redactRedisUrl(url)}: ${reason}`, { cause: error });
   }
   return redis;
 }
