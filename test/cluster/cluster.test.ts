@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { Redis } from 'ioredis';
+import OpenAI from 'openai';
 import { selfSignedCertificate, startRedis, type PrivateRedis } from '../helpers/redis.js';
 import { Conversation, startBalancer, type Balancer } from './clients.js';
 import { killAll, startCluster, type Instance } from './instances.js';
@@ -272,8 +273,8 @@ describe('cluster mode: limits, expiry and metrics across instances', () => {
   it('reports takeovers, fenced appends, forwards and replay time in /metrics', async () => {
     const { instances, balancer } = await cluster(2, { ENABLE_PROMETHEUS: 'true' });
     const c = conversation(balancer, 'metered');
-    await c.run(10, async (turn) => {
-      if (turn !== 5) return;
+    await c.run(16, async (turn) => {
+      if (turn !== 10) return;
       const info = (await (await fetch(`${instances[0]!.url}/admin/sessions/metered`)).json()) as { owner: string };
       await instances.find((i) => i.id === info.owner)!.kill();
     });
@@ -312,6 +313,35 @@ describe('cluster mode: the console', () => {
     await expect.poll(() => frames.filter((f) => f.type === 'sessions').at(-1)?.sessions?.map((s) => s.id), { timeout: 10_000 }).toEqual(
       expect.arrayContaining(['seen-from-afar', 'seen-from-afar-2']),
     );
+  }, 60_000);
+});
+
+describe('cluster mode: streaming', () => {
+  it('streams an answer through the instance a request came to, from the one that runs the session (keep-alives, then the chunks)', async () => {
+    const [i1, i2] = await startCluster(redis.url, 2, { KEEPALIVE_INTERVAL_SECONDS: '0.2' });
+    const handshake = fetch(`${i1!.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'streamed|A', messages: [{ role: 'user', content: 'hello' }] }),
+    });
+    await expect.poll(async () => ((await (await fetch(`${i2!.url}/admin/sessions/streamed`)).json()) as { owner?: string }).owner).toBe(i1!.id);
+    // B streams through instance 2; its held stream waits on instance 1.
+    const sdk = new OpenAI({ baseURL: `${i2!.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const stream = await sdk.chat.completions.create({ model: 'streamed|B', messages: [{ role: 'user', content: 'hi' }], stream: true });
+    expect((await handshake).status).toBe(200);
+    const reader = (async () => {
+      let text = '';
+      for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+      return text;
+    })();
+    await new Promise((r) => setTimeout(r, 700)); // a few keep-alives pass through the relay
+    const a2 = fetch(`${i1!.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'streamed|A', messages: [{ role: 'user', content: 'hello' }, { role: 'assistant', content: 'hi' }, { role: 'user', content: 'streamed to you' }] }),
+    });
+    void a2.catch(() => undefined);
+    expect(await reader).toBe('streamed to you');
   }, 60_000);
 });
 
