@@ -262,10 +262,15 @@ export class Cluster {
     const { ownership, store, journal, logger } = this.options;
     if (!ownership.healthy) return [];
     const ended: string[] = [];
+    // Whether each owner is alive, asked once a sweep (its sessions are many, its heartbeat one).
+    const alive = new Map<string, boolean>();
     for (const id of await store.liveSessions()) {
       if (ownership.owns(id)) continue;
-      const owner = await ownership.ownerOf(id);
-      if (owner.alive) continue;
+      const owner = await ownership.ownerIdOf(id);
+      if (owner !== null) {
+        if (!alive.has(owner)) alive.set(owner, (await ownership.addressOf(owner)) !== null);
+        if (alive.get(owner)) continue;
+      }
       const last = store.lastRecord ? await store.lastRecord(id) : (await store.readSession(id)).at(-1);
       if (!last || typeof last.at !== 'number' || now - last.at < this.options.timing.sessionTtlMs) continue;
       const claim = await ownership.claim(id);

@@ -206,6 +206,11 @@ export class Ownership {
     if (epoch !== undefined) await this.redis.motiveRelease(this.metaKey(session), this.instanceId, String(epoch));
   }
 
+  /** The instance Redis names as `session`'s owner (alive or not), or null. */
+  async ownerIdOf(session: string): Promise<string | null> {
+    return (await this.redis.hget(this.metaKey(session), 'owner')) || null;
+  }
+
   async ownerOf(session: string): Promise<OwnerInfo> {
     const [owner, epoch] = await this.redis.hmget(this.metaKey(session), 'owner', 'epoch');
     if (!owner) return { owner: null, epoch: Number(epoch ?? 0), alive: false, address: null };
