@@ -316,6 +316,37 @@ describe('cluster mode: the console', () => {
   }, 60_000);
 });
 
+describe('cluster mode: a WebSocket side whose instance lets go of the session', () => {
+  it('is told to reconnect (session_moved, close 1012) when its instance loses Redis for a lease', async () => {
+    const own = await startRedis();
+    try {
+      const [i1] = await startCluster(own.url, 1);
+      const handshake = fetch(`${i1!.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'ws-moved|A', messages: [{ role: 'user', content: 'hello' }] }),
+      });
+      await expect.poll(async () => ((await (await fetch(`${i1!.url}/admin/sessions/ws-moved`)).json()) as { state?: string }).state).toBe('AWAITING_PEER');
+      const frames: Array<{ type: string; code?: string }> = [];
+      const socket = new WebSocket(`${i1!.url.replace('http', 'ws')}/v1/realtime?session=ws-moved&side=B`);
+      open.push({ close: () => socket.close() });
+      socket.on('message', (data) => frames.push(JSON.parse(data.toString()) as { type: string; code?: string }));
+      const closed = once(socket, 'close');
+      await once(socket, 'open');
+      socket.send(JSON.stringify({ type: 'message', content: 'hi' }));
+      expect((await handshake).status).toBe(200);
+      own.pause(); // past the 1 s lease: the instance lets go of what it ran
+      const [code] = (await closed) as [number];
+      own.resume();
+      expect(code).toBe(1012);
+      expect(frames).toContainEqual(expect.objectContaining({ type: 'error', code: 'session_moved' }));
+    } finally {
+      killAll();
+      await own.destroy();
+    }
+  }, 60_000);
+});
+
 describe('cluster mode: streaming', () => {
   it('streams an answer through the instance a request came to, from the one that runs the session (keep-alives, then the chunks)', async () => {
     const [i1, i2] = await startCluster(redis.url, 2, { KEEPALIVE_INTERVAL_SECONDS: '0.2' });

@@ -293,6 +293,10 @@ class Participant {
                 : 'The proxy is shutting down; reconnect after it restarts (with a journal, the session comes back).';
             this.send({ type: 'closed', reason: outcome.code, message });
             this.socket.close(outcome.code === 'session_closed' ? CLOSE_NORMAL : CLOSE_RESTART, outcome.code);
+          } else if (outcome.code === 'session_moved') {
+            // Cluster mode: another instance runs the session now; the reconnect lands there.
+            this.send({ type: 'error', code: 'session_moved', message: `Another instance runs session '${this.sessionId}' now: reconnect (with ?since=<deliveries you have>) and carry on; nothing is lost.` });
+            this.socket.close(CLOSE_RESTART, outcome.code);
           } else if (outcome.code === 'superseded') {
             this.send({
               type: 'error',
