@@ -344,6 +344,13 @@ export class ConsoleFeed {
     if (reset) {
       viewer.watched = session;
       viewer.closedSent = false;
+    }
+    this.sendEntries(viewer, id, entries, reset);
+  }
+
+  /** The entries the page has not had: the latest window of them after a reset, else the new ones. */
+  private sendEntries(viewer: Viewer, id: string, entries: readonly TranscriptEntry[], reset: boolean): void {
+    if (reset) {
       const from = Math.max(0, entries.length - TRANSCRIPT_WINDOW);
       viewer.sent = entries.length;
       this.send(viewer, { type: 'transcript', session: id, reset: true, entries: entries.slice(from), skipped: from, closed: false });
@@ -362,17 +369,8 @@ export class ConsoleFeed {
     const reset = !viewer.remote || viewer.watched !== null || viewer.sent > entries.length;
     viewer.watched = null;
     viewer.closedSent = false;
-    if (reset) {
-      viewer.remote = true;
-      const from = Math.max(0, entries.length - TRANSCRIPT_WINDOW);
-      viewer.sent = entries.length;
-      this.send(viewer, { type: 'transcript', session: id, reset: true, entries: entries.slice(from), skipped: from, closed: false });
-      return;
-    }
-    if (viewer.sent === entries.length) return;
-    const fresh = entries.slice(viewer.sent);
-    viewer.sent = entries.length;
-    this.send(viewer, { type: 'transcript', session: id, reset: false, entries: [...fresh], skipped: 0, closed: false });
+    viewer.remote = true;
+    this.sendEntries(viewer, id, entries, reset);
   }
 
   private send(viewer: Viewer, frame: FeedFrame): void {
