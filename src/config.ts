@@ -144,6 +144,39 @@ export const OPTIONS = {
     help: 'key for /admin routes, /metrics and the console admin actions (without it they answer on loopback only)',
     secret: true,
   },
+  requireApiKey: {
+    env: 'REQUIRE_API_KEY',
+    default: 'false',
+    schema: flag,
+    help: 'require a client key (or token) on the model routes even when only managed keys (/admin/keys) exist; on by itself with API_KEYS or an issuer',
+  },
+  oidcIssuer: {
+    env: 'OIDC_ISSUER',
+    default: '',
+    schema: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected the issuer URL, e.g. https://login.example.com/realms/games' })]),
+    help: "accept JWT bearer tokens from this OpenID Connect issuer (its keys found by discovery); needs JWT_AUDIENCE",
+  },
+  jwksUrl: {
+    env: 'JWKS_URL',
+    default: '',
+    schema: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected the URL of a JSON Web Key Set' })]),
+    help: 'accept JWT bearer tokens signed by the keys at this URL (instead of OIDC_ISSUER discovery); needs JWT_ISSUER and JWT_AUDIENCE',
+  },
+  jwtIssuer: { env: 'JWT_ISSUER', default: '', schema: z.string(), help: 'the iss that tokens must carry (default: OIDC_ISSUER)' },
+  jwtAudience: { env: 'JWT_AUDIENCE', default: '', schema: keyList, help: 'the aud that tokens must carry (comma-separated: any one)' },
+  jwtTenantClaim: {
+    env: 'JWT_TENANT_CLAIM',
+    default: 'tenant',
+    schema: z.string().regex(/^[A-Za-z0-9_:/.-]{1,100}$/, { error: 'a claim name, or a dotted path into an object claim' }),
+    help: "the claim naming a token's tenant (a dotted path reaches into objects, e.g. org.id); absent: the default tenant",
+  },
+  jwtRolesClaim: {
+    env: 'JWT_ROLES_CLAIM',
+    default: 'roles',
+    schema: z.string().regex(/^[A-Za-z0-9_:/.-]{1,100}$/, { error: 'a claim name, or a dotted path into an object claim' }),
+    help: "the claim holding a token's roles (viewer, operator, admin; global:… for every tenant)",
+  },
+  jwtClockSkewSeconds: { env: 'JWT_CLOCK_SKEW_SECONDS', default: '30', schema: z.coerce.number().int().min(0).max(600), help: "seconds of clock difference allowed when checking a token's exp and nbf" },
   metricsPublic: { env: 'METRICS_PUBLIC', default: 'false', schema: flag, help: 'serve /metrics without the admin key' },
   corsOrigins: {
     env: 'CORS_ORIGINS',
@@ -271,6 +304,13 @@ export function loadConfig(flags: Partial<Record<OptionName, string>>, env: Node
     config['newSessionsPerMinute'] = NEW_SESSIONS_BEYOND_LOOPBACK;
     raw.newSessionsPerMinute = `${NEW_SESSIONS_BEYOND_LOOPBACK} (HOST is not loopback)`;
   }
+  const c = config as Config;
+  if (c.oidcIssuer && c.jwksUrl) problems.push('set OIDC_ISSUER (discovery) or JWKS_URL, not both');
+  if ((c.oidcIssuer || c.jwksUrl) && c.jwtAudience.length === 0) {
+    problems.push('JWT_AUDIENCE is required with OIDC_ISSUER or JWKS_URL: without it, a token your identity provider issued to any other application would be accepted');
+  }
+  if (c.jwksUrl && !c.jwtIssuer) problems.push("JWT_ISSUER is required with JWKS_URL: the iss your tokens carry, so that tokens from another issuer are refused");
+  if (problems.length > 0) throw new ConfigError(problems.join('\n'));
   return { config: config as Config, sources, raw };
 }
 

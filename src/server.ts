@@ -5,7 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { SimulatedClock } from 'xstate';
 import { isLoopbackHost, OPTIONS, timingOf, type Config } from './config.js';
-import { AccessControl } from './http/access.js';
+import { openAccess } from './auth/identity.js';
 import { buildApp } from './http/app.js';
 import type { AppContext } from './http/context.js';
 import { Journal } from './journal/journal.js';
@@ -55,7 +55,6 @@ export interface ServiceOptions {
 }
 
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
-  const access = AccessControl.fromConfig(config);
   const tracing = options.tracing ?? null;
   const timing = timingOf(config);
   // Metrics first, so the journal can report its appends to them; they read the sessions lazily.
@@ -77,6 +76,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       })
     : null;
   await ownership?.init();
+  const access = await openAccess(config, logger, redis);
   let cluster: Cluster | null = null;
   const store: JournalStore<JournalRecord> = redis
     ? new (await import('./journal/redis-store.js')).RedisStore<JournalRecord>({ redis, prefix: config.redisPrefix, ends })
@@ -176,6 +176,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await new Promise((resolve) => setImmediate(resolve));
       await app.close();
       await journal.close();
+      await access.managed?.close();
       // Hand-over: the others claim this instance's sessions at once, not after the lease.
       cluster?.stopSweeping();
       await ownership?.stop().catch(() => undefined);

@@ -12,6 +12,9 @@ import { readFileSync } from 'node:fs';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import { ProxyError } from '../protocols/errors.js';
+import { looksLikeJwt, TokenRefused, type JwtVerifier } from '../auth/jwt.js';
+import { mayChat, type KeyRegistry } from '../auth/keys.js';
+import type { Principal } from '../auth/principal.js';
 
 const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
 
@@ -69,10 +72,12 @@ export function loggableUrl(url: string): string {
 }
 
 export interface Client {
-  /** Fingerprint of the client's API key, or null when keys are not configured. */
+  /** What binds a session's side: the principal's id, or null when no credentials are required. */
   readonly key: string | null;
-  /** What per-client limits count by: the key's fingerprint, or the address without keys. */
+  /** What per-client limits count by: the principal's id, or the address without one. */
   readonly id: string;
+  /** Who is calling, when they showed credentials; null for an anonymous caller. */
+  readonly principal: Principal | null;
 }
 
 declare module 'fastify' {
@@ -137,20 +142,48 @@ export class FailedKeyLimit {
   }
 }
 
+/** Why presented credentials were not taken: 401, or 503 when the identity provider cannot be reached. */
+export interface Refusal {
+  readonly refused: string;
+  readonly unavailable?: boolean;
+}
+
+export type Authentication = Principal | Refusal | null;
+
+export const isRefusal = (a: Authentication | undefined): a is Refusal => a !== null && a !== undefined && 'refused' in a;
+
+export interface AccessOptions {
+  readonly failedKeysPerMinute?: number;
+  /** JWT bearer tokens (OIDC_ISSUER / JWKS_URL). */
+  readonly jwt?: JwtVerifier | null;
+  /** Managed keys (/admin/keys). */
+  readonly managed?: KeyRegistry | null;
+  /** REQUIRE_API_KEY: credentials are required even when no static key or issuer is configured. */
+  readonly requireKeys?: boolean;
+}
+
 export class AccessControl {
   private readonly keys: readonly Buffer[];
   private readonly admin: Buffer | null;
   /** Null when FAILED_KEYS_PER_MINUTE is 0. */
   readonly failedKeys: FailedKeyLimit | null;
+  readonly jwt: JwtVerifier | null;
+  readonly managed: KeyRegistry | null;
+  private readonly requireKeys: boolean;
 
-  constructor(keys: readonly string[], adminKey: string, failedKeysPerMinute = 0) {
+  constructor(keys: readonly string[], adminKey: string, options: AccessOptions | number = {}) {
+    const o: AccessOptions = typeof options === 'number' ? { failedKeysPerMinute: options } : options;
     this.keys = [...new Set(keys)].map(digest);
     this.admin = adminKey ? digest(adminKey) : null;
-    this.failedKeys = failedKeysPerMinute > 0 ? new FailedKeyLimit(failedKeysPerMinute) : null;
+    const failed = o.failedKeysPerMinute ?? 0;
+    this.failedKeys = failed > 0 ? new FailedKeyLimit(failed) : null;
+    this.jwt = o.jwt ?? null;
+    this.managed = o.managed ?? null;
+    this.requireKeys = o.requireKeys ?? false;
   }
 
-  /** Keys from API_KEYS and API_KEYS_FILE (one a line, `#` comments, blank lines ignored). */
-  static fromConfig(config: Config): AccessControl {
+  /** Static keys from API_KEYS and API_KEYS_FILE (one a line, `#` comments, blank lines ignored). */
+  static staticKeys(config: Config): string[] {
     const keys = [...config.apiKeys];
     if (config.apiKeysFile) {
       let text: string;
@@ -165,11 +198,20 @@ export class AccessControl {
       }
       if (keys.length === 0) throw new Error(`API_KEYS_FILE '${config.apiKeysFile}' holds no keys`);
     }
-    return new AccessControl(keys, config.adminApiKey, config.failedKeysPerMinute);
+    return keys;
   }
 
+  static fromConfig(config: Config, options: Omit<AccessOptions, 'failedKeysPerMinute' | 'requireKeys'> = {}): AccessControl {
+    return new AccessControl(AccessControl.staticKeys(config), config.adminApiKey, {
+      ...options,
+      failedKeysPerMinute: config.failedKeysPerMinute,
+      requireKeys: config.requireApiKey,
+    });
+  }
+
+  /** Whether protocol routes need credentials: static keys, an issuer, or REQUIRE_API_KEY. */
   get keysRequired(): boolean {
-    return this.keys.length > 0;
+    return this.keys.length > 0 || this.jwt !== null || this.requireKeys;
   }
 
   get adminKeySet(): boolean {
@@ -180,7 +222,7 @@ export class AccessControl {
     return this.keys.length;
   }
 
-  /** The fingerprint of a valid client key, or null. Takes the same time whichever key matches. */
+  /** The fingerprint of a valid static client key, or null. Takes the same time whichever key matches. */
   fingerprint(key: string | null): string | null {
     if (key === null) return null;
     const d = digest(key);
@@ -192,6 +234,30 @@ export class AccessControl {
   isAdmin(key: string | null): boolean {
     return this.admin !== null && key !== null && timingSafeEqual(this.admin, digest(key));
   }
+
+  /**
+   * Who presented credentials speak for: a static key, a managed key or a token (verified
+   * asynchronously: only then is a promise returned). Null when they are none of these.
+   * `forChat` refuses a managed key without the `client` scope.
+   */
+  authenticate(presented: string | null, forChat = true): Authentication | Promise<Authentication> {
+    if (presented === null) return null;
+    const fp = this.fingerprint(presented);
+    if (fp !== null) return { kind: 'static-key', id: fp, subject: `key:${fp}`, tenant: null, grants: [] };
+    const managed = this.managed?.check(presented) ?? null;
+    if (managed !== null) {
+      if ('refused' in managed) return managed;
+      if (forChat && !mayChat(managed.key)) return { refused: "This API key has no 'client' scope: it may call the admin routes its roles allow, not the model routes." };
+      return managed.principal;
+    }
+    if (this.jwt !== null && looksLikeJwt(presented)) {
+      return this.jwt.verify(presented).then(
+        (principal): Authentication => principal,
+        (err: unknown): Authentication => (err instanceof TokenRefused ? { refused: err.message, unavailable: err.unavailable } : { refused: 'The bearer token could not be verified.', unavailable: true }),
+      );
+    }
+    return null;
+  }
 }
 
 /**
@@ -199,12 +265,39 @@ export class AccessControl {
  * to an address past FAILED_KEYS_PER_MINUTE (request.ip: TRUST_PROXY decides whose it is).
  */
 export function identifyClient(access: AccessControl, sendError: (request: FastifyRequest, reply: FastifyReply, error: ProxyError) => FastifyReply) {
+  const refuse = (request: FastifyRequest, reply: FastifyReply, presented: string | null, outcome: Authentication): void => {
+    if (isRefusal(outcome) && outcome.unavailable) {
+      request.turnLog = { ...request.turnLog, refused: 'identity provider unavailable' };
+      sendError(request, reply, new ProxyError('auth_unavailable', outcome.refused, { retryAfterSeconds: 5 }));
+      return;
+    }
+    access.failedKeys?.recordFailure(request.ip);
+    request.turnLog = { ...request.turnLog, refused: presented === null ? 'no api key' : isRefusal(outcome) ? outcome.refused : 'unknown api key' };
+    sendError(
+      request,
+      reply,
+      new ProxyError(
+        'invalid_api_key',
+        presented === null
+          ? `This proxy requires an API key${access.jwt ? ' or a token from its identity provider' : ''}: send it as Authorization: Bearer <key> (or x-api-key, x-goog-api-key, ?key=).`
+          : isRefusal(outcome)
+            ? outcome.refused
+            : 'The API key is not valid for this proxy.',
+      ),
+    );
+  };
+  const admit = (request: FastifyRequest, principal: Principal): void => {
+    request.client = { key: principal.id, id: principal.id, principal };
+  };
+
   return function identify(request: FastifyRequest, reply: FastifyReply, done: () => void): void {
     const { config, url } = request.routeOptions; // a getter that builds an object: read it once
     // Unknown routes are public, so that they get their 404.
     const needs = config?.access ?? (url === undefined ? 'public' : 'client');
     if (!access.keysRequired || needs !== 'client') {
-      request.client = { key: null, id: request.ip };
+      // Without required keys, a managed key still says who is calling (its tenant, its limits).
+      const managed = needs === 'client' && access.managed?.any ? access.managed.check(presentedKey(request) ?? '') : null;
+      request.client = managed !== null && 'principal' in managed ? { key: null, id: managed.principal.id, principal: managed.principal } : { key: null, id: request.ip, principal: null };
       return done();
     }
     const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
@@ -223,23 +316,17 @@ export function identifyClient(access: AccessControl, sendError: (request: Fasti
       return;
     }
     const presented = presentedKey(request);
-    const key = access.fingerprint(presented);
-    if (key === null) {
-      access.failedKeys?.recordFailure(request.ip);
-      request.turnLog = { ...request.turnLog, refused: presented === null ? 'no api key' : 'unknown api key' };
-      sendError(
-        request,
-        reply,
-        new ProxyError(
-          'invalid_api_key',
-          presented === null
-            ? 'This proxy requires an API key: send it as Authorization: Bearer <key> (or x-api-key, x-goog-api-key, ?key=).'
-            : 'The API key is not valid for this proxy.',
-        ),
-      );
+    const outcome = access.authenticate(presented);
+    if (outcome instanceof Promise) {
+      void outcome.then((settled) => {
+        if (settled === null || isRefusal(settled)) return refuse(request, reply, presented, settled);
+        admit(request, settled);
+        done();
+      });
       return;
     }
-    request.client = { key, id: key };
+    if (outcome === null || isRefusal(outcome)) return refuse(request, reply, presented, outcome);
+    admit(request, outcome);
     done();
   };
 }

@@ -18,6 +18,7 @@ import { answerOnSocket, clientErrorHandler } from './client-errors.js';
 import { protocolOfUrl, sendError, toProxyError } from './errors.js';
 import { registerJsonBody } from './json-body.js';
 import { lingerAfterAnswer } from './linger.js';
+import { keyRoutes } from './routes/keys.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
 import { consoleRoutes } from './routes/console.js';
@@ -197,6 +198,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(sessionRoutes, { ctx });
   await app.register(healthRoutes, { ctx });
   await app.register(adminRoutes, { ctx });
+  await app.register(keyRoutes, { ctx });
   await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;

@@ -8,7 +8,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { isIPv4 } from 'node:net';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
-import { presentedKey, type AccessControl } from './access.js';
+import { isRefusal, presentedKey, type AccessControl } from './access.js';
+import type { AdminRole, Principal } from '../auth/principal.js';
 import { sendError } from './errors.js';
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
@@ -35,14 +36,51 @@ export async function loopbackOnly(request: FastifyRequest, reply: FastifyReply)
   return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
 }
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who passed an admin check (set by adminOnly): the admin key, a local caller, or a principal with a role. */
+    actor?: Principal;
+  }
+}
+
+const RANK: Record<AdminRole, number> = { viewer: 0, operator: 1, admin: 2 };
+
+/** The admin key's holder, and a caller on this machine when no admin key is set: admin of every tenant. */
+export const OPERATOR_KEY: Principal = { kind: 'static-key', id: 'admin-key', subject: 'admin key', tenant: null, grants: [{ role: 'admin', global: true }] };
+export const LOCAL_CALLER: Principal = { kind: 'static-key', id: 'local', subject: 'local caller', tenant: null, grants: [{ role: 'admin', global: true }] };
+
 /**
- * An onRequest hook for operator routes: with ADMIN_API_KEY set, the request must carry it
- * (Authorization: Bearer, or x-api-key), else 401; without it, only loopback callers get in.
- * Wrong admin keys count against FAILED_KEYS_PER_MINUTE like wrong client keys.
+ * Whether `principal` holds `role` (or a stronger one): over every tenant when `tenant` is
+ * 'global'; over the given tenant otherwise (a global grant, or one for its own tenant).
  */
-export function adminOnly(access: AccessControl) {
+export function holds(principal: Principal, role: AdminRole, tenant: string | null | 'global'): boolean {
+  return principal.grants.some((g) => RANK[g.role] >= RANK[role] && (g.global || (tenant !== 'global' && principal.tenant === tenant)));
+}
+
+/** The strongest role a principal holds anywhere, for messages. */
+const strongest = (principal: Principal): string =>
+  principal.grants.length === 0 ? 'no admin role' : `the ${[...principal.grants].sort((a, b) => RANK[b.role] - RANK[a.role]).map((g) => (g.global ? `global ${g.role}` : `${g.role} (tenant ${principal.tenant ?? 'default'})`))[0]} role`;
+
+export interface AdminNeed {
+  readonly role: AdminRole;
+  /** 'global': the grant must reach every tenant; 'any': any grant of the role will do (the route narrows by tenant itself). */
+  readonly scope: 'global' | 'any';
+}
+
+/**
+ * An onRequest hook for operator routes. Who gets in: the admin key (ADMIN_API_KEY); a managed
+ * key or token whose roles include `need.role`; and, when no admin key is set, callers on this
+ * machine. Anyone else gets 401 (403 for a valid credential without the role), or, with no
+ * admin key set and no credentials, the 404 an unknown route gets, so the routes stay hidden.
+ * Wrong keys count against FAILED_KEYS_PER_MINUTE like wrong client keys. Sets request.actor.
+ */
+export function adminOnly(access: AccessControl, need: AdminNeed | ((request: FastifyRequest) => AdminNeed) = { role: 'admin', scope: 'global' }) {
   return async function admin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-    if (!access.adminKeySet) return loopbackOnly(request, reply);
+    const presented = presentedKey(request);
+    if (access.isAdmin(presented)) {
+      request.actor = OPERATOR_KEY;
+      return undefined;
+    }
     const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
     if (retryAfterSeconds > 0) {
       request.turnLog = { ...request.turnLog, refused: 'too many failed api keys' };
@@ -54,9 +92,39 @@ export function adminOnly(access: AccessControl) {
         }),
       );
     }
-    if (access.isAdmin(presentedKey(request))) return undefined;
-    access.failedKeys?.recordFailure(request.ip);
-    request.turnLog = { ...request.turnLog, refused: 'not the admin key' };
-    return sendError(request, reply, new ProxyError('invalid_api_key', 'This route needs the admin key (ADMIN_API_KEY), sent as Authorization: Bearer <key>.'));
+    const outcome = presented === null ? null : await access.authenticate(presented, false);
+    const principal = outcome !== null && !isRefusal(outcome) ? outcome : null;
+    // No admin key: this machine's callers are the operator; to anyone else without a role the
+    // routes do not exist.
+    if (!access.adminKeySet && (isLocalCaller(request.socket.remoteAddress, request.headers) || principal === null || principal.grants.length === 0)) {
+      const hidden = await loopbackOnly(request, reply);
+      if (hidden) return hidden;
+      request.actor = LOCAL_CALLER;
+      return undefined;
+    }
+    if (isRefusal(outcome) && outcome.unavailable) {
+      return sendError(request, reply, new ProxyError('auth_unavailable', outcome.refused, { retryAfterSeconds: 5 }));
+    }
+    if (principal === null) {
+      access.failedKeys?.recordFailure(request.ip);
+      request.turnLog = { ...request.turnLog, refused: 'not an admin credential' };
+      const why = isRefusal(outcome) ? `${outcome.refused} ` : '';
+      return sendError(
+        request,
+        reply,
+        new ProxyError('invalid_api_key', `${why}This route needs the admin key (ADMIN_API_KEY) or a key or token with an admin role, sent as Authorization: Bearer <key>.`),
+      );
+    }
+    const { role, scope } = typeof need === 'function' ? need(request) : need;
+    if (!holds(principal, role, scope === 'global' ? 'global' : principal.tenant)) {
+      request.turnLog = { ...request.turnLog, refused: `needs ${role}` };
+      return sendError(
+        request,
+        reply,
+        new ProxyError('admin_only', `This route needs the ${scope === 'global' ? 'global ' : ''}${role} role; this credential has ${strongest(principal)}.`),
+      );
+    }
+    request.actor = principal;
+    return undefined;
   };
 }

@@ -17,6 +17,7 @@ export const ERROR_STATUS = {
   session_conflict: 409,
   superseded: 409,
   preview_withdrawn: 409,
+  key_not_active: 409,
   session_closed: 410,
   payload_too_large: 413,
   unsupported_media_type: 415,
@@ -32,6 +33,7 @@ export const ERROR_STATUS = {
   journal_unavailable: 503,
   session_moved: 503,
   cluster_unavailable: 503,
+  auth_unavailable: 503,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_STATUS;

@@ -6,10 +6,10 @@ import { buildTranscript, toJson, toMarkdown } from '../../journal/transcript.js
 import { splitModel } from '../../protocols/adapter.js';
 import { ProxyError } from '../../protocols/errors.js';
 import type { Session } from '../../sessions/session.js';
-import { presentedKey } from '../access.js';
+import { isRefusal, presentedKey } from '../access.js';
 import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
-import { adminOnly } from '../loopback-only.js';
+import { adminOnly, holds } from '../loopback-only.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -49,7 +49,12 @@ function summary(session: Session, admin: boolean) {
  * open to holders of a client key, with the ids masked.
  */
 export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
-  const admin = adminOnly(ctx.access);
+  // Reading needs the viewer role; ending sessions and reading what was said, operator. Until
+  // sessions belong to tenants, only grants over every tenant reach these routes.
+  const admin = adminOnly(ctx.access, (request) => ({
+    role: request.method === 'GET' && !request.routeOptions.url?.endsWith('/transcript') ? 'viewer' : 'operator',
+    scope: 'global',
+  }));
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
   app.addHook('onClose', async () => loopDelay.disable());
@@ -61,7 +66,9 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   app.addHook('onRequest', async (request, reply) => {
     const listing = request.method === 'GET' && request.routeOptions.url === '/admin/sessions';
     if (listing && ctx.access.adminKeySet && ctx.access.keysRequired && !ctx.access.isAdmin(presentedKey(request))) {
-      if (ctx.access.fingerprint(presentedKey(request)) !== null) return; // a client: masked ids
+      // A client without a role sees the list with masked ids.
+      const caller = await ctx.access.authenticate(presentedKey(request), false);
+      if (caller !== null && !isRefusal(caller) && !holds(caller, 'viewer', 'global')) return;
     }
     const denied = await admin(request, reply);
     if (denied) return denied;
@@ -167,7 +174,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
       event_loop_delay_ms: { p50: ms(loopDelay.percentile(50)), p99: ms(loopDelay.percentile(99)), max: ms(loopDelay.max) },
       memory_bytes: { rss: memory.rss, heap_used: memory.heapUsed, heap_total: memory.heapTotal, external: memory.external },
       journal: { path: ctx.config.journalPath, ...journal, lag_records: journal.pending, recovery: ctx.journal.recovery },
-      api_keys: { required: ctx.access.keysRequired, admin_key: ctx.access.adminKeySet },
+      api_keys: { required: ctx.access.keysRequired, admin_key: ctx.access.adminKeySet, managed: ctx.access.managed?.size ?? 0, jwt: ctx.access.jwt !== null },
     };
   });
   refuseOtherMethods(app, '/admin/health', ['GET']);

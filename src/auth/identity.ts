@@ -1,0 +1,40 @@
+/**
+ * Assembles who may call: static keys (API_KEYS), managed keys (kept beside the journal, or in
+ * Redis in cluster mode), and JWT bearer tokens (OIDC_ISSUER or JWKS_URL).
+ */
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.js';
+import { AccessControl } from '../http/access.js';
+import type { Logger } from '../telemetry/logger.js';
+import { JwtVerifier } from './jwt.js';
+import { FileKeyStore, MemoryKeyStore, RedisKeyStore } from './key-stores.js';
+import { KeyRegistry, type KeyStore } from './keys.js';
+
+export async function openAccess(config: Config, logger: Logger, redis: Redis | null): Promise<AccessControl> {
+  const store: KeyStore = redis
+    ? new RedisKeyStore(redis, config.redisPrefix)
+    : config.journalPath === 'memory'
+      ? new MemoryKeyStore()
+      : new FileKeyStore(config.journalPath, (message) => logger.warn(message));
+  const managed = new KeyRegistry(store);
+  await managed.open();
+  const issuer = config.oidcIssuer || config.jwtIssuer;
+  const jwt =
+    config.oidcIssuer || config.jwksUrl
+      ? new JwtVerifier({
+          issuer,
+          discovery: config.oidcIssuer !== '',
+          jwksUrl: config.jwksUrl || null,
+          audience: config.jwtAudience,
+          tenantClaim: config.jwtTenantClaim,
+          rolesClaim: config.jwtRolesClaim,
+          clockSkewSeconds: config.jwtClockSkewSeconds,
+        })
+      : null;
+  if (jwt) {
+    const problem = await jwt.warmUp();
+    if (problem) logger.warn({ issuer }, `JWT bearer tokens: ${problem} Tokens are refused with 503 until it answers.`);
+    else logger.info({ issuer, audience: config.jwtAudience }, 'JWT bearer tokens accepted');
+  }
+  return AccessControl.fromConfig(config, { jwt, managed });
+}
