@@ -105,7 +105,7 @@ export class FileKeyStore implements KeyStore {
 }
 
 /**
- * A hash `PREFIX:keys` of id → record, and a channel `PREFIX:keys:changed` that names each
+ * A hash `PREFIX:keys` of id → record, a hash `PREFIX:keys:by-digest` of secret digest → id, and a channel `PREFIX:keys:changed` that names each
  * changed id. Every instance subscribes; when its subscription (re)connects it reloads all, so
  * a change published while it was away is not missed.
  */
@@ -114,6 +114,8 @@ export class RedisKeyStore implements KeyStore {
   private subscriber: Redis | null = null;
   private readonly hash: string;
   private readonly channel: string;
+  /** digest → id, for a key this instance has not heard of yet. */
+  private readonly digests: string;
 
   constructor(
     private readonly redis: Redis,
@@ -121,6 +123,7 @@ export class RedisKeyStore implements KeyStore {
   ) {
     this.hash = `${prefix}:keys`;
     this.channel = `${prefix}:keys:changed`;
+    this.digests = `${prefix}:keys:by-digest`;
   }
 
   async load(): Promise<ManagedKey[]> {
@@ -133,8 +136,16 @@ export class RedisKeyStore implements KeyStore {
     return json === null ? null : (JSON.parse(json) as ManagedKey);
   }
 
+  async findByDigest(digest: string): Promise<ManagedKey | null> {
+    const id = await this.redis.hget(this.digests, digest);
+    return id === null ? null : this.get(id);
+  }
+
   async put(key: ManagedKey): Promise<void> {
-    await this.redis.multi().hset(this.hash, key.id, JSON.stringify(key)).publish(this.channel, key.id).exec();
+    const digests = Object.fromEntries(key.secrets.map((s) => [s.digest, key.id]));
+    const multi = this.redis.multi().hset(this.hash, key.id, JSON.stringify(key));
+    if (key.secrets.length > 0) multi.hset(this.digests, digests);
+    await multi.publish(this.channel, key.id).exec();
   }
 
   onChange(listener: (id: string | null) => void): void {

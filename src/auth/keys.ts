@@ -135,6 +135,11 @@ export interface KeyStore {
   /** A record changed elsewhere (cluster mode): the registry reloads it. Null id: reload all. */
   onChange?(listener: (id: string | null) => void): void;
   get?(id: string): Promise<ManagedKey | null>;
+  /**
+   * The key holding a secret's digest, read from the store itself (cluster mode): a key another
+   * instance made a moment ago is usable here before its change notice arrives.
+   */
+  findByDigest?(digest: string): Promise<ManagedKey | null>;
   close(): Promise<void>;
   /** Whether records survive a restart. */
   readonly durable: boolean;
@@ -181,19 +186,37 @@ export class KeyRegistry {
     return this.keys.get(id);
   }
 
-  /** A presented credential: the principal of an active key, a refusal naming why, or null when it is no managed key. */
-  check(presented: string): KeyCheck {
+  /**
+   * A presented credential: the principal of an active key, a refusal naming why, or null when
+   * it is no managed key. A well-formed key this instance does not know is looked up in the
+   * store (cluster mode), and only then is a promise returned.
+   */
+  check(presented: string): KeyCheck | Promise<KeyCheck> {
     if (!presented.startsWith(KEY_PREFIX)) return null;
     if (!isManagedKeyShape(presented)) return { refused: 'The API key is not a valid key of this proxy (its checksum does not match: a typo or a truncated copy?).' };
-    const id = this.byDigest.get(secretDigest(presented));
+    const digest = secretDigest(presented);
+    const id = this.byDigest.get(digest);
     const key = id === undefined ? undefined : this.keys.get(id);
-    if (key === undefined) return null;
+    if (key !== undefined) return this.verdict(key, digest);
+    if (!this.store.findByDigest) return null;
+    return this.store.findByDigest(digest).then(
+      (found) => {
+        if (found === null) return null;
+        this.apply(found);
+        return this.verdict(found, digest);
+      },
+      () => null,
+    );
+  }
+
+  private verdict(key: ManagedKey, digest: string): KeyCheck {
     const now = this.now();
     const status = statusOf(key, now);
     if (status === 'revoked') return { refused: 'The API key has been revoked.' };
     if (status === 'expired') return { refused: 'The API key has expired.' };
-    const secret = key.secrets.find((s) => s.digest === secretDigest(presented));
-    if (secret?.expires_at && Date.parse(secret.expires_at) <= now) return { refused: 'The API key was rotated and this secret has been retired; use the new one.' };
+    const secret = key.secrets.find((s) => s.digest === digest);
+    if (secret === undefined) return null; // a secret a rotation dropped
+    if (secret.expires_at && Date.parse(secret.expires_at) <= now) return { refused: 'The API key was rotated and this secret has been retired; use the new one.' };
     return { principal: principalOf(key), key };
   }
 

@@ -13,7 +13,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
 import { ProxyError } from '../protocols/errors.js';
 import { looksLikeJwt, TokenRefused, type JwtVerifier } from '../auth/jwt.js';
-import { mayChat, type KeyRegistry } from '../auth/keys.js';
+import { mayChat, type KeyCheck, type KeyRegistry } from '../auth/keys.js';
 import type { Principal } from '../auth/principal.js';
 
 const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
@@ -162,6 +162,12 @@ export interface AccessOptions {
   readonly requireKeys?: boolean;
 }
 
+function managedOutcome(found: KeyCheck, forChat: boolean): Authentication {
+  if (found === null || 'refused' in found) return found;
+  if (forChat && !mayChat(found.key)) return { refused: "This API key has no 'client' scope: it may call the admin routes its roles allow, not the model routes." };
+  return found.principal;
+}
+
 export class AccessControl {
   private readonly keys: readonly Buffer[];
   private readonly admin: Buffer | null;
@@ -245,11 +251,8 @@ export class AccessControl {
     const fp = this.fingerprint(presented);
     if (fp !== null) return { kind: 'static-key', id: fp, subject: `key:${fp}`, tenant: null, grants: [] };
     const managed = this.managed?.check(presented) ?? null;
-    if (managed !== null) {
-      if ('refused' in managed) return managed;
-      if (forChat && !mayChat(managed.key)) return { refused: "This API key has no 'client' scope: it may call the admin routes its roles allow, not the model routes." };
-      return managed.principal;
-    }
+    if (managed instanceof Promise) return managed.then((found) => managedOutcome(found, forChat));
+    if (managed !== null) return managedOutcome(managed, forChat);
     if (this.jwt !== null && looksLikeJwt(presented)) {
       return this.jwt.verify(presented).then(
         (principal): Authentication => principal,
@@ -297,8 +300,13 @@ export function identifyClient(access: AccessControl, sendError: (request: Fasti
     if (!access.keysRequired || needs !== 'client') {
       // Without required keys, a managed key still says who is calling (its tenant, its limits).
       const managed = needs === 'client' && access.managed?.any ? access.managed.check(presentedKey(request) ?? '') : null;
-      request.client = managed !== null && 'principal' in managed ? { key: null, id: managed.principal.id, principal: managed.principal } : { key: null, id: request.ip, principal: null };
-      return done();
+      const settle = (found: KeyCheck): void => {
+        request.client = found !== null && 'principal' in found ? { key: null, id: found.principal.id, principal: found.principal } : { key: null, id: request.ip, principal: null };
+        done();
+      };
+      if (managed instanceof Promise) void managed.then(settle);
+      else settle(managed);
+      return;
     }
     const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
     if (retryAfterSeconds > 0) {

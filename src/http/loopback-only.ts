@@ -77,10 +77,6 @@ export interface AdminNeed {
 export function adminOnly(access: AccessControl, need: AdminNeed | ((request: FastifyRequest) => AdminNeed) = { role: 'admin', scope: 'global' }) {
   return async function admin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     const presented = presentedKey(request);
-    if (access.isAdmin(presented)) {
-      request.actor = OPERATOR_KEY;
-      return undefined;
-    }
     const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
     if (retryAfterSeconds > 0) {
       request.turnLog = { ...request.turnLog, refused: 'too many failed api keys' };
@@ -91,6 +87,10 @@ export function adminOnly(access: AccessControl, need: AdminNeed | ((request: Fa
           retryAfterSeconds,
         }),
       );
+    }
+    if (access.isAdmin(presented)) {
+      request.actor = OPERATOR_KEY;
+      return undefined;
     }
     const outcome = presented === null ? null : await access.authenticate(presented, false);
     const principal = outcome !== null && !isRefusal(outcome) ? outcome : null;
@@ -105,8 +105,9 @@ export function adminOnly(access: AccessControl, need: AdminNeed | ((request: Fa
     if (isRefusal(outcome) && outcome.unavailable) {
       return sendError(request, reply, new ProxyError('auth_unavailable', outcome.refused, { retryAfterSeconds: 5 }));
     }
-    if (principal === null) {
-      access.failedKeys?.recordFailure(request.ip);
+    // A credential with no role at all is no admin credential: 401, as a wrong key.
+    if (principal === null || principal.grants.length === 0) {
+      if (principal === null) access.failedKeys?.recordFailure(request.ip);
       request.turnLog = { ...request.turnLog, refused: 'not an admin credential' };
       const why = isRefusal(outcome) ? `${outcome.refused} ` : '';
       return sendError(

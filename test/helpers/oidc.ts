@@ -3,7 +3,7 @@
 // keys are made here, so tests can also sign tokens with the very same key (expired ones, for
 // another audience) and know its kid.
 import { createServer, type Server } from 'node:http';
-import { exportJWK, generateKeyPair, type JWK } from 'jose';
+import { exportJWK, generateKeyPair, type CryptoKey as JoseCryptoKey, type JWK } from 'jose';
 import Provider from 'oidc-provider';
 
 export const AUDIENCE = 'https://motive.test/api';
@@ -19,7 +19,7 @@ export interface StartedProvider {
   readonly issuer: string;
   /** The private signing key (with its kid), to sign tokens by hand. */
   readonly privateJwk: JWK & { kid: string };
-  readonly privateKey: CryptoKey;
+  readonly privateKey: JoseCryptoKey;
   readonly publicJwk: JWK & { kid: string };
   /** A real access token for a client, by the client-credentials grant. */
   token(client: ClientSpec, resource?: string): Promise<string>;

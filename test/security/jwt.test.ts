@@ -6,7 +6,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { createServer, type Server } from 'node:http';
 import { Writable } from 'node:stream';
-import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type JWK } from 'jose';
+import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey as JoseCryptoKey, type JWK } from 'jose';
 import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, type OptionName } from '../../src/config.js';
@@ -177,7 +177,7 @@ describe('JWT bearer tokens from an OpenID provider', () => {
     await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
     try {
       const s = await start({ oidcIssuer: '', jwksUrl: `http://127.0.0.1:${(jwks.address() as { port: number }).port}/keys`, jwtIssuer: 'https://idp.test', handshakeTimeoutSeconds: '0.3' });
-      const sign = (key: CryptoKey, kid: string) =>
+      const sign = (key: JoseCryptoKey, kid: string) =>
         new SignJWT({ iss: 'https://idp.test', aud: AUDIENCE, sub: `user-${kid}`, exp: Math.floor(Date.now() / 1000) + 300 })
           .setProtectedHeader({ alg: 'ES256', kid })
           .sign(key);

@@ -178,7 +178,7 @@ describe('managed API keys', () => {
     expect((await call(s.url, 'GET', '/admin/health', undefined, as)).status).toBe(403);
     // An admin-only key cannot chat; a plain client key cannot administer.
     expect((await apiError(client(s.url, tenantAdmin).models.list())).message).toMatch(/no 'client' scope/);
-    expect((await call(s.url, 'GET', '/admin/keys', undefined, { authorization: `Bearer ${own.body.key}` })).status).toBe(403);
+    expect((await call(s.url, 'GET', '/admin/keys', undefined, { authorization: `Bearer ${own.body.key}` })).status).toBe(401);
 
     for (const [body, param] of [
       [{}, 'name'],
