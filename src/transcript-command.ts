@@ -3,6 +3,7 @@
  * with no server running. The file is only read (never opened for appending), so it is safe
  * to run next to a live service.
  */
+import { displayId, scopedId } from './auth/tenants.js';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseCommandLine, UsageError } from './args.js';
@@ -12,7 +13,7 @@ import type { JournalRecord } from './journal/records.js';
 import { buildTranscript, loadSessionRecords, toJson, toMarkdown } from './journal/transcript.js';
 import { splitModel } from './protocols/adapter.js';
 
-export const TRANSCRIPT_USAGE = 'motive-proxy transcript <session> [--journal-path DIR] [--format md|json]';
+export const TRANSCRIPT_USAGE = 'motive-proxy transcript <session> [--tenant NAME] [--journal-path DIR] [--format md|json]';
 
 export interface CommandResult {
   readonly code: number;
@@ -27,7 +28,7 @@ const failure = (problem: string): CommandResult => ({ code: 1, stdout: '', stde
 export async function transcriptCommand(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<CommandResult> {
   let line;
   try {
-    line = parseCommandLine(argv, { 'journal-path': { type: 'string' }, format: { type: 'string', default: 'md' }, help: { type: 'boolean', short: 'h' } }, { allowPositionals: true });
+    line = parseCommandLine(argv, { 'journal-path': { type: 'string' }, tenant: { type: 'string' }, format: { type: 'string', default: 'md' }, help: { type: 'boolean', short: 'h' } }, { allowPositionals: true });
   } catch (err) {
     if (err instanceof UsageError) return usage(err.message);
     throw err;
@@ -48,7 +49,9 @@ export async function transcriptCommand(argv: readonly string[], env: NodeJS.Pro
 
   const warnings: string[] = [];
   const source = { read: () => readRecords(file, (message) => warnings.push(`motive-proxy: ${message}\n`)) as AsyncIterable<JournalRecord> };
-  const { sessionId } = splitModel(model);
+  if (model.includes('\u001f')) return usage('a session name may not contain the control character U+001F');
+  const tenant = (values['tenant'] as string | undefined) || null;
+  const sessionId = scopedId(tenant, splitModel(model).sessionId);
   let records: JournalRecord[];
   try {
     records = await loadSessionRecords(source, sessionId);
@@ -57,7 +60,7 @@ export async function transcriptCommand(argv: readonly string[], env: NodeJS.Pro
   }
   const transcript = buildTranscript(records);
   if (!transcript) {
-    const result = failure(`the journal at ${dir} has no session '${sessionId}' (closed sessions are dropped when the journal is compacted)`);
+    const result = failure(`the journal at ${dir} has no session '${displayId(sessionId)}' (closed sessions are dropped when the journal is compacted)`);
     return { ...result, stderr: warnings.join('') + result.stderr };
   }
   const stdout = format === 'json' ? `${JSON.stringify(toJson(transcript), null, 2)}\n` : toMarkdown(transcript);

@@ -114,7 +114,7 @@ describe('motive-proxy transcript', () => {
     const results = await Promise.all(cases.map((args) => run([...args, '--journal-path', journal])));
     results.forEach(({ code, stderr }, i) => {
       expect(code, cases[i]!.join(' ')).toBe(2);
-      expect(stderr).toContain('Usage: motive-proxy transcript <session> [--journal-path DIR] [--format md|json]');
+      expect(stderr).toContain('Usage: motive-proxy transcript <session> [--tenant NAME] [--journal-path DIR] [--format md|json]');
     });
     const memory = await run(['transcript', session], { JOURNAL_PATH: 'memory' });
     expect(memory.code).toBe(2);
@@ -124,6 +124,6 @@ describe('motive-proxy transcript', () => {
   it('is listed in --help', async () => {
     const { code, stdout } = await run(['--help']);
     expect(code).toBe(0);
-    expect(stdout).toContain('motive-proxy transcript <session> [--journal-path DIR] [--format md|json]');
+    expect(stdout).toContain('motive-proxy transcript <session> [--tenant NAME] [--journal-path DIR] [--format md|json]');
   });
 });

@@ -7,6 +7,7 @@
  * through the chart's pure logic, the same path as recovery on start. A session a live
  * instance owns is that instance's: the request is forwarded to it (src/cluster/forward.ts).
  */
+import { sessionName, displayId } from '../auth/tenants.js';
 import { isReadable, type JournalRecord } from '../journal/records.js';
 import { rebuildSession } from '../journal/recovery.js';
 import type { Journal } from '../journal/journal.js';
@@ -89,7 +90,7 @@ export class Cluster {
     const route = await claim;
     if (route.kind === 'remote') this.remember(sessionId, route);
     if (route.kind === 'remote' && forwarded) {
-      throw new ProxyError('session_moved', `Session '${sessionId}' is run by instance '${route.owner}' now. Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
+      throw new ProxyError('session_moved', `Session '${sessionName(sessionId)}' is run by instance '${route.owner}' now. Retry the same request; nothing is lost.`, { retryAfterSeconds: 1 });
     }
     return route;
   }
@@ -113,10 +114,10 @@ export class Cluster {
     }
     if (!claim.claimed) {
       if ('full' in claim) {
-        throw new ProxyError('max_sessions', `The cluster holds its maximum of ${this.options.maxSessions} live sessions; session '${sessionId}' cannot start now.`, { retryAfterSeconds: 1 });
+        throw new ProxyError('max_sessions', `The cluster holds its maximum of ${this.options.maxSessions} live sessions; session '${sessionName(sessionId)}' cannot start now.`, { retryAfterSeconds: 1 });
       }
       if (claim.address) return { kind: 'remote', owner: claim.owner, address: claim.address };
-      throw new ProxyError('session_moved', `Session '${sessionId}' is changing owner. Retry the same request shortly; nothing is lost.`, { retryAfterSeconds: 1 });
+      throw new ProxyError('session_moved', `Session '${sessionName(sessionId)}' is changing owner. Retry the same request shortly; nothing is lost.`, { retryAfterSeconds: 1 });
     }
     // An actor left here from before another instance claimed the session is stale.
     sessions.evict(sessionId);
@@ -135,9 +136,9 @@ export class Cluster {
       this.takeovers++;
       const seconds = (performance.now() - started) / 1000;
       this.options.metrics?.takeover(seconds);
-      logger.info({ session_id: sessionId, epoch: claim.epoch, records: records.length, rebuild_ms: Math.round(seconds * 1000) }, `session '${sessionId}' claimed and rebuilt from its journal`);
+      logger.info({ session_id: sessionId, epoch: claim.epoch, records: records.length, rebuild_ms: Math.round(seconds * 1000) }, `session '${displayId(sessionId)}' claimed and rebuilt from its journal`);
     } else if (outcome.kind === 'damaged') {
-      logger.warn({ session_id: sessionId, records: outcome.damage.records }, `session '${sessionId}' was not rebuilt: ${outcome.damage.problem}; a new request starts it anew`);
+      logger.warn({ session_id: sessionId, records: outcome.damage.records }, `session '${displayId(sessionId)}' was not rebuilt: ${outcome.damage.problem}; a new request starts it anew`);
     }
     return { kind: 'local' };
   }
@@ -281,7 +282,7 @@ export class Cluster {
       journal.forget(id);
       await ownership.release(id).catch(() => undefined);
       ended.push(id);
-      logger.info({ session_id: id, epoch: claim.epoch }, `session '${id}' expired: nobody ran it since its owner went away, and its TTL has run out`);
+      logger.info({ session_id: id, epoch: claim.epoch }, `session '${displayId(id)}' expired: nobody ran it since its owner went away, and its TTL has run out`);
     }
     return ended;
   }

@@ -14,6 +14,7 @@
  * page that connected with it gets transcripts. The session list (ids, states, counts, waits,
  * no text) goes to every page the console's guard lets in.
  */
+import { splitScoped } from '../auth/tenants.js';
 import type { WebSocket } from 'ws';
 import { z } from 'zod';
 import { timerMs, type SessionTiming, type Side, type TranscriptEntry } from '../../machines/session.logic.js';
@@ -55,7 +56,11 @@ export interface SideSummary {
 }
 
 export interface SessionSummary {
+  /** The service's id (the handle pages use): the name, after its tenant's when it has one. */
   readonly id: string;
+  /** The name clients use, and its tenant (null: the default tenant). */
+  readonly name: string;
+  readonly tenant: string | null;
   readonly state: string;
   readonly lastActivityAt: number | null;
   /** Transcript entries so far (system prompts, the handshake and messages). */
@@ -224,7 +229,8 @@ export class ConsoleFeed {
         socket,
       };
     }
-    return { id: session.id, state: session.state, lastActivityAt: context.lastActivityAt, entries: context.transcript.length, sides };
+    const { tenant, name } = splitScoped(session.id);
+    return { id: session.id, name, tenant, state: session.state, lastActivityAt: context.lastActivityAt, entries: context.transcript.length, sides };
   }
 
   private timing(): SessionTiming {

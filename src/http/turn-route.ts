@@ -9,6 +9,7 @@ import type { ToolCall } from '../protocols/background-tasks.js';
 import { ProxyError, WAIT_ENDED, type ErrorCode } from '../protocols/errors.js';
 import type { Outcome, Submission } from '../sessions/session.js';
 import { loggableUrl } from './access.js';
+import { scopedId, tenantOfRequest } from '../auth/tenants.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
 
@@ -29,7 +30,9 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     const body = request.body;
     // A held request keeps only what its response needs: the body and its history are the session's now.
     request.body = null;
-    request.turnLog = { session_id: turn.sessionId, protocol: adapter.name };
+    // The session the name means for this caller: its tenant's (src/auth/tenants.ts).
+    const sessionId = scopedId(tenantOfRequest(request), turn.sessionId);
+    request.turnLog = { session_id: sessionId, protocol: adapter.name };
 
     if (turn.background !== null) {
       const { kind, reply: content, toolCall } = turn.background;
@@ -40,16 +43,16 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       return respond(adapter, turn, request, reply, { side: null, outcome: Promise.resolve(local), ...call }, keepAliveMs);
     }
 
-    ctx.tracing?.annotate(request, { sessionId: turn.sessionId, protocol: adapter.name });
+    ctx.tracing?.annotate(request, { sessionId, protocol: adapter.name });
     if (ctx.cluster) {
       // Cluster mode: the session's owner serves it; this instance claims it when nobody does.
       const cluster = ctx.cluster;
-      const route = await cluster.route(turn.sessionId, cluster.isForwarded(request));
+      const route = await cluster.route(sessionId, cluster.isForwarded(request));
       if (route.kind === 'remote') {
         request.turnLog.forwarded_to = route.owner;
         // An owner that dies after its append and before its answer: the journal has the answer.
         const recover = async () => {
-          const delivered = await cluster.deliveryFor(turn.sessionId, request.id);
+          const delivered = await cluster.deliveryFor(sessionId, request.id);
           if (!delivered) return null;
           request.turnLog = { ...request.turnLog, side: delivered.side, recovered_from_journal: true };
           return (r: FastifyReply) => r.send(adapter.renderReply(turn, { content: delivered.content, side: delivered.side, delivery: delivered.delivery }));
@@ -59,11 +62,11 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     }
     const client = request.client.key;
     // Authorisation first: a client that may not act on the session must not spend its budget.
-    const bound = client ? ctx.sessions.get(turn.sessionId)?.bindClient({ ...submitted, client }) : undefined;
+    const bound = client ? ctx.sessions.get(sessionId)?.bindClient({ ...submitted, client }) : undefined;
     if (bound && 'error' in bound) throw new ProxyError(bound.error, bound.message);
-    if (limits.checking) await limits.check(request, reply, turn.sessionId);
+    if (limits.checking) await limits.check(request, reply, sessionId);
     const release = limits.hold(request);
-    const result = ctx.sessions.submit(turn.sessionId, client ? { ...submitted, client } : submitted, request.id, {
+    const result = ctx.sessions.submit(sessionId, client ? { ...submitted, client } : submitted, request.id, {
       protocol: adapter.name,
       ...(turn.stream ? { stream: true } : {}),
     });

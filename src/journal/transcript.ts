@@ -5,6 +5,7 @@
  * the same that replays a session and that the console shows live: its transcript, plus the
  * outcome. Rendered as JSON (a stable, documented shape, below) or as Markdown for people.
  */
+import { displayId, splitScoped } from '../auth/tenants.js';
 import { fold, type SessionFact } from '../../machines/session.facts.js';
 import type { Side, TranscriptKind } from '../../machines/session.logic.js';
 import { factsOf, isReadable, latestIncarnations, type JournalRecord } from './records.js';
@@ -86,7 +87,10 @@ export function transcriptOf(session: string, facts: readonly SessionFact[]): Tr
 /** The JSON form (GET /admin/sessions/:id/transcript, `motive-proxy transcript --format json`). Times are ISO 8601. */
 export interface TranscriptJson {
   readonly object: 'session.transcript';
+  /** The session's name, as its clients wrote it. */
   readonly session: string;
+  /** Its tenant; null for the default tenant. */
+  readonly tenant: string | null;
   readonly started_at: string;
   readonly last_activity_at: string;
   readonly outcome: { readonly status: TranscriptOutcome['status']; readonly reason: TranscriptOutcome['reason']; readonly at: string | null };
@@ -98,7 +102,8 @@ export function toJson(transcript: Transcript): TranscriptJson {
   const { outcome } = transcript;
   return {
     object: 'session.transcript',
-    session: transcript.session,
+    session: splitScoped(transcript.session).name,
+    tenant: splitScoped(transcript.session).tenant,
     started_at: iso(transcript.startedAt),
     last_activity_at: iso(transcript.lastActivityAt),
     outcome: { status: outcome.status, reason: outcome.reason, at: outcome.at === null ? null : iso(outcome.at) },
@@ -111,7 +116,7 @@ export function toJson(transcript: Transcript): TranscriptJson {
 export function toMarkdown(transcript: Transcript): string {
   const { turns } = transcript;
   const parts = [
-    `# Transcript of session ${inlineCode(transcript.session)}`,
+    `# Transcript of session ${inlineCode(displayId(transcript.session))}`,
     [
       `- Outcome: ${describeOutcome(transcript.outcome)}`,
       `- Started: ${iso(transcript.startedAt)}; last activity: ${iso(transcript.lastActivityAt)}`,

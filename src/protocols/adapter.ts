@@ -126,6 +126,8 @@ export function sessionInPath({ params }: WireRequest): string {
 
 /** `<session>|A` / `<session>|B` names the side explicitly; anything else is the session id. */
 export function splitModel(model: string): { sessionId: string; explicitSide: Side | null } {
+  // U+001F separates a tenant from a session name inside the service (src/auth/tenants.ts).
+  if (model.includes('\u001f')) throw new ProxyError('invalid_request', 'model may not contain the control character U+001F.', { param: 'model' });
   const match = /^(.*)\|([AaBb])$/s.exec(model);
   if (!match || match[1] === '') return { sessionId: model, explicitSide: null };
   return { sessionId: match[1]!, explicitSide: match[2]!.toUpperCase() as Side };

@@ -75,8 +75,8 @@ export const frame = (f: ServerFrame): string => JSON.stringify(f);
 
 /** Query of the upgrade request: which session, and which side (optional: the free one). */
 export const connectQuery = z.looseObject({
-  session: z.string().min(1, 'session must not be empty').max(256, 'session is longer than 256 characters').optional(),
-  model: z.string().min(1).max(256).optional(),
+  session: z.string().min(1, 'session must not be empty').max(256, 'session is longer than 256 characters').refine((s) => !s.includes('\u001f'), 'session may not contain the control character U+001F').optional(),
+  model: z.string().min(1).max(256).refine((s) => !s.includes('\u001f'), 'model may not contain the control character U+001F').optional(),
   side: z
     .string()
     .transform((s) => s.toUpperCase())

@@ -5,6 +5,7 @@
  * actor receives (CONNECT_x, MESSAGE_FROM_x, RETRY_FROM_x), so replaying events never has to
  * attribute anything again.
  */
+import { sessionName } from '../auth/tenants.js';
 import { otherSide, SIDES, unsentMessages, type SessionContext, type Side, type SideState } from '../../machines/session.logic.js';
 
 /** A chat request reduced to what attribution and delivery need, whatever its wire format. */
@@ -100,7 +101,7 @@ function unknownHistory(ctx: SessionContext, side: Side | null): Attribution {
   return {
     kind: 'conflict',
     message: known
-      ? `The assistant messages in this request's history do not match what session '${ctx.sessionId}' delivered to ${who}. Start a new conversation or use a new session id.`
+      ? `The assistant messages in this request's history do not match what session '${sessionName(ctx.sessionId)}' delivered to ${who}. Start a new conversation or use a new session id.`
       : `Session '${ctx.sessionId}' has delivered nothing yet, but this request's history shows assistant messages: it belongs to an earlier conversation (one that ended, or from before a restart without a journal). Start a new conversation or use a new session id.`,
   };
 }
@@ -120,7 +121,7 @@ export function attributeRequest(ctx: SessionContext, req: TurnRequest): Attribu
     if ((req.explicitSide && req.explicitSide !== side) || !state.joined || state.deliveries.length < seen) {
       return {
         kind: 'conflict',
-        message: `The previous response this request continues from is not one session '${ctx.sessionId}' gave${req.explicitSide && req.explicitSide !== side ? ` to side ${req.explicitSide}` : ''}: it belongs to another conversation, or one that ended. Start a new conversation or use a new session id.`,
+        message: `The previous response this request continues from is not one session '${sessionName(ctx.sessionId)}' gave${req.explicitSide && req.explicitSide !== side ? ` to side ${req.explicitSide}` : ''}: it belongs to another conversation, or one that ended. Start a new conversation or use a new session id.`,
       };
     }
     return classify(ctx, side, req, seen + history.length);

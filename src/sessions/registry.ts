@@ -2,6 +2,7 @@
  * The actor system: one session actor per session id, spawned on first use and dropped
  * when it reaches CLOSED, so memory follows live sessions only.
  */
+import { sessionName } from '../auth/tenants.js';
 import { createActor, fromTransition, type AnyActorRef, type InspectionEvent, type SimulatedClock } from 'xstate';
 import { initialContext, type CloseReason, type SessionTiming } from '../../machines/session.logic.js';
 import { attributeRequest, type TurnRequest } from './attribution.js';
@@ -109,7 +110,7 @@ export class SessionRegistry {
       if (this.sessions.size >= this.options.maxSessions) {
         return {
           error: 'max_sessions',
-          message: `The proxy holds its maximum of ${this.options.maxSessions} live sessions; session '${sessionId}' cannot start now.`,
+          message: `The proxy holds its maximum of ${this.options.maxSessions} live sessions; session '${sessionName(sessionId)}' cannot start now.`,
         };
       }
       session = this.spawn(sessionId);

@@ -5,6 +5,7 @@
  * event attribution chose, and turns the actor's emitted replies back into per-request
  * outcomes for the HTTP layer.
  */
+import { sessionName } from '../auth/tenants.js';
 import { createActor, type Actor, type AnyActorRef } from 'xstate';
 import type { RejectCode, SessionContext, SessionTiming, Side } from '../../machines/session.logic.js';
 import { sessionMachine, type SessionEmitted, type SessionEvent, type SessionStateName } from '../../machines/session.machine.js';
@@ -167,7 +168,7 @@ export class Session {
     if (!notA && !notB) return { request };
     const side: Side = notA ? 'B' : 'A';
     if (request.explicitSide && request.explicitSide !== side) {
-      return { error: 'session_forbidden', message: `Side ${request.explicitSide} of session '${this.id}' joined with another API key; this key cannot speak for it.` };
+      return { error: 'session_forbidden', message: `Side ${request.explicitSide} of session '${sessionName(this.id)}' joined with another API key; this key cannot speak for it.` };
     }
     return { request: { ...request, explicitSide: side } };
   }
@@ -206,7 +207,7 @@ export class Session {
     if (bytes <= this.maxQueuedBytes) return null;
     return {
       error: 'queue_full',
-      message: `Side ${peer} of session '${this.id}' is not reading, and what waits for it would exceed MAX_QUEUED_BYTES_PER_SIDE (${this.maxQueuedBytes} bytes). Send this again once side ${peer} has read its messages.`,
+      message: `Side ${peer} of session '${sessionName(this.id)}' is not reading, and what waits for it would exceed MAX_QUEUED_BYTES_PER_SIDE (${this.maxQueuedBytes} bytes). Send this again once side ${peer} has read its messages.`,
     };
   }
 

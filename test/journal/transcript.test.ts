@@ -182,6 +182,7 @@ describe('renderers', () => {
     expect(toJson(transcript())).toEqual({
       object: 'session.transcript',
       session: 'gate',
+      tenant: null,
       started_at: iso(0),
       last_activity_at: iso(2_000),
       outcome: { status: 'closed', reason: 'deleted', at: iso(2_000) },

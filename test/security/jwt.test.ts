@@ -11,6 +11,7 @@ import OpenAI from 'openai';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, type OptionName } from '../../src/config.js';
 import { createService, type Service } from '../../src/server.js';
+import { scopedId } from '../../src/auth/tenants.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { apiError, sleep, uniqueId, until } from '../http/support.js';
 import { AUDIENCE, startProvider, type StartedProvider } from '../helpers/oidc.js';
@@ -85,7 +86,7 @@ describe('JWT bearer tokens from an OpenID provider', () => {
     const b = new Anthropic({ baseURL: s.url, apiKey: await provider.token(GAME_B), maxRetries: 0 });
 
     const handshake = a.chat.completions.create({ model, messages: [user('Halt! Who goes there?')] });
-    await until(() => s.service.ctx.sessions.get(model)?.state === 'AWAITING_PEER', 'A is held');
+    await until(() => s.service.ctx.sessions.get(scopedId('studio-a', model))?.state === 'AWAITING_PEER', 'A is held');
     const reply = b.messages.create({ model, max_tokens: 100, messages: [user('A traveller.')] });
     expect((await handshake).choices[0]!.message.content).toBe('A traveller.');
     const next = a.chat.completions.create({ model, messages: [user('Halt! Who goes there?'), { role: 'assistant', content: 'A traveller.' }, user('Pass, then.')] });
@@ -102,7 +103,7 @@ describe('JWT bearer tokens from an OpenID provider', () => {
     // A fresh token for the same subject (a refreshed one) still speaks for its side.
     const refreshed = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: await provider.token(GAME_A), maxRetries: 0 });
     const retry = refreshed.chat.completions.create({ model, messages: [user('Halt! Who goes there?'), { role: 'assistant', content: 'A traveller.' }, user('Pass, then.')] });
-    await until(() => s.service.ctx.sessions.get(model)?.context.sides.A.held !== null, 'the refreshed token re-attaches to side A');
+    await until(() => s.service.ctx.sessions.get(scopedId('studio-a', model))?.context.sides.A.held !== null, 'the refreshed token re-attaches to side A');
     retry.catch(() => undefined);
     // The token never reaches the log; its subject's fingerprint does not either.
     expect(s.log.join('')).not.toContain(GAME_A.secret);
@@ -198,20 +199,20 @@ describe('JWT bearer tokens from an OpenID provider', () => {
     const s = await start({ adminApiKey: ADMIN });
     const model = uniqueId('watched');
     const pending = chat(s.url, await provider.token(GAME_A), model);
-    await until(() => s.service.ctx.sessions.get(model) !== undefined, 'the session exists');
+    await until(() => s.service.ctx.sessions.get(scopedId('studio-a', model)) !== undefined, 'the session exists');
     const viewer = { authorization: `Bearer ${await provider.token(WATCHER)}` };
     const list = await fetch(`${s.url}/admin/sessions`, { headers: viewer });
     expect(list.status).toBe(200);
     const body = (await list.json()) as { ids_masked: boolean; data: Array<{ id: string }> };
     expect(body.ids_masked).toBe(false);
     expect(body.data.map((d) => d.id)).toContain(model);
-    const end = await fetch(`${s.url}/admin/sessions/${model}`, { method: 'DELETE', headers: viewer });
+    const end = await fetch(`${s.url}/admin/sessions/${model}?tenant=studio-a`, { method: 'DELETE', headers: viewer });
     expect(end.status).toBe(403);
     expect(((await end.json()) as any).error.message).toMatch(/operator role; this credential has the global viewer role/);
     // A client's token without a role sees the list with the ids masked.
     const client = await fetch(`${s.url}/admin/sessions`, { headers: { authorization: `Bearer ${await provider.token(GAME_B)}` } });
     expect(((await client.json()) as { ids_masked: boolean }).ids_masked).toBe(true);
-    const ended = await fetch(`${s.url}/admin/sessions/${model}`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
+    const ended = await fetch(`${s.url}/admin/sessions/${model}?tenant=studio-a`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } });
     expect(ended.status).toBe(200);
     expect((await pending).status).toBe(410);
   });

@@ -271,7 +271,7 @@ describe('the admin key', () => {
 
     // Ending a session from the admin route answers its held request 410.
     const end = await fetch(`${s.url}/admin/sessions/${model}`, { method: 'DELETE', headers: admin });
-    expect(await end.json()).toEqual({ id: model, object: 'session', deleted: true });
+    expect(await end.json()).toEqual({ id: model, tenant: null, object: 'session', deleted: true });
     expect((await apiError(held)).status).toBe(410);
     expect((await fetch(`${s.url}/admin/sessions/${model}`, { headers: admin })).status).toBe(404);
   });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isManagedKeyShape } from '../../src/auth/keys.js';
+import { scopedId } from '../../src/auth/tenants.js';
 import { loadConfig, type OptionName } from '../../src/config.js';
 import { createService, type Service } from '../../src/server.js';
 import { createLogger } from '../../src/telemetry/logger.js';
@@ -77,16 +78,21 @@ describe('managed API keys', () => {
     expect(made.body).toMatchObject({ object: 'api_key', name: 'guard NPC', tenant: 'studio-a', scopes: ['client'], status: 'active', created_by: 'admin key' });
     const other = (await call(s.url, 'POST', '/admin/keys', { name: 'player' })).body.key as string;
 
+    // A key of studio-a and a key of the default tenant name the same session, and do not meet.
     const model = uniqueId('guard');
+    const peer = (await call(s.url, 'POST', '/admin/keys', { name: 'player', tenant: 'studio-a' })).body.key as string;
     const a = client(s.url, secret).chat.completions.create({ model, messages: [user('Halt!')] });
-    await until(() => s.service.ctx.sessions.get(model)?.state === 'AWAITING_PEER', 'A is held');
-    const b = client(s.url, other).chat.completions.create({ model, messages: [user('Friend.')] });
+    await until(() => s.service.ctx.sessions.get(scopedId('studio-a', model))?.state === 'AWAITING_PEER', 'A is held');
+    const elsewhere = client(s.url, other).chat.completions.create({ model, messages: [user('Who?')] });
+    elsewhere.catch(() => undefined);
+    await until(() => s.service.ctx.sessions.get(model)?.state === 'AWAITING_PEER', "the default tenant's session of that name");
+    const b = client(s.url, peer).chat.completions.create({ model, messages: [user('Friend.')] });
     expect((await a).choices[0]!.message.content).toBe('Friend.');
     b.catch(() => undefined);
 
     // Listed and read without any secret or digest; the file beside the journal has the digest only.
     const listed = await call(s.url, 'GET', '/admin/keys');
-    expect(listed.body.data).toHaveLength(2);
+    expect(listed.body.data).toHaveLength(3);
     const text = JSON.stringify(listed.body) + JSON.stringify((await call(s.url, 'GET', `/admin/keys/${made.body.id}`)).body);
     expect(text).not.toContain(secret);
     expect(text).not.toContain('digest');

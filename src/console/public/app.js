@@ -204,7 +204,7 @@ function route() {
   if (ui.play && ui.play.session !== next.id) leave();
   ui.transcript = { id: next.id, entries: [], skipped: 0, closed: false };
   $('transcript').replaceChildren();
-  document.title = next.id ? `${next.id} · MotiveProxy console` : 'MotiveProxy console';
+  document.title = next.id ? `${next.id.replace('\u001f', '/')} · MotiveProxy console` : 'MotiveProxy console';
   watch();
   if (next.view === 'session') renderSession();
   else renderSessions();
@@ -252,6 +252,26 @@ function waitingItems(session) {
   return items;
 }
 
+/** A session as people read it: its name, after its tenant's when it has one. */
+function label(s) {
+  const name = s.name ?? s.id;
+  return s.tenant ? `${s.tenant}/${name}` : name;
+}
+
+/** The name a client uses for the session (the id without its tenant). */
+function nameOf(id) {
+  const s = ui.sessions.get(id);
+  if (s?.name) return s.name;
+  const at = id.indexOf('\u001f');
+  return at === -1 ? id : id.slice(at + 1);
+}
+
+/** The tenant of a session id, or null for the default tenant. */
+function tenantOf(id) {
+  const at = id.indexOf('\u001f');
+  return at === -1 ? null : id.slice(0, at);
+}
+
 function renderSessions() {
   const body = $('sessions-body');
   const focusedId = document.activeElement?.closest?.('tr')?.dataset.session ?? null;
@@ -260,7 +280,7 @@ function renderSessions() {
   $('sessions-empty').hidden = list.length > 0;
   $('sessions-table').hidden = list.length === 0;
   const rows = list.map((s) => {
-    const link = node('a', { href: `#/s/${encodeURIComponent(s.id)}`, class: 'session-link', text: s.id });
+    const link = node('a', { href: `#/s/${encodeURIComponent(s.id)}`, class: 'session-link', text: label(s) });
     const waiting = waitingItems(s);
     const tr = node(
       'tr',
@@ -292,18 +312,20 @@ function currentSession() {
 function renderSession() {
   const id = ui.route.id;
   const s = currentSession();
-  $('conv-id').textContent = id;
+  $('conv-id').textContent = s ? label(s) : id.replace('\u001f', '/');
   const state = s ? s.state : ui.transcript.closed && ui.transcript.entries.length ? 'CLOSED' : s === null ? 'not live' : '';
   const badge = $('conv-state');
   badge.textContent = state;
   badge.className = `badge state-${state.replace(/\s/g, '-')}`;
 
-  const enc = encodeURIComponent(id);
+  const enc = encodeURIComponent(nameOf(id));
+  const tenant = tenantOf(id);
+  const inTenant = tenant ? `&tenant=${encodeURIComponent(tenant)}` : '';
   $('admin-actions').hidden = !ui.admin;
-  $('download-md').href = `/admin/sessions/${enc}/transcript?format=md`;
-  $('download-md').setAttribute('download', `${id}.md`);
-  $('download-json').href = `/admin/sessions/${enc}/transcript?format=json`;
-  $('download-json').setAttribute('download', `${id}.json`);
+  $('download-md').href = `/admin/sessions/${enc}/transcript?format=md${inTenant}`;
+  $('download-md').setAttribute('download', `${nameOf(id)}.md`);
+  $('download-json').href = `/admin/sessions/${enc}/transcript?format=json${inTenant}`;
+  $('download-json').setAttribute('download', `${nameOf(id)}.json`);
   $('end-session').disabled = !s;
 
   const cards = $('side-cards');
@@ -402,14 +424,17 @@ function onTranscript(frame) {
 
 $('end-session').addEventListener('click', async () => {
   const id = ui.route.id;
-  if (!id || !confirm(`End session “${id}”? Requests still waiting in it get 410 session_closed.`)) return;
+  if (!id || !confirm(`End session “${id.replace('\u001f', '/')}”? Requests still waiting in it get 410 session_closed.`)) return;
   // With the admin key, the admin route ends any session; otherwise a participant's route.
   const admin = adminKey();
   const key = admin || apiKey();
   const headers = key ? { authorization: `Bearer ${key}` } : {};
-  const url = admin ? `/admin/sessions/${encodeURIComponent(id)}` : `/v1/sessions/${encodeURIComponent(id)}`;
+  const tenant = tenantOf(id);
+  const url = admin
+    ? `/admin/sessions/${encodeURIComponent(nameOf(id))}${tenant ? `?tenant=${encodeURIComponent(tenant)}` : ''}`
+    : `/v1/sessions/${encodeURIComponent(nameOf(id))}`;
   const response = await fetch(url, { method: 'DELETE', headers }).catch(() => null);
-  notice(response?.ok ? `Session “${id}” ended.` : `The session could not be ended${response ? ` (${response.status})` : ''}.`);
+  notice(response?.ok ? `Session “${id.replace('\u001f', '/')}” ended.` : `The session could not be ended${response ? ` (${response.status})` : ''}.`);
 });
 
 function notice(text) {
@@ -526,7 +551,7 @@ function join(side) {
   }
   const key = apiKey();
   // Browsers cannot set headers on a WebSocket: a key goes in the query.
-  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/realtime?session=${encodeURIComponent(id)}&side=${side}${key ? `&key=${encodeURIComponent(key)}` : ''}`;
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/realtime?session=${encodeURIComponent(nameOf(id))}&side=${side}${key ? `&key=${encodeURIComponent(key)}` : ''}`;
   const ws = new WebSocket(url);
   const play = { ws, session: id, side, ready: false, pending: null, streamed: '', lastValue: '', awaitingSince: null, otherHeldSeen: false, ended: null, idle: null };
   ui.play = play;

@@ -10,6 +10,8 @@ import { isRefusal, presentedKey } from '../access.js';
 import { refuseOtherMethods } from '../errors.js';
 import type { AppContext } from '../context.js';
 import { adminOnly, holds } from '../loopback-only.js';
+import type { AdminRole } from '../../auth/principal.js';
+import { scopedId, sessionName, splitScoped, tenantOfSession } from '../../auth/tenants.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -34,8 +36,10 @@ function summary(session: Session, admin: boolean) {
       bound_to_key: state.client !== null,
     };
   };
+  const { tenant, name } = splitScoped(session.id);
   return {
-    id: admin ? session.id : maskedId(session.id),
+    id: admin ? name : maskedId(session.id),
+    tenant,
     state: session.state,
     created_at: ctx.transcript[0]?.at ?? null,
     last_activity_at: ctx.lastActivityAt,
@@ -51,10 +55,30 @@ function summary(session: Session, admin: boolean) {
 export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   // Reading needs the viewer role; ending sessions and reading what was said, operator. Until
   // sessions belong to tenants, only grants over every tenant reach these routes.
-  const admin = adminOnly(ctx.access, (request) => ({
-    role: request.method === 'GET' && !request.routeOptions.url?.endsWith('/transcript') ? 'viewer' : 'operator',
-    scope: 'global',
-  }));
+  const roleFor = (request: FastifyRequest): AdminRole => (request.method === 'GET' && !request.routeOptions.url?.endsWith('/transcript') ? 'viewer' : 'operator');
+  // The service's health spans every tenant: global roles only. Session routes take a tenant's
+  // roles too, and each answers for the sessions of the tenants the caller's roles reach.
+  const admin = adminOnly(ctx.access, (request) => ({ role: roleFor(request), scope: request.routeOptions.url === '/admin/health' ? 'global' : 'any' }));
+  /**
+   * The tenant a session route acts in: `?tenant=` (a global role's to choose; the default
+   * tenant without it), else the caller's own. A tenant the caller's roles do not reach gets the
+   * same 404 as a session that does not exist.
+   */
+  const tenantFor = (request: FastifyRequest): string | null => {
+    const actor = request.actor!;
+    const asked = (request.query as { tenant?: unknown } | undefined)?.tenant;
+    const tenant = typeof asked === 'string' && asked !== '' ? asked : holds(actor, 'viewer', 'global') ? null : actor.tenant;
+    if (!holds(actor, roleFor(request), tenant)) {
+      throw new ProxyError('not_found', `There is no live session '${String((request.params as { id?: string }).id ?? '').slice(0, 256)}'.`, { param: 'id' });
+    }
+    return tenant;
+  };
+  /** The service's id of the session a route names, in the tenant it acts in. */
+  const sessionIdOf = (request: FastifyRequest<{ Params: { id: string } }>): string => scopedId(tenantFor(request), splitModel(request.params.id).sessionId);
+  const reaches = (request: FastifyRequest, session: Session): boolean => {
+    const actor = request.actor;
+    return actor === undefined ? false : holds(actor, 'viewer', tenantOfSession(session.id));
+  };
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
   app.addHook('onClose', async () => loopDelay.disable());
@@ -68,7 +92,10 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     if (listing && ctx.access.adminKeySet && ctx.access.keysRequired && !ctx.access.isAdmin(presentedKey(request))) {
       // A client without a role sees the list with masked ids.
       const caller = await ctx.access.authenticate(presentedKey(request), false);
-      if (caller !== null && !isRefusal(caller) && !holds(caller, 'viewer', 'global')) return;
+      if (caller !== null && !isRefusal(caller) && !holds(caller, 'viewer', caller.tenant)) {
+        request.client = { key: caller.id, id: caller.id, principal: caller };
+        return;
+      }
     }
     const denied = await admin(request, reply);
     if (denied) return denied;
@@ -77,15 +104,20 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   });
 
   const live = (request: FastifyRequest<{ Params: { id: string } }>): Session => {
-    const { sessionId } = splitModel(request.params.id);
+    const sessionId = sessionIdOf(request);
     request.turnLog = { session_id: sessionId };
     const session = ctx.sessions.get(sessionId);
-    if (!session) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
+    if (!session) throw new ProxyError('not_found', `There is no live session '${request.params.id}'.`, { param: 'id' });
     return session;
   };
 
   app.get('/admin/sessions', async (request) => {
-    const data: unknown[] = [...ctx.sessions.list()].map((s) => ({ ...summary(s, request.isAdmin === true), ...(ctx.cluster ? { owner: ctx.cluster.instanceId } : {}) }));
+    // The admin sees the sessions of every tenant its roles reach; a client, its own tenant's, masked.
+    const visible = (session: Session): boolean =>
+      request.isAdmin === true ? reaches(request, session) : tenantOfSession(session.id) === (request.client?.principal?.tenant ?? null);
+    const data: unknown[] = [...ctx.sessions.list()]
+      .filter(visible)
+      .map((s) => ({ ...summary(s, request.isAdmin === true), ...(ctx.cluster ? { owner: ctx.cluster.instanceId } : {}) }));
     // Cluster mode: every instance's sessions (each answers for those it runs).
     if (ctx.cluster && !ctx.cluster.isForwarded(request)) {
       for (const answer of await ctx.cluster.askOthers<{ data?: unknown[] }>(request)) data.push(...(answer.data ?? []));
@@ -95,7 +127,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   refuseOtherMethods(app, '/admin/sessions', ['GET']);
 
   app.get<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
-    const { sessionId } = splitModel(request.params.id);
+    const sessionId = sessionIdOf(request);
     const cluster = ctx.cluster;
     if (cluster) {
       // Cluster mode: Redis says who runs the session; the owner answers for it.
@@ -108,8 +140,8 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
         if (owner.alive && owner.owner && owner.owner !== cluster.instanceId && owner.address && !cluster.isForwarded(request)) {
           return cluster.forwardTo(request, reply, undefined, { owner: owner.owner, address: owner.address });
         }
-        if (owner.owner === null && owner.epoch === 0) throw new ProxyError('not_found', `There is no live session '${sessionId}'.`, { param: 'id' });
-        return { id: sessionId, object: 'session', state: null, owner: owner.alive ? owner.owner : null, epoch: owner.epoch, note: 'No instance runs this session now: the next request for it claims it and rebuilds it from its journal.' };
+        if (owner.owner === null && owner.epoch === 0) throw new ProxyError('not_found', `There is no live session '${request.params.id}'.`, { param: 'id' });
+        return { id: sessionName(sessionId), tenant: tenantOfSession(sessionId), object: 'session', state: null, owner: owner.alive ? owner.owner : null, epoch: owner.epoch, note: 'No instance runs this session now: the next request for it claims it and rebuilds it from its journal.' };
       }
     }
     const session = live(request);
@@ -125,19 +157,19 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   /** Ends a session: held requests get 410 session_closed. */
   app.delete<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
     if (ctx.cluster) {
-      const { sessionId } = splitModel(request.params.id);
+      const sessionId = sessionIdOf(request);
       const route = await ctx.cluster.route(sessionId, ctx.cluster.isForwarded(request));
       if (route.kind === 'remote') return ctx.cluster.forwardTo(request, reply, undefined, route);
     }
     const session = live(request);
     session.close('deleted');
-    return { id: session.id, object: 'session', deleted: true };
+    return { id: sessionName(session.id), tenant: tenantOfSession(session.id), object: 'session', deleted: true };
   });
   refuseOtherMethods(app, '/admin/sessions/:id', ['GET', 'DELETE']);
 
   /** A session's conversation from the journal: JSON by default, Markdown with ?format=md. */
   app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/admin/sessions/:id/transcript', async (request, reply) => {
-    const { sessionId } = splitModel(request.params.id);
+    const sessionId = sessionIdOf(request);
     request.turnLog = { session_id: sessionId };
     const format = request.query.format ?? 'json';
     if (format !== 'json' && format !== 'md') {
@@ -145,7 +177,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     }
     const transcript = buildTranscript((await ctx.journal.store.readSession(sessionId)).filter(isReadable));
     if (!transcript) {
-      throw new ProxyError('not_found', `The journal has no session '${sessionId}' (closed sessions are dropped when the journal is compacted).`, {
+      throw new ProxyError('not_found', `The journal has no session '${request.params.id}' (closed sessions are dropped when the journal is compacted).`, {
         param: 'id',
       });
     }

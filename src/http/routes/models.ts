@@ -5,6 +5,7 @@ import { ProxyError } from '../../protocols/errors.js';
 import { PROTOCOLS } from '../../protocols/index.js';
 import type { Session } from '../../sessions/session.js';
 import { refuseOtherMethods } from '../errors.js';
+import { scopedId, sessionName, tenantOfRequest, tenantOfSession } from '../../auth/tenants.js';
 import type { AppContext } from '../context.js';
 
 type WithModels = ProtocolAdapter & { readonly models: ModelRoutes };
@@ -21,26 +22,27 @@ type WithModels = ProtocolAdapter & { readonly models: ModelRoutes };
  */
 export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   const windowMs = ctx.config.modelListWindowSeconds * 1000;
-  const visibleTo = (session: Session, client: string | null): boolean =>
-    client === null || SIDES.some((side) => session.context.sides[side].client === client);
+  // A caller sees its own tenant's sessions only, and with keys, only those a side of which it joined.
+  const visibleTo = (session: Session, client: string | null, tenant: string | null): boolean =>
+    tenantOfSession(session.id) === tenant && (client === null || SIDES.some((side) => session.context.sides[side].client === client));
   const startedAt = (session: Session): number => session.context.transcript[0]?.at ?? ctx.startedAt;
 
-  const joinable = (client: string | null): JoinableSession[] => {
+  const joinable = (client: string | null, tenant: string | null): JoinableSession[] => {
     const now = Date.now();
     const list: JoinableSession[] = [];
     for (const session of ctx.sessions.list()) {
-      if (session.state !== 'AWAITING_PEER' || !visibleTo(session, client)) continue;
+      if (session.state !== 'AWAITING_PEER' || !visibleTo(session, client, tenant)) continue;
       const { sides, lastActivityAt } = session.context;
       const waiting = sides.A.held !== null || sides.B.held !== null;
       if (!waiting && (lastActivityAt === null || now - lastActivityAt > windowMs)) continue;
-      list.push({ id: session.id, createdAt: startedAt(session) });
+      list.push({ id: sessionName(session.id), createdAt: startedAt(session) });
     }
     return list;
   };
 
-  const describe = (id: string, client: string | null): JoinableSession => {
-    const session = ctx.sessions.get(splitModel(id).sessionId);
-    const known = session !== undefined && !session.closed && visibleTo(session, client);
+  const describe = (id: string, client: string | null, tenant: string | null): JoinableSession => {
+    const session = ctx.sessions.get(scopedId(tenant, splitModel(id).sessionId));
+    const known = session !== undefined && !session.closed && visibleTo(session, client, tenant);
     return { id, createdAt: known ? startedAt(session) : Date.now() };
   };
 
@@ -61,7 +63,7 @@ export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
    * one instance's own share answers `GET /cluster/joinable`, which the others ask.
    */
   const joinableEverywhere = async (request: FastifyRequest): Promise<JoinableSession[]> => {
-    const list = joinable(request.client.key);
+    const list = joinable(request.client.key, tenantOfRequest(request));
     if (!ctx.cluster) return list;
     const seen = new Set(list.map((s) => s.id));
     for (const answer of await ctx.cluster.askOthers<{ data?: JoinableSession[] }>(request, '/cluster/joinable')) {
@@ -74,7 +76,7 @@ export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     return list.sort((a, b) => a.createdAt - b.createdAt);
   };
   if (ctx.cluster) {
-    app.get('/cluster/joinable', async (request) => ({ object: 'list', instance: ctx.cluster!.instanceId, data: joinable(request.client.key) }));
+    app.get('/cluster/joinable', async (request) => ({ object: 'list', instance: ctx.cluster!.instanceId, data: joinable(request.client.key, tenantOfRequest(request)) }));
     refuseOtherMethods(app, '/cluster/joinable', ['GET']);
   }
 
@@ -103,7 +105,7 @@ export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
           query: request.query as Record<string, unknown>,
         };
         try {
-          return retrieve.render(describe(retrieve.sessionOf(wire), request.client.key));
+          return retrieve.render(describe(retrieve.sessionOf(wire), request.client.key, tenantOfRequest(request)));
         } catch (err) {
           return answerError(reply, adapter, err);
         }

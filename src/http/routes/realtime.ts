@@ -27,6 +27,7 @@ import { browserRefusal } from '../browser-guard.js';
 import type { AppContext } from '../context.js';
 import { createLimits, type Limits } from '../limits.js';
 import { sideHolders } from '../side-holders.js';
+import { scopedId, splitScoped, tenantOfRequest } from '../../auth/tenants.js';
 import { relaySocket } from '../../cluster/forward-socket.js';
 
 /** Close codes: normal after the session closed, "service restart" when shutting down. */
@@ -62,7 +63,7 @@ export async function realtimeRoutes(app: FastifyInstance, { ctx }: { ctx: AppCo
       if (session === undefined) return new Participant(ctx, limits, socket, request).start(); // it explains the query
       // Frames that arrive while Redis is asked wait in the socket, not lost.
       socket.pause();
-      cluster.route(session, cluster.isForwarded(request)).then(
+      cluster.route(scopedId(tenantOfRequest(request), session), cluster.isForwarded(request)).then(
         (route) => {
           socket.resume();
           if (route.kind === 'local') return new Participant(ctx, limits, socket, request).start();
@@ -107,10 +108,11 @@ class Participant {
       this.socket.close(CLOSE_POLICY, 'invalid query');
       return;
     }
-    this.sessionId = session;
+    // The session the name means for this caller: its tenant's (src/auth/tenants.ts).
+    this.sessionId = scopedId(tenantOfRequest(this.request), session);
     // The per-session rate limit counts by the session its request names (limits.ts).
-    this.request.turnLog = { ...this.request.turnLog, session_id: session };
-    const current = this.ctx.sessions.get(session);
+    this.request.turnLog = { ...this.request.turnLog, session_id: this.sessionId };
+    const current = this.ctx.sessions.get(this.sessionId);
     // Without a side named, the connection takes the one a newcomer would, by attribution's order.
     const side = (query.data.side as Side | undefined) ?? (current ? openSide(current.context) : 'A');
     if (side === null) {
@@ -170,7 +172,7 @@ class Participant {
   /** Another connection took this side over (takeover=true): this one ends. */
   takenOver(): void {
     this.letGo();
-    this.send({ type: 'error', code: 'superseded', message: `Another connection took over side ${this.side} of session '${this.sessionId}'; this one is closed.` });
+    this.send({ type: 'error', code: 'superseded', message: `Another connection took over side ${this.side} of session '${splitScoped(this.sessionId).name}'; this one is closed.` });
     this.socket.close(CLOSE_POLICY, 'taken over');
   }
 
@@ -289,13 +291,13 @@ class Participant {
           if (outcome.code === 'session_closed' || outcome.code === 'shutting_down') {
             const message =
               outcome.code === 'session_closed'
-                ? `Session '${this.sessionId}' was closed.`
+                ? `Session '${splitScoped(this.sessionId).name}' was closed.`
                 : 'The proxy is shutting down; reconnect after it restarts (with a journal, the session comes back).';
             this.send({ type: 'closed', reason: outcome.code, message });
             this.socket.close(outcome.code === 'session_closed' ? CLOSE_NORMAL : CLOSE_RESTART, outcome.code);
           } else if (outcome.code === 'session_moved') {
             // Cluster mode: another instance runs the session now; the reconnect lands there.
-            this.send({ type: 'error', code: 'session_moved', message: `Another instance runs session '${this.sessionId}' now: reconnect (with ?since=<deliveries you have>) and carry on; nothing is lost.` });
+            this.send({ type: 'error', code: 'session_moved', message: `Another instance runs session '${splitScoped(this.sessionId).name}' now: reconnect (with ?since=<deliveries you have>) and carry on; nothing is lost.` });
             this.socket.close(CLOSE_RESTART, outcome.code);
           } else if (outcome.code === 'superseded') {
             this.send({

@@ -1,0 +1,153 @@
+// Tenant isolation through a real listening server: two tenants' clients (managed keys) both
+// use the same session names without meeting, and every route, tried as the wrong tenant,
+// neither shows, joins, reads nor ends the other tenant's session: chat in four protocols,
+// model lists, session ends, the WebSocket side, and the admin routes for tenant roles.
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { scopedId } from '../../src/auth/tenants.js';
+import { loadConfig, type OptionName } from '../../src/config.js';
+import { createService, type Service } from '../../src/server.js';
+import { createLogger } from '../../src/telemetry/logger.js';
+import { apiError, sleep, until } from '../http/support.js';
+
+const ADMIN = 'admin-secret-for-tenants';
+const running: Service[] = [];
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.shutdown()));
+});
+
+async function start(settings: Partial<Record<OptionName, string>> = {}) {
+  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', journalPath: 'memory', adminApiKey: ADMIN, requireApiKey: 'true', ...settings }, {});
+  const service = await createService(config, createLogger(config));
+  running.push(service);
+  return service;
+}
+
+async function call(url: string, method: string, path: string, key: string, body?: unknown) {
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  let json: any = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: response.status, body: json };
+}
+
+async function issue(url: string, name: string, tenant: string | null, scopes: string[] = ['client']): Promise<string> {
+  const made = await call(url, 'POST', '/admin/keys', ADMIN, { name, tenant, scopes });
+  expect(made.status).toBe(201);
+  return made.body.key as string;
+}
+
+const user = (content: string) => ({ role: 'user' as const, content });
+
+describe('tenants', () => {
+  it('keeps two tenants apart on every route, even where their session names are the same', async () => {
+    const service = await start({ handshakeTimeoutSeconds: '5' });
+    const url = service.url;
+    const a1 = await issue(url, 'a1', 'studio-a');
+    const a2 = await issue(url, 'a2', 'studio-a');
+    const b1 = await issue(url, 'b1', 'studio-b');
+    const viewerB = await issue(url, 'viewer b', 'studio-b', ['viewer']);
+    const operatorA = await issue(url, 'operator a', 'studio-a', ['operator']);
+    const sdk = (key: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
+    const sessionA = scopedId('studio-a', 'npc-guard');
+    const sessionB = scopedId('studio-b', 'npc-guard');
+
+    // studio-a's two clients talk in npc-guard.
+    const handshake = sdk(a1).chat.completions.create({ model: 'npc-guard', messages: [user('Halt!')] });
+    await until(() => service.ctx.sessions.get(sessionA)?.state === 'AWAITING_PEER', 'studio-a side A is held');
+    // studio-b's client names npc-guard too: a session of its own, not side B of studio-a's.
+    const stranger = sdk(b1).chat.completions.create({ model: 'npc-guard', messages: [user('I am B, let me in')] });
+    await until(() => service.ctx.sessions.get(sessionB)?.state === 'AWAITING_PEER', "studio-b's own npc-guard");
+    expect(service.ctx.sessions.get(sessionA)!.context.sides.B.joined).toBe(false);
+    const answer = sdk(a2).chat.completions.create({ model: 'npc-guard', messages: [user('Friend.')] });
+    answer.catch(() => undefined);
+    stranger.catch(() => undefined);
+    expect((await handshake).choices[0]!.message.content).toBe('Friend.');
+
+    // Model lists: each tenant sees only its own sessions (in every protocol's list).
+    const waitingA = sdk(a1).chat.completions.create({ model: 'only-a', messages: [user('anyone?')] });
+    waitingA.catch(() => undefined);
+    await until(() => service.ctx.sessions.get(scopedId('studio-a', 'only-a'))?.state === 'AWAITING_PEER', 'only-a waits');
+    for (const path of ['/v1/models', '/v1beta/models', '/api/tags']) {
+      const listedB = JSON.stringify((await call(url, 'GET', path, b1)).body);
+      expect(listedB, path).not.toContain('only-a');
+      expect(JSON.stringify((await call(url, 'GET', path, a1)).body), path).toContain('only-a');
+    }
+
+    // Ending: studio-b's client cannot end studio-a's session by its name; it ends its own.
+    expect((await call(url, 'DELETE', '/v1/sessions/only-a', b1)).status).toBe(404);
+    expect(service.ctx.sessions.get(scopedId('studio-a', 'only-a'))).toBeDefined();
+
+    // Chat in other protocols, as studio-b, naming studio-a's waiting session: a new one in studio-b.
+    const anthropic = fetch(`${url}/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-api-key': b1 },
+      body: JSON.stringify({ model: 'only-a', max_tokens: 10, messages: [user('join?')] }),
+    });
+    await until(() => service.ctx.sessions.get(scopedId('studio-b', 'only-a')) !== undefined, "studio-b's own only-a");
+    expect(service.ctx.sessions.get(scopedId('studio-a', 'only-a'))!.context.sides.B.joined).toBe(false);
+
+    // The WebSocket side: studio-b's socket on only-a sits in studio-b's session.
+    const socket = new WebSocket(`${url.replace('http', 'ws')}/v1/realtime?session=only-a&side=B`, { headers: { authorization: `Bearer ${b1}` } });
+    await new Promise((resolve, reject) => (socket.once('open', resolve), socket.once('error', reject)));
+    socket.send(JSON.stringify({ type: 'message', content: 'hello from b', id: 'm1' }));
+    await sleep(200);
+    expect(service.ctx.sessions.get(scopedId('studio-a', 'only-a'))!.context.sides.B.joined).toBe(false);
+    socket.close();
+
+    // Admin routes with tenant roles: studio-b's viewer sees studio-b only, and cannot name studio-a.
+    const listed = await call(url, 'GET', '/admin/sessions', viewerB);
+    expect(listed.status).toBe(200);
+    expect(listed.body.data.every((s: { tenant: string }) => s.tenant === 'studio-b')).toBe(true);
+    expect(listed.body.data.map((s: { id: string }) => s.id)).toContain('npc-guard');
+    expect((await call(url, 'GET', '/admin/sessions/npc-guard?tenant=studio-a', viewerB)).status).toBe(404);
+    expect((await call(url, 'GET', '/admin/sessions/npc-guard', viewerB)).body).toMatchObject({ id: 'npc-guard', tenant: 'studio-b' });
+    // A viewer reads no transcript and ends nothing, in any tenant.
+    expect((await call(url, 'GET', '/admin/sessions/npc-guard/transcript?tenant=studio-a', viewerB)).status).toBe(403);
+    expect((await call(url, 'DELETE', '/admin/sessions/npc-guard?tenant=studio-a', viewerB)).status).toBe(403);
+    expect((await call(url, 'GET', '/admin/health', viewerB)).status).toBe(403);
+    // studio-a's operator reads studio-a's transcript, not studio-b's.
+    const transcript = await call(url, 'GET', '/admin/sessions/npc-guard/transcript', operatorA);
+    expect(transcript.status).toBe(200);
+    expect(transcript.body).toMatchObject({ session: 'npc-guard', tenant: 'studio-a' });
+    expect(JSON.stringify(transcript.body)).toContain('Friend.');
+    expect(JSON.stringify(transcript.body)).not.toContain('let me in');
+    expect((await call(url, 'GET', '/admin/sessions/npc-guard/transcript?tenant=studio-b', operatorA)).status).toBe(404);
+    // A client's masked list holds its own tenant's sessions only.
+    const masked = await call(url, 'GET', '/admin/sessions', b1);
+    expect(masked.body.ids_masked).toBe(true);
+    expect(masked.body.data.every((s: { tenant: string }) => s.tenant === 'studio-b')).toBe(true);
+
+    // The admin key reaches every tenant with ?tenant=, and ends studio-b's npc-guard alone.
+    const all = await call(url, 'GET', '/admin/sessions', ADMIN);
+    expect(new Set(all.body.data.map((s: { tenant: string }) => s.tenant))).toEqual(new Set(['studio-a', 'studio-b']));
+    expect((await call(url, 'DELETE', '/admin/sessions/npc-guard?tenant=studio-b', ADMIN)).status).toBe(200);
+    expect(service.ctx.sessions.get(sessionB)?.closed ?? true).toBe(true);
+    expect(service.ctx.sessions.get(sessionA)?.closed).toBe(false);
+    expect((await apiError(stranger)).status).toBe(410);
+
+    anthropic.catch(() => undefined);
+  });
+
+  it('refuses a session name that would spell another tenant\'s id', async () => {
+    const service = await start({ apiKeys: 'sk-default-tenant' });
+    const forged = `studio-a\u001fnpc-guard`;
+    const refused = await call(service.url, 'POST', '/v1/chat/completions', 'sk-default-tenant', { model: forged, messages: [user('hi')] });
+    expect(refused.status).toBe(422);
+    expect(refused.body.error).toMatchObject({ code: 'invalid_request', param: 'model' });
+    const ws = new WebSocket(`${service.url.replace('http', 'ws')}/v1/realtime?session=${encodeURIComponent(forged)}&side=A&key=sk-default-tenant`);
+    const frame = await new Promise<any>((resolve) => ws.once('message', (d) => resolve(JSON.parse(d.toString()))));
+    expect(frame).toMatchObject({ type: 'error', code: 'invalid_request' });
+    ws.close();
+    expect(service.ctx.sessions.size).toBe(0);
+  });
+});
