@@ -317,7 +317,15 @@ function secretRecord(secret: string, now: Date): KeySecret {
 }
 
 export function principalOf(key: ManagedKey): Principal {
-  return { kind: 'managed-key', id: fingerprintOf(`managed-key\n${key.id}`), subject: `${key.name} (${key.id})`, tenant: key.tenant, grants: grantsOf(key.scopes) };
+  const limited = Object.values(key.limits ?? {}).some((n) => typeof n === 'number' && n > 0);
+  return {
+    kind: 'managed-key',
+    id: fingerprintOf(`managed-key\n${key.id}`),
+    subject: `${key.name} (${key.id})`,
+    tenant: key.tenant,
+    grants: grantsOf(key.scopes),
+    ...(limited ? { limits: key.limits } : {}),
+  };
 }
 
 /** Whether a key may call the protocol routes (its `client` scope). */

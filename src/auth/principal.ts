@@ -30,6 +30,15 @@ export interface Principal {
   /** The tenant the principal acts in; null is the default tenant (static keys, tokens without the claim). */
   readonly tenant: string | null;
   readonly grants: readonly Grant[];
+  /** A managed key's own limits (0 or absent: none). */
+  readonly limits?: PrincipalLimits;
+}
+
+export interface PrincipalLimits {
+  readonly requests_per_minute?: number;
+  readonly new_sessions_per_minute?: number;
+  readonly max_held?: number;
+  readonly max_live_sessions?: number;
 }
 
 export const fingerprintOf = (material: string): string => createHash('sha256').update(material, 'utf8').digest('hex').slice(0, 16);

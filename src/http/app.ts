@@ -19,6 +19,7 @@ import { protocolOfUrl, sendError, toProxyError } from './errors.js';
 import { registerJsonBody } from './json-body.js';
 import { lingerAfterAnswer } from './linger.js';
 import { keyRoutes } from './routes/keys.js';
+import { createKeyLimits, rateHeaders } from './key-limits.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
 import { consoleRoutes } from './routes/console.js';
@@ -123,24 +124,40 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     });
   }
 
-  // Rate limits per client (its key, or its address without keys); /health is exempt.
-  if (ctx.config.rateLimitPerMinute > 0 || ctx.config.sessionRateLimitPerMinute > 0 || ctx.config.newSessionsPerMinute > 0) {
-    await app.register(rateLimit, {
-      global: ctx.config.rateLimitPerMinute > 0,
-      max: Math.max(1, ctx.config.rateLimitPerMinute),
-      timeWindow: 60_000,
-      keyGenerator: (request) => `client:${request.client?.id ?? request.ip}`,
-      // Cluster mode: one budget across the instances, counted in Redis; a request another
-      // instance forwarded was counted there already. Without Redis the route answers 503.
-      ...(ctx.cluster
-        ? { redis: ctx.cluster.redis, nameSpace: `${ctx.config.redisPrefix}:ratelimit:`, skipOnError: true, allowList: (request: FastifyRequest) => ctx.cluster!.isForwarded(request) }
-        : {}),
-      errorResponseBuilder: (_request, context) =>
-        new ProxyError('rate_limited', `Rate limit reached: ${context.max} requests a minute per client. Retry in ${context.after}.`, {
-          retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
-        }),
-    });
-  }
+  // Rate limits per client (its key, or its address without keys); /health is exempt. The
+  // plugin is always there: a managed key may carry limits of its own (key-limits.ts).
+  await app.register(rateLimit, {
+    global: ctx.config.rateLimitPerMinute > 0,
+    max: Math.max(1, ctx.config.rateLimitPerMinute),
+    timeWindow: 60_000,
+    keyGenerator: (request) => `client:${request.client?.id ?? request.ip}`,
+    // Cluster mode: one budget across the instances, counted in Redis; a request another
+    // instance forwarded was counted there already. Without Redis the route answers 503.
+    ...(ctx.cluster
+      ? { redis: ctx.cluster.redis, nameSpace: `${ctx.config.redisPrefix}:ratelimit:`, skipOnError: true, allowList: (request: FastifyRequest) => ctx.cluster!.isForwarded(request) }
+      : {}),
+    errorResponseBuilder: (_request, context) =>
+      new ProxyError('rate_limited', `Rate limit reached: ${context.max} requests a minute per client. Retry in ${context.after}.`, {
+        retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
+      }),
+  });
+
+  // A managed key's own request rate, with the RateLimit headers on every answer to it.
+  const keyLimits = createKeyLimits(app, ctx);
+  app.addHook('onRequest', async (request, reply) => {
+    // A request another instance forwarded was counted there.
+    if (!request.client?.principal?.limits?.requests_per_minute || ctx.cluster?.isForwarded(request)) return undefined;
+    const rate = await keyLimits.requests(request);
+    if (rate === null) return undefined;
+    reply.headers(rateHeaders(rate));
+    if (!rate.exceeded) return undefined;
+    request.turnLog = { ...request.turnLog, refused: 'key request rate' };
+    return sendError(
+      request,
+      reply,
+      new ProxyError('rate_limited', `Rate limit reached: ${rate.max} requests a minute for this API key. Retry in ${rate.resetSeconds} s.`, { retryAfterSeconds: rate.resetSeconds }),
+    );
+  });
 
   // While shutting down, no connection is kept alive for another request; nor is a WebSocket
   // upgrade's that was refused with an HTTP error: its socket is closed after the answer, and

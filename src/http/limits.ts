@@ -8,6 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import type { AppContext } from './context.js';
+import { createKeyLimits, rateHeaders, sessionsAreLimited } from './key-limits.js';
 
 type Limiter = (request: FastifyRequest) => Promise<{ isExceeded: boolean; max: number; remaining: number; ttl: number }>;
 
@@ -27,6 +28,10 @@ export interface Limits {
    * the release, or null when no cap is set (nothing to count).
    */
   hold(request: FastifyRequest): (() => void) | null;
+  /** A managed key's new_sessions_per_minute and max_live_sessions, for a turn that starts `sessionId`; throws rate_limited. */
+  checkKeySession(request: FastifyRequest, reply: FastifyReply | null, sessionId: string): Promise<void>;
+  /** A managed key's max_held: the release; throws rate_limited at the cap. */
+  holdForKey(request: FastifyRequest): Promise<() => void>;
 }
 
 const limitsByService = new WeakMap<AppContext, Limits>();
@@ -59,6 +64,7 @@ function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
   // budget as the hook that counts every HTTP request (app.ts).
   const perClient = rateLimitPerMinute > 0 ? (app.createRateLimit(ctx.cluster ? counted : undefined) as unknown as Limiter) : null;
   const held = new Map<string, number>();
+  const keys = createKeyLimits(app, ctx);
 
   const over = async (limit: Limiter | null, request: FastifyRequest, what: string): Promise<Exceeded | null> => {
     if (!limit) return null;
@@ -82,6 +88,28 @@ function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
     async checkFrame(request, sessionId) {
       const exceeded = (await over(perClient, request, 'requests per client')) ?? (await turnLimits(request, sessionId));
       if (exceeded) throw refusal(exceeded);
+      // A managed key's own limits: each frame is one of its requests.
+      const rate = await keys.requests(request);
+      if (rate?.exceeded) throw refusal({ what: 'requests per API key', max: rate.max, seconds: rate.resetSeconds });
+      if (sessionsAreLimited(request) && !ctx.sessions.get(sessionId)) await this.checkKeySession(request, null, sessionId);
+    },
+    async checkKeySession(request, reply, sessionId) {
+      const rate = await keys.newSession(request);
+      if (rate !== null) {
+        reply?.headers(rateHeaders(rate));
+        if (rate.exceeded) throw refusal({ what: 'new sessions per API key', max: rate.max, seconds: rate.resetSeconds });
+      }
+      const full = await keys.admitSession(request, sessionId);
+      if (full) {
+        throw new ProxyError('rate_limited', `This API key already has its ${full.max} live sessions (its max_live_sessions); end one, or retry when one closes.`, { retryAfterSeconds: 5 });
+      }
+    },
+    async holdForKey(request) {
+      const held = await keys.hold(request);
+      if ('max' in held) {
+        throw new ProxyError('rate_limited', `This API key already has ${held.max} requests held open (its max_held); retry when one is answered.`, { retryAfterSeconds: 1 });
+      }
+      return held.release;
     },
     hold(request) {
       if (maxHeldPerClient <= 0) return null;

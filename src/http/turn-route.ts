@@ -12,6 +12,7 @@ import { loggableUrl } from './access.js';
 import { scopedId, tenantOfRequest } from '../auth/tenants.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
+import { holdsAreLimited, sessionsAreLimited } from './key-limits.js';
 
 export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: Limits) {
   const keepAliveMs = ctx.config.keepaliveIntervalSeconds * 1000;
@@ -65,7 +66,20 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     const bound = client ? ctx.sessions.get(sessionId)?.bindClient({ ...submitted, client }) : undefined;
     if (bound && 'error' in bound) throw new ProxyError(bound.error, bound.message);
     if (limits.checking) await limits.check(request, reply, sessionId);
-    const release = limits.hold(request);
+    // A managed key's own limits on new sessions and held requests.
+    if (sessionsAreLimited(request) && !ctx.sessions.get(sessionId)) await limits.checkKeySession(request, reply, sessionId);
+    const releaseKey = holdsAreLimited(request) ? await limits.holdForKey(request) : null;
+    let release: (() => void) | null;
+    try {
+      release = limits.hold(request);
+    } catch (err) {
+      releaseKey?.();
+      throw err;
+    }
+    if (releaseKey) {
+      const own = release;
+      release = () => (own?.(), releaseKey());
+    }
     const result = ctx.sessions.submit(sessionId, client ? { ...submitted, client } : submitted, request.id, {
       protocol: adapter.name,
       ...(turn.stream ? { stream: true } : {}),

@@ -62,6 +62,8 @@ export class ProxyError extends Error {
   headers(): Record<string, string> {
     const headers: Record<string, string> = {};
     if (!this.retryable) headers['x-should-retry'] = 'false';
+    // A rate limit passes: the SDKs that read x-should-retry retry it after Retry-After.
+    if (this.code === 'rate_limited') headers['x-should-retry'] = 'true';
     if (this.options.retryAfterSeconds !== undefined) headers['retry-after'] = String(this.options.retryAfterSeconds);
     if (this.options.allow !== undefined) headers['allow'] = this.options.allow;
     return headers;
