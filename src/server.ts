@@ -177,6 +177,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await app.close();
       await journal.close();
       await access.managed?.close();
+      await access.tenants?.close();
       // Hand-over: the others claim this instance's sessions at once, not after the lease.
       cluster?.stopSweeping();
       await ownership?.stop().catch(() => undefined);

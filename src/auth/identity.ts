@@ -7,17 +7,25 @@ import type { Config } from '../config.js';
 import { AccessControl } from '../http/access.js';
 import type { Logger } from '../telemetry/logger.js';
 import { JwtVerifier } from './jwt.js';
-import { FileKeyStore, MemoryKeyStore, RedisKeyStore } from './key-stores.js';
-import { KeyRegistry, type KeyStore } from './keys.js';
+import { FileRecordStore, MemoryRecordStore, RedisRecordStore } from './key-stores.js';
+import { KeyRegistry, type KeyStore, type ManagedKey, type RecordStore } from './keys.js';
+import { TenantRegistry, type TenantRecord } from './tenant-registry.js';
 
 export async function openAccess(config: Config, logger: Logger, redis: Redis | null): Promise<AccessControl> {
   const store: KeyStore = redis
-    ? new RedisKeyStore(redis, config.redisPrefix)
+    ? new RedisRecordStore<ManagedKey>(redis, config.redisPrefix, 'keys', (key) => key.secrets.map((s) => s.digest))
     : config.journalPath === 'memory'
-      ? new MemoryKeyStore()
-      : new FileKeyStore(config.journalPath, (message) => logger.warn(message));
+      ? new MemoryRecordStore<ManagedKey>()
+      : new FileRecordStore<ManagedKey>(config.journalPath, 'keys.jsonl', (message) => logger.warn(message));
   const managed = new KeyRegistry(store);
   await managed.open();
+  const tenantStore: RecordStore<TenantRecord> = redis
+    ? new RedisRecordStore<TenantRecord>(redis, config.redisPrefix, 'tenants')
+    : config.journalPath === 'memory'
+      ? new MemoryRecordStore<TenantRecord>()
+      : new FileRecordStore<TenantRecord>(config.journalPath, 'tenants.jsonl', (message) => logger.warn(message));
+  const tenants = new TenantRegistry(tenantStore);
+  await tenants.open();
   const issuer = config.oidcIssuer || config.jwtIssuer;
   const jwt =
     config.oidcIssuer || config.jwksUrl
@@ -36,5 +44,5 @@ export async function openAccess(config: Config, logger: Logger, redis: Redis | 
     if (problem) logger.warn({ issuer }, `JWT bearer tokens: ${problem} Tokens are refused with 503 until it answers.`);
     else logger.info({ issuer, audience: config.jwtAudience }, 'JWT bearer tokens accepted');
   }
-  return AccessControl.fromConfig(config, { jwt, managed });
+  return AccessControl.fromConfig(config, { jwt, managed, tenants });
 }

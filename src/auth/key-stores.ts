@@ -1,23 +1,27 @@
 /**
- * Where managed keys are kept: in memory (JOURNAL_PATH=memory: nothing survives a restart), in
- * `keys.jsonl` in the journal's directory (one instance), or in Redis (cluster mode), where a
- * change is published to every instance.
+ * Where managed keys and tenants are kept: in memory (JOURNAL_PATH=memory: nothing survives a
+ * restart), in a JSON-lines file in the journal's directory (`keys.jsonl`, `tenants.jsonl`; one
+ * instance), or in Redis (cluster mode), where a change is published to every instance.
  */
 import { once } from 'node:events';
 import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
-import type { KeyStore, ManagedKey } from './keys.js';
+import type { RecordStore } from './keys.js';
 
-export class MemoryKeyStore implements KeyStore {
+interface Identified {
+  readonly id: string;
+}
+
+export class MemoryRecordStore<T extends Identified> implements RecordStore<T> {
   readonly durable = false;
-  private readonly keys = new Map<string, ManagedKey>();
+  private readonly keys = new Map<string, T>();
 
-  async load(): Promise<ManagedKey[]> {
+  async load(): Promise<T[]> {
     return [...this.keys.values()];
   }
 
-  async put(key: ManagedKey): Promise<void> {
+  async put(key: T): Promise<void> {
     this.keys.set(key.id, key);
   }
 
@@ -28,7 +32,7 @@ export class MemoryKeyStore implements KeyStore {
  * One JSON line per change, fsynced before the change takes effect; the last line of an id wins.
  * Opening rewrites the file when it holds more superseded lines than live ones.
  */
-export class FileKeyStore implements KeyStore {
+export class FileRecordStore<T extends Identified> implements RecordStore<T> {
   readonly durable = true;
   private handle: FileHandle | null = null;
   private lines = 0;
@@ -36,14 +40,15 @@ export class FileKeyStore implements KeyStore {
 
   constructor(
     private readonly directory: string,
+    private readonly file: string,
     private readonly onWarning: (message: string) => void = () => undefined,
   ) {}
 
   get path(): string {
-    return join(this.directory, 'keys.jsonl');
+    return join(this.directory, this.file);
   }
 
-  async load(): Promise<ManagedKey[]> {
+  async load(): Promise<T[]> {
     await mkdir(this.directory, { recursive: true });
     let text = '';
     try {
@@ -51,15 +56,15 @@ export class FileKeyStore implements KeyStore {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const keys = new Map<string, ManagedKey>();
+    const keys = new Map<string, T>();
     let unreadable = 0;
     this.lines = 0;
     for (const line of text.split('\n')) {
       if (line.trim() === '') continue;
       this.lines++;
       try {
-        const key = JSON.parse(line) as ManagedKey;
-        if (typeof key.id !== 'string' || !Array.isArray(key.secrets)) throw new Error('not a key record');
+        const key = JSON.parse(line) as T;
+        if (typeof key?.id !== 'string') throw new Error('not a record');
         keys.set(key.id, key);
       } catch {
         unreadable++;
@@ -72,7 +77,7 @@ export class FileKeyStore implements KeyStore {
     return [...keys.values()];
   }
 
-  put(key: ManagedKey): Promise<void> {
+  put(key: T): Promise<void> {
     const line = `${JSON.stringify(key)}\n`;
     const write = this.writing.then(async () => {
       if (!this.handle) throw new Error('the key store is not open');
@@ -90,7 +95,7 @@ export class FileKeyStore implements KeyStore {
     this.handle = null;
   }
 
-  private async rewrite(keys: ManagedKey[]): Promise<void> {
+  private async rewrite(keys: T[]): Promise<void> {
     const temporary = `${this.path}.tmp`;
     const handle = await open(temporary, 'w');
     try {
@@ -105,11 +110,11 @@ export class FileKeyStore implements KeyStore {
 }
 
 /**
- * A hash `PREFIX:keys` of id → record, a hash `PREFIX:keys:by-digest` of secret digest → id, and a channel `PREFIX:keys:changed` that names each
+ * A hash `PREFIX:<name>` of id → record, a hash `PREFIX:keys:by-digest` of secret digest → id, and a channel `PREFIX:<name>:changed` that names each
  * changed id. Every instance subscribes; when its subscription (re)connects it reloads all, so
  * a change published while it was away is not missed.
  */
-export class RedisKeyStore implements KeyStore {
+export class RedisRecordStore<T extends Identified> implements RecordStore<T> {
   readonly durable = true;
   private subscriber: Redis | null = null;
   private readonly hash: string;
@@ -117,35 +122,41 @@ export class RedisKeyStore implements KeyStore {
   /** digest → id, for a key this instance has not heard of yet. */
   private readonly digests: string;
 
+  /**
+   * `name`: `keys` or `tenants`. `indexOf`: index entries a record adds to `PREFIX:<name>:by-digest`
+   * (a key's secret digests, so that an instance finds a key it has not heard of yet).
+   */
   constructor(
     private readonly redis: Redis,
     prefix: string,
+    name: string,
+    private readonly indexOf?: (record: T) => readonly string[],
   ) {
-    this.hash = `${prefix}:keys`;
-    this.channel = `${prefix}:keys:changed`;
-    this.digests = `${prefix}:keys:by-digest`;
+    this.hash = `${prefix}:${name}`;
+    this.channel = `${prefix}:${name}:changed`;
+    this.digests = `${prefix}:${name}:by-digest`;
   }
 
-  async load(): Promise<ManagedKey[]> {
+  async load(): Promise<T[]> {
     const all = await this.redis.hgetall(this.hash);
-    return Object.values(all).map((json) => JSON.parse(json) as ManagedKey);
+    return Object.values(all).map((json) => JSON.parse(json) as T);
   }
 
-  async get(id: string): Promise<ManagedKey | null> {
+  async get(id: string): Promise<T | null> {
     const json = await this.redis.hget(this.hash, id);
-    return json === null ? null : (JSON.parse(json) as ManagedKey);
+    return json === null ? null : (JSON.parse(json) as T);
   }
 
-  async findByDigest(digest: string): Promise<ManagedKey | null> {
+  async findByDigest(digest: string): Promise<T | null> {
     const id = await this.redis.hget(this.digests, digest);
     return id === null ? null : this.get(id);
   }
 
-  async put(key: ManagedKey): Promise<void> {
-    const digests = Object.fromEntries(key.secrets.map((s) => [s.digest, key.id]));
-    const multi = this.redis.multi().hset(this.hash, key.id, JSON.stringify(key));
-    if (key.secrets.length > 0) multi.hset(this.digests, digests);
-    await multi.publish(this.channel, key.id).exec();
+  async put(record: T): Promise<void> {
+    const multi = this.redis.multi().hset(this.hash, record.id, JSON.stringify(record));
+    const index = this.indexOf?.(record) ?? [];
+    if (index.length > 0) multi.hset(this.digests, Object.fromEntries(index.map((digest) => [digest, record.id])));
+    await multi.publish(this.channel, record.id).exec();
   }
 
   onChange(listener: (id: string | null) => void): void {

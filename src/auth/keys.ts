@@ -55,7 +55,7 @@ export const secretDigest = (secret: string): string => createHash('sha256').upd
 
 export const SCOPES = ['client', 'viewer', 'operator', 'admin', 'global:viewer', 'global:operator', 'global:admin'] as const;
 
-const limitsSchema = z
+export const limitsSchema = z
   .object({
     requests_per_minute: z.number().int().min(0).max(1_000_000).optional(),
     new_sessions_per_minute: z.number().int().min(0).max(1_000_000).optional(),
@@ -128,22 +128,24 @@ export function statusOf(key: ManagedKey, now = Date.now()): 'active' | 'revoked
   return 'active';
 }
 
-/** Where key records are kept. `put` replaces a record whole; `onChange` hears other instances' puts. */
-export interface KeyStore {
-  load(): Promise<ManagedKey[]>;
-  put(key: ManagedKey): Promise<void>;
+/** Where records (keys, tenants) are kept. `put` replaces a record whole; `onChange` hears other instances' puts. */
+export interface RecordStore<T> {
+  load(): Promise<T[]>;
+  put(record: T): Promise<void>;
   /** A record changed elsewhere (cluster mode): the registry reloads it. Null id: reload all. */
   onChange?(listener: (id: string | null) => void): void;
-  get?(id: string): Promise<ManagedKey | null>;
+  get?(id: string): Promise<T | null>;
   /**
    * The key holding a secret's digest, read from the store itself (cluster mode): a key another
    * instance made a moment ago is usable here before its change notice arrives.
    */
-  findByDigest?(digest: string): Promise<ManagedKey | null>;
+  findByDigest?(digest: string): Promise<T | null>;
   close(): Promise<void>;
   /** Whether records survive a restart. */
   readonly durable: boolean;
 }
+
+export type KeyStore = RecordStore<ManagedKey>;
 
 export type KeyCheck = { readonly principal: Principal; readonly key: ManagedKey } | { readonly refused: string } | null;
 

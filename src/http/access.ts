@@ -15,6 +15,7 @@ import { ProxyError } from '../protocols/errors.js';
 import { looksLikeJwt, TokenRefused, type JwtVerifier } from '../auth/jwt.js';
 import { mayChat, type KeyCheck, type KeyRegistry } from '../auth/keys.js';
 import type { Principal } from '../auth/principal.js';
+import type { TenantRegistry } from '../auth/tenant-registry.js';
 
 const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
 
@@ -158,6 +159,8 @@ export interface AccessOptions {
   readonly jwt?: JwtVerifier | null;
   /** Managed keys (/admin/keys). */
   readonly managed?: KeyRegistry | null;
+  /** Tenants' limits (/admin/tenants). */
+  readonly tenants?: TenantRegistry | null;
   /** REQUIRE_API_KEY: credentials are required even when no static key or issuer is configured. */
   readonly requireKeys?: boolean;
 }
@@ -175,6 +178,7 @@ export class AccessControl {
   readonly failedKeys: FailedKeyLimit | null;
   readonly jwt: JwtVerifier | null;
   readonly managed: KeyRegistry | null;
+  readonly tenants: TenantRegistry | null;
   private readonly requireKeys: boolean;
 
   constructor(keys: readonly string[], adminKey: string, options: AccessOptions | number = {}) {
@@ -185,6 +189,7 @@ export class AccessControl {
     this.failedKeys = failed > 0 ? new FailedKeyLimit(failed) : null;
     this.jwt = o.jwt ?? null;
     this.managed = o.managed ?? null;
+    this.tenants = o.tenants ?? null;
     this.requireKeys = o.requireKeys ?? false;
   }
 

@@ -19,7 +19,8 @@ import { protocolOfUrl, sendError, toProxyError } from './errors.js';
 import { registerJsonBody } from './json-body.js';
 import { lingerAfterAnswer } from './linger.js';
 import { keyRoutes } from './routes/keys.js';
-import { createKeyLimits, rateHeaders } from './key-limits.js';
+import { tenantRoutes } from './routes/tenants.js';
+import { createKeyLimits, rateHeaders, requestsAreLimited } from './key-limits.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
 import { consoleRoutes } from './routes/console.js';
@@ -142,11 +143,11 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
       }),
   });
 
-  // A managed key's own request rate, with the RateLimit headers on every answer to it.
+  // A managed key's (and its tenant's) own request rate, with the RateLimit headers on every answer to it.
   const keyLimits = createKeyLimits(app, ctx);
   app.addHook('onRequest', async (request, reply) => {
     // A request another instance forwarded was counted there.
-    if (!request.client?.principal?.limits?.requests_per_minute || ctx.cluster?.isForwarded(request)) return undefined;
+    if (!requestsAreLimited(ctx, request) || ctx.cluster?.isForwarded(request)) return undefined;
     const rate = await keyLimits.requests(request);
     if (rate === null) return undefined;
     reply.headers(rateHeaders(rate));
@@ -155,7 +156,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     return sendError(
       request,
       reply,
-      new ProxyError('rate_limited', `Rate limit reached: ${rate.max} requests a minute for this API key. Retry in ${rate.resetSeconds} s.`, { retryAfterSeconds: rate.resetSeconds }),
+      new ProxyError('rate_limited', `Rate limit reached: ${rate.max} ${rate.what}. Retry in ${rate.resetSeconds} s.`, { retryAfterSeconds: rate.resetSeconds }),
     );
   });
 
@@ -216,6 +217,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(healthRoutes, { ctx });
   await app.register(adminRoutes, { ctx });
   await app.register(keyRoutes, { ctx });
+  await app.register(tenantRoutes, { ctx });
   await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;

@@ -1,6 +1,7 @@
 /**
- * A managed key's own limits (its `limits`): requests a minute, new sessions a minute, requests
- * held at once, live sessions. The two rates are @fastify/rate-limit limiters keyed by the key
+ * A managed key's own limits (its `limits`), and its tenant's (/admin/tenants, shared by every
+ * principal of the tenant): requests a minute, new sessions a minute, requests held at once,
+ * live sessions. The two rates are @fastify/rate-limit limiters keyed by the key
  * (in cluster mode their counters are in Redis, shared by every instance). Held requests and
  * live sessions are counted in Redis in cluster mode (one sorted set and one set per key, which
  * heal themselves: an entry of a dead instance ages out, a session that ended is dropped when
@@ -22,9 +23,18 @@ export interface KeyRate {
   readonly exceeded: boolean;
 }
 
-const limitOf = (request: FastifyRequest, name: keyof PrincipalLimits): number => request.client?.principal?.limits?.[name] ?? 0;
+type LimitName = keyof PrincipalLimits;
 
-/** Counts a held request of a key, cluster-wide: entries expire on their own if an instance dies holding them. */
+/** Whose limits: the caller's managed key, or its tenant (every principal of it together). */
+interface Scope {
+  readonly label: 'key' | 'tenant';
+  /** How messages name it. */
+  describe(request: FastifyRequest): string;
+  idOf(request: FastifyRequest): string;
+  limitsOf(request: FastifyRequest): PrincipalLimits | undefined;
+}
+
+/** Counts a held request, cluster-wide: entries expire on their own if an instance dies holding them. */
 const HOLD_SCRIPT = `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
@@ -33,7 +43,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 `;
 
-/** Counts a new session of a key against its live sessions; members that are no longer live are dropped. */
+/** Counts a new session against live sessions; members that are no longer live are dropped. */
 const LIVE_SCRIPT = `
 local n = 0
 for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -46,19 +56,19 @@ return 1
 `;
 
 export interface KeyLimits {
-  /** requests_per_minute: one request (or WebSocket message frame) of the caller's key. */
+  /** requests_per_minute: one request (or WebSocket message frame) of the caller's key and tenant; the tightest, or null when neither has the limit. */
   requests(request: FastifyRequest): Promise<KeyRate | null>;
   /** new_sessions_per_minute, for a turn that starts a session. */
   newSession(request: FastifyRequest): Promise<KeyRate | null>;
-  /** max_live_sessions: whether the key may start `sessionId` now (and counts it). */
-  admitSession(request: FastifyRequest, sessionId: string): Promise<{ max: number } | null>;
-  /** max_held: counts a held request; the release, or a refusal naming the cap. */
-  hold(request: FastifyRequest): Promise<{ release: () => void } | { max: number }>;
+  /** max_live_sessions: null when the caller may start `sessionId` now (and it is counted), else the cap and whose. */
+  admitSession(request: FastifyRequest, sessionId: string): Promise<{ max: number; whose: string } | null>;
+  /** max_held: counts a held request; the release, or the cap and whose. */
+  hold(request: FastifyRequest): Promise<{ release: () => void } | { max: number; whose: string }>;
 }
 
 const keyLimitsByService = new WeakMap<AppContext, KeyLimits>();
 
-/** The service's key limits, made on the first call (the request hook, the chat routes and the WebSocket side share their counters). */
+/** The service's key and tenant limits, made on the first call (the request hook, the chat routes and the WebSocket side share their counters). */
 export function createKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
   let limits = keyLimitsByService.get(ctx);
   if (!limits) {
@@ -68,93 +78,139 @@ export function createKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimit
   return limits;
 }
 
+const limitIn = (limits: PrincipalLimits | undefined, name: LimitName): number => limits?.[name] ?? 0;
+
 function buildKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
   const cluster = ctx.cluster;
   const redis: Redis | null = cluster?.redis ?? null;
   const prefix = ctx.config.redisPrefix;
-  const limiter = (name: keyof PrincipalLimits, label: string): Limiter =>
+  const tenants = ctx.access.tenants;
+  const scopes: readonly Scope[] = [
+    { label: 'key', describe: () => 'this API key', idOf: (r) => r.client.principal!.id, limitsOf: (r) => r.client?.principal?.limits },
+    {
+      label: 'tenant',
+      describe: (r) => `tenant '${r.client.principal!.tenant}'`,
+      idOf: (r) => r.client.principal!.tenant!,
+      limitsOf: (r) => tenants?.limitsOf(r.client?.principal?.tenant ?? null),
+    },
+  ];
+  const limiter = (scope: Scope, name: LimitName): Limiter =>
     app.createRateLimit({
-      max: (request) => limitOf(request, name),
+      max: (request) => limitIn(scope.limitsOf(request), name),
       timeWindow: 60_000,
-      keyGenerator: (request) => `${label}:${request.client.principal!.id}`,
-      // Keys without this limit are not counted.
-      allowList: (request) => limitOf(request, name) <= 0,
+      keyGenerator: (request) => `${scope.label}-${name}:${scope.idOf(request)}`,
+      allowList: (request) => limitIn(scope.limitsOf(request), name) <= 0,
     }) as unknown as Limiter;
-  const perMinute = limiter('requests_per_minute', 'key-requests');
-  const newSessions = limiter('new_sessions_per_minute', 'key-new-sessions');
+  const limiters = new Map(scopes.map((scope) => [scope, { requests: limiter(scope, 'requests_per_minute'), newSessions: limiter(scope, 'new_sessions_per_minute') }]));
 
-  const rate = async (limit: Limiter, request: FastifyRequest, what: string): Promise<KeyRate | null> => {
-    const result = await limit(request);
-    if (result.isAllowed === true || result.isExceeded === undefined) return null;
-    return { what, max: result.max, remaining: Math.max(0, result.remaining), resetSeconds: Math.max(1, Math.ceil(result.ttl / 1000)), exceeded: result.isExceeded };
+  /** The tightest of the scopes' rates: an exceeded one first, else the one with the fewest left. */
+  const rate = async (request: FastifyRequest, name: 'requests_per_minute' | 'new_sessions_per_minute', what: string): Promise<KeyRate | null> => {
+    let tightest: KeyRate | null = null;
+    for (const scope of scopes) {
+      if (limitIn(scope.limitsOf(request), name) <= 0) continue;
+      const pair = limiters.get(scope)!;
+      const result = await (name === 'requests_per_minute' ? pair.requests : pair.newSessions)(request);
+      if (result.isAllowed === true || result.isExceeded === undefined) continue;
+      const found: KeyRate = {
+        what: `${what} for ${scope.describe(request)}`,
+        max: result.max,
+        remaining: Math.max(0, result.remaining),
+        resetSeconds: Math.max(1, Math.ceil(result.ttl / 1000)),
+        exceeded: result.isExceeded,
+      };
+      if (tightest === null || (found.exceeded && !tightest.exceeded) || (found.exceeded === tightest.exceeded && found.remaining < tightest.remaining)) tightest = found;
+    }
+    return tightest;
   };
 
-  // One instance: held requests and live sessions per key, in memory.
+  // One instance: held requests and live sessions per key and tenant, in memory.
   const heldHere = new Map<string, number>();
   const liveHere = new Map<string, Set<string>>();
   const holdMs = Math.max(ctx.config.streamTurnTimeoutSeconds, ctx.config.turnTimeoutSeconds, ctx.config.handshakeTimeoutSeconds) * 1000 + 60_000;
   let holds = 0;
 
+  const admitOne = async (scope: Scope, request: FastifyRequest, sessionId: string, max: number): Promise<boolean> => {
+    const id = `${scope.label}:${scope.idOf(request)}`;
+    if (redis) return (await redis.eval(LIVE_SCRIPT, 2, `${prefix}:live-of:${id}`, `${prefix}:live`, sessionId, max)) === 1;
+    let live = liveHere.get(id);
+    if (live === undefined) liveHere.set(id, (live = new Set()));
+    for (const s of live) if (s !== sessionId && ctx.sessions.get(s) === undefined) live.delete(s);
+    if (live.has(sessionId)) return true;
+    if (live.size >= max) return false;
+    live.add(sessionId);
+    return true;
+  };
+
+  const holdOne = async (scope: Scope, request: FastifyRequest, max: number): Promise<(() => void) | null> => {
+    const id = `${scope.label}:${scope.idOf(request)}`;
+    let released = false;
+    if (redis) {
+      const member = `${cluster!.instanceId}:${request.id}:${++holds}`;
+      const key = `${prefix}:held-of:${id}`;
+      const now = Date.now();
+      if ((await redis.eval(HOLD_SCRIPT, 1, key, now, now + holdMs, max, member, holdMs)) !== 1) return null;
+      return () => {
+        if (released) return;
+        released = true;
+        redis.zrem(key, member).catch(() => undefined);
+      };
+    }
+    const count = heldHere.get(id) ?? 0;
+    if (count >= max) return null;
+    heldHere.set(id, count + 1);
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (heldHere.get(id) ?? 1) - 1;
+      if (left <= 0) heldHere.delete(id);
+      else heldHere.set(id, left);
+    };
+  };
+
   return {
-    requests: (request) => (limitOf(request, 'requests_per_minute') > 0 ? rate(perMinute, request, 'requests per key') : Promise.resolve(null)),
-    newSession: (request) => (limitOf(request, 'new_sessions_per_minute') > 0 ? rate(newSessions, request, 'new sessions per key') : Promise.resolve(null)),
+    requests: (request) => rate(request, 'requests_per_minute', 'requests a minute'),
+    newSession: (request) => rate(request, 'new_sessions_per_minute', 'new sessions a minute'),
 
     async admitSession(request, sessionId) {
-      const max = limitOf(request, 'max_live_sessions');
-      if (max <= 0) return null;
-      const id = request.client.principal!.id;
-      if (redis) {
-        const admitted = await redis.eval(LIVE_SCRIPT, 2, `${prefix}:key-live:${id}`, `${prefix}:live`, sessionId, max);
-        return admitted === 1 ? null : { max };
+      for (const scope of scopes) {
+        const max = limitIn(scope.limitsOf(request), 'max_live_sessions');
+        if (max > 0 && !(await admitOne(scope, request, sessionId, max))) return { max, whose: scope.describe(request) };
       }
-      let live = liveHere.get(id);
-      if (live === undefined) liveHere.set(id, (live = new Set()));
-      for (const s of live) if (s !== sessionId && ctx.sessions.get(s) === undefined) live.delete(s);
-      if (live.has(sessionId)) return null;
-      if (live.size >= max) return { max };
-      live.add(sessionId);
       return null;
     },
 
     async hold(request) {
-      const max = limitOf(request, 'max_held');
-      const id = request.client.principal!.id;
-      if (redis) {
-        const member = `${cluster!.instanceId}:${request.id}:${++holds}`;
-        const key = `${prefix}:key-held:${id}`;
-        const now = Date.now();
-        const admitted = await redis.eval(HOLD_SCRIPT, 1, key, now, now + holdMs, max, member, holdMs);
-        if (admitted !== 1) return { max };
-        let released = false;
-        return {
-          release: () => {
-            if (released) return;
-            released = true;
-            redis.zrem(key, member).catch(() => undefined);
-          },
-        };
+      const releases: Array<() => void> = [];
+      const release = () => releases.forEach((r) => r());
+      for (const scope of scopes) {
+        const max = limitIn(scope.limitsOf(request), 'max_held');
+        if (max <= 0) continue;
+        const held = await holdOne(scope, request, max);
+        if (held === null) {
+          release();
+          return { max, whose: scope.describe(request) };
+        }
+        releases.push(held);
       }
-      const count = heldHere.get(id) ?? 0;
-      if (count >= max) return { max };
-      heldHere.set(id, count + 1);
-      let released = false;
-      return {
-        release: () => {
-          if (released) return;
-          released = true;
-          const left = (heldHere.get(id) ?? 1) - 1;
-          if (left <= 0) heldHere.delete(id);
-          else heldHere.set(id, left);
-        },
-      };
+      return { release };
     },
   };
 }
 
-/** Whether a request's key has a limit on held requests (the turn awaits nothing otherwise). */
-export const holdsAreLimited = (request: FastifyRequest): boolean => limitOf(request, 'max_held') > 0;
-export const sessionsAreLimited = (request: FastifyRequest): boolean =>
-  limitOf(request, 'max_live_sessions') > 0 || limitOf(request, 'new_sessions_per_minute') > 0;
+/** The limits that bind a request: its key's and its tenant's (the hot path checks these first and awaits nothing when there are none). */
+export function limitsOf(ctx: AppContext, request: FastifyRequest): { key: PrincipalLimits | undefined; tenant: PrincipalLimits | undefined } {
+  const principal = request.client?.principal;
+  return { key: principal?.limits, tenant: ctx.access.tenants?.limitsOf(principal?.tenant ?? null) };
+}
+
+const any = (ctx: AppContext, request: FastifyRequest, ...names: LimitName[]): boolean => {
+  const { key, tenant } = limitsOf(ctx, request);
+  if (key === undefined && tenant === undefined) return false;
+  return names.some((name) => limitIn(key, name) > 0 || limitIn(tenant, name) > 0);
+};
+export const requestsAreLimited = (ctx: AppContext, request: FastifyRequest): boolean => any(ctx, request, 'requests_per_minute');
+export const holdsAreLimited = (ctx: AppContext, request: FastifyRequest): boolean => any(ctx, request, 'max_held');
+export const sessionsAreLimited = (ctx: AppContext, request: FastifyRequest): boolean => any(ctx, request, 'max_live_sessions', 'new_sessions_per_minute');
 
 /** The IETF RateLimit headers (and the X-RateLimit ones many clients still read) for a key's request rate. */
 export function rateHeaders(rate: KeyRate): Record<string, string> {

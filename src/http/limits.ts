@@ -8,7 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import type { AppContext } from './context.js';
-import { createKeyLimits, rateHeaders, sessionsAreLimited } from './key-limits.js';
+import { createKeyLimits, rateHeaders, requestsAreLimited, sessionsAreLimited, type KeyRate } from './key-limits.js';
 
 type Limiter = (request: FastifyRequest) => Promise<{ isExceeded: boolean; max: number; remaining: number; ttl: number }>;
 
@@ -28,9 +28,9 @@ export interface Limits {
    * the release, or null when no cap is set (nothing to count).
    */
   hold(request: FastifyRequest): (() => void) | null;
-  /** A managed key's new_sessions_per_minute and max_live_sessions, for a turn that starts `sessionId`; throws rate_limited. */
+  /** A managed key's (and its tenant's) new_sessions_per_minute and max_live_sessions, for a turn that starts `sessionId`; throws rate_limited. */
   checkKeySession(request: FastifyRequest, reply: FastifyReply | null, sessionId: string): Promise<void>;
-  /** A managed key's max_held: the release; throws rate_limited at the cap. */
+  /** A managed key's (and its tenant's) max_held: the release; throws rate_limited at the cap. */
   holdForKey(request: FastifyRequest): Promise<() => void>;
 }
 
@@ -74,6 +74,8 @@ function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
   const turnLimits = async (request: FastifyRequest, sessionId: string): Promise<Exceeded | null> =>
     (await over(perSession, request, `requests to session '${sessionId}'`)) ??
     (ctx.sessions.get(sessionId) ? null : await over(newSessions, request, 'new sessions per client'));
+  const keyRefusal = (rate: KeyRate): ProxyError =>
+    new ProxyError('rate_limited', `Rate limit reached: ${rate.max} ${rate.what}. Retry in ${rate.resetSeconds} s.`, { retryAfterSeconds: rate.resetSeconds });
   const refusal = ({ what, max, seconds }: Exceeded): ProxyError =>
     new ProxyError('rate_limited', `Rate limit reached: ${max} ${what} a minute. Retry in ${seconds} s.`, { retryAfterSeconds: seconds });
 
@@ -89,25 +91,25 @@ function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
       const exceeded = (await over(perClient, request, 'requests per client')) ?? (await turnLimits(request, sessionId));
       if (exceeded) throw refusal(exceeded);
       // A managed key's own limits: each frame is one of its requests.
-      const rate = await keys.requests(request);
-      if (rate?.exceeded) throw refusal({ what: 'requests per API key', max: rate.max, seconds: rate.resetSeconds });
-      if (sessionsAreLimited(request) && !ctx.sessions.get(sessionId)) await this.checkKeySession(request, null, sessionId);
+      const rate = requestsAreLimited(ctx, request) ? await keys.requests(request) : null;
+      if (rate?.exceeded) throw keyRefusal(rate);
+      if (sessionsAreLimited(ctx, request) && !ctx.sessions.get(sessionId)) await this.checkKeySession(request, null, sessionId);
     },
     async checkKeySession(request, reply, sessionId) {
       const rate = await keys.newSession(request);
       if (rate !== null) {
         reply?.headers(rateHeaders(rate));
-        if (rate.exceeded) throw refusal({ what: 'new sessions per API key', max: rate.max, seconds: rate.resetSeconds });
+        if (rate.exceeded) throw keyRefusal(rate);
       }
       const full = await keys.admitSession(request, sessionId);
       if (full) {
-        throw new ProxyError('rate_limited', `This API key already has its ${full.max} live sessions (its max_live_sessions); end one, or retry when one closes.`, { retryAfterSeconds: 5 });
+        throw new ProxyError('rate_limited', `Live sessions are at their limit: ${full.max} for ${full.whose} (max_live_sessions); end one, or retry when one closes.`, { retryAfterSeconds: 5 });
       }
     },
     async holdForKey(request) {
       const held = await keys.hold(request);
       if ('max' in held) {
-        throw new ProxyError('rate_limited', `This API key already has ${held.max} requests held open (its max_held); retry when one is answered.`, { retryAfterSeconds: 1 });
+        throw new ProxyError('rate_limited', `Held requests are at their limit: ${held.max} for ${held.whose} (max_held); retry when one is answered.`, { retryAfterSeconds: 1 });
       }
       return held.release;
     },

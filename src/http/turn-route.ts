@@ -66,9 +66,9 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
     const bound = client ? ctx.sessions.get(sessionId)?.bindClient({ ...submitted, client }) : undefined;
     if (bound && 'error' in bound) throw new ProxyError(bound.error, bound.message);
     if (limits.checking) await limits.check(request, reply, sessionId);
-    // A managed key's own limits on new sessions and held requests.
-    if (sessionsAreLimited(request) && !ctx.sessions.get(sessionId)) await limits.checkKeySession(request, reply, sessionId);
-    const releaseKey = holdsAreLimited(request) ? await limits.holdForKey(request) : null;
+    // A managed key's (and its tenant's) own limits on new sessions and held requests.
+    if (sessionsAreLimited(ctx, request) && !ctx.sessions.get(sessionId)) await limits.checkKeySession(request, reply, sessionId);
+    const releaseKey = holdsAreLimited(ctx, request) ? await limits.holdForKey(request) : null;
     let release: (() => void) | null;
     try {
       release = limits.hold(request);

@@ -89,7 +89,7 @@ describe('limits of a managed key', () => {
     expect((await chat(s.url, twoNew, 'n-2')).status).toBe(408);
     const third = await chat(s.url, twoNew, 'n-3');
     expect(third.status).toBe(429);
-    expect(third.body.error.message).toMatch(/2 new sessions per API key a minute/);
+    expect(third.body.error.message).toMatch(/2 new sessions a minute for this API key/);
     expect(third.headers.get('ratelimit-limit')).toBe('2');
     // Another key's new sessions are its own.
     expect((await chat(s.url, await issue(s.url, { new_sessions_per_minute: 2 }), 'n-3')).status).toBe(408);
@@ -103,7 +103,7 @@ describe('limits of a managed key', () => {
     await handshake;
     const second = await chat(s.url, oneLive, 'live-2');
     expect(second.status).toBe(429);
-    expect(second.body.error.message).toMatch(/its 1 live sessions/);
+    expect(second.body.error.message).toMatch(/1 for this API key \(max_live_sessions\)/);
     // Ending the first frees the slot.
     expect((await fetch(`${s.url}/v1/sessions/live-1`, { method: 'DELETE', headers: { authorization: `Bearer ${oneLive}` } })).status).toBe(200);
     expect((await chat(s.url, oneLive, 'live-2')).status).toBe(408);
@@ -116,7 +116,7 @@ describe('limits of a managed key', () => {
     await until(() => s.ctx.sessions.get('held-1')?.context.sides.A.held != null, 'held-1 is held');
     const second = await chat(s.url, oneHeld, 'held-2');
     expect(second.status).toBe(429);
-    expect(second.body.error.message).toMatch(/1 requests held open \(its max_held\)/);
+    expect(second.body.error.message).toMatch(/1 for this API key \(max_held\)/);
     expect((await first).status).toBe(408);
     expect((await chat(s.url, oneHeld, 'held-2')).status).toBe(408);
 
@@ -133,6 +133,54 @@ describe('limits of a managed key', () => {
     socket.close();
   });
 
+  it("a tenant's limits bind all its keys together, and only them", async () => {
+    const s = await start({ handshakeTimeoutSeconds: '0.2' });
+    const put = await fetch(`${s.url}/admin/tenants/studio-x`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ limits: { requests_per_minute: 3, new_sessions_per_minute: 1 } }),
+    });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({ object: 'tenant', name: 'studio-x', limits: { requests_per_minute: 3 }, updated_by: 'admin key' });
+    const make = async (tenant: string, scopes = ['client']) => {
+      const response = await fetch(`${s.url}/admin/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: uniqueId('k'), tenant, scopes }),
+      });
+      return ((await response.json()) as { key: string }).key;
+    };
+    const x1 = await make('studio-x');
+    const x2 = await make('studio-x');
+    const y1 = await make('studio-y');
+    expect((await get(s.url, '/v1/models', x1)).status).toBe(200);
+    expect((await get(s.url, '/v1/models', x1)).headers.get('ratelimit-remaining')).toBe('1');
+    expect((await get(s.url, '/v1/models', x2)).status).toBe(200);
+    const refused = await get(s.url, '/v1/models', x2);
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as any).error.message).toMatch(/3 requests a minute for tenant 'studio-x'/);
+    expect((await get(s.url, '/v1/models', y1)).status).toBe(200);
+
+    // Reading: a global admin sees every tenant; a tenant's viewer its own; validation is clear.
+    const viewerY = await make('studio-y', ['viewer']);
+    expect((await (await get(s.url, '/admin/tenants', ADMIN)).json()) as any).toMatchObject({ data: [{ name: 'studio-x' }] });
+    expect(((await (await get(s.url, '/admin/tenants', viewerY)).json()) as any).data).toEqual([]);
+    expect((await get(s.url, '/admin/tenants/studio-x', viewerY)).status).toBe(404);
+    const bad = await fetch(`${s.url}/admin/tenants/studio-x`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ limits: { requests_per_minute: 'lots' } }),
+    });
+    expect(bad.status).toBe(422);
+    expect(((await bad.json()) as any).error.param).toBe('limits.requests_per_minute');
+    const byViewer = await fetch(`${s.url}/admin/tenants/studio-y`, { method: 'PUT', headers: { authorization: `Bearer ${viewerY}`, 'content-type': 'application/json' }, body: '{"limits":{}}' });
+    expect(byViewer.status).toBe(403);
+
+    // Removed, the limits are gone at once.
+    expect((await fetch(`${s.url}/admin/tenants/studio-x`, { method: 'DELETE', headers: { authorization: `Bearer ${ADMIN}` } })).status).toBe(200);
+    expect((await get(s.url, '/v1/models', x2)).status).toBe(200);
+  });
+
   it('holds across two cluster instances: one budget, one count of held requests', async () => {
     redis ??= await startRedis();
     const [one, two] = await startCluster(redis.url, 2, { ADMIN_API_KEY: ADMIN, REQUIRE_API_KEY: 'true', HANDSHAKE_TIMEOUT_SECONDS: '1' });
@@ -140,6 +188,28 @@ describe('limits of a managed key', () => {
     const statuses: number[] = [];
     for (const instance of [one!, two!, one!, two!, one!, two!]) statuses.push((await get(instance.url, '/v1/models', rate)).status);
     expect(statuses).toEqual([200, 200, 200, 200, 429, 429]);
+
+    // A tenant's limits set on one instance bind on the other within a second.
+    const tenantKey = await (async () => {
+      const response = await fetch(`${one!.url}/admin/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'tenant key', tenant: 'studio-c' }),
+      });
+      return ((await response.json()) as { key: string }).key;
+    })();
+    const setAt = Date.now();
+    await fetch(`${one!.url}/admin/tenants/studio-c`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ limits: { requests_per_minute: 1 } }),
+    });
+    let limitedThere = false;
+    while (!limitedThere && Date.now() - setAt < 1_000) {
+      limitedThere = (await get(two!.url, '/v1/models', tenantKey)).headers.get('ratelimit-limit') === '1';
+      if (!limitedThere) await sleep(20);
+    }
+    expect(limitedThere).toBe(true);
 
     const held = await issue(one!.url, { max_held: 1 });
     const first = chat(one!.url, held, uniqueId('c-held'));

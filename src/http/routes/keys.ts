@@ -16,7 +16,7 @@ import { adminOnly, holds } from '../loopback-only.js';
 /** Rotation keeps the old secret working this long unless told otherwise. */
 export const DEFAULT_OVERLAP_SECONDS = 3600;
 
-function invalid(error: z.ZodError): ProxyError {
+export function invalidBody(error: z.ZodError): ProxyError {
   const issue = error.issues[0];
   const where = issue?.path.length ? issue.path.join('.') : null;
   return new ProxyError('invalid_request', `${where ? `${where}: ` : ''}${issue?.message ?? 'invalid body'}`, { param: where });
@@ -47,7 +47,7 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
 
   app.post('/admin/keys', async (request, reply) => {
     const parsed = createKeySchema.safeParse(request.body ?? {});
-    if (!parsed.success) throw invalid(parsed.error);
+    if (!parsed.success) throw invalidBody(parsed.error);
     const spec = parsed.data;
     const actor = request.actor!;
     if (!isGlobalAdmin(actor)) {
@@ -94,7 +94,7 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
 
   app.post<{ Params: { id: string } }>('/admin/keys/:id/rotate', async (request) => {
     const parsed = rotateKeySchema.safeParse(request.body ?? {});
-    if (!parsed.success) throw invalid(parsed.error);
+    if (!parsed.success) throw invalidBody(parsed.error);
     const current = manageable(request);
     try {
       const overlap = parsed.data.overlap_seconds ?? DEFAULT_OVERLAP_SECONDS;
