@@ -144,7 +144,18 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
   }
   const registry = sessions;
-  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, facts, cluster, startedAt: Date.now(), shuttingDown: false };
+  const auditModule = await import('./audit/audit.js');
+  const auditStore = redis
+    ? new auditModule.RedisAuditStore(redis, config.redisPrefix)
+    : config.journalPath === 'memory'
+      ? new auditModule.MemoryAuditStore()
+      : await new auditModule.FileAuditStore(config.journalPath).open();
+  const audit = new auditModule.AuditLog(
+    auditStore,
+    (err) => logger.error({ err }, 'the audit trail could not record an admin action'),
+    (request) => cluster?.clientAddress(request) ?? request.ip,
+  );
+  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, audit, facts, cluster, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
@@ -178,6 +189,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await journal.close();
       await access.managed?.close();
       await access.tenants?.close();
+      await audit.close();
       // Hand-over: the others claim this instance's sessions at once, not after the lease.
       cluster?.stopSweeping();
       await ownership?.stop().catch(() => undefined);

@@ -20,7 +20,7 @@ import type { SessionTiming } from '../../machines/session.logic.js';
 import type { FastifyRequest } from 'fastify';
 import type { FastifyReply } from 'fastify';
 import type { Redis } from 'ioredis';
-import { CLUSTER_TOKEN, FORWARDED_BY, forward, forwardedBy, type ForwardOptions, type OwnerWatch } from './forward.js';
+import { CLUSTER_TOKEN, FORWARDED_BY, FORWARDED_FOR, forward, forwardedBy, type ForwardOptions, type OwnerWatch } from './forward.js';
 import type { Ownership } from './ownership.js';
 
 export type Route = { readonly kind: 'local' } | { readonly kind: 'remote'; readonly owner: string; readonly address: string };
@@ -150,7 +150,7 @@ export class Cluster {
    */
   async askOthers<T>(request: FastifyRequest, path: string = request.url): Promise<T[]> {
     const others = (await this.options.ownership.instances().catch(() => [])).filter((i) => i.id !== this.instanceId && i.address);
-    const headers: Record<string, string> = { [FORWARDED_BY]: this.instanceId, [CLUSTER_TOKEN]: this.options.ownership.token };
+    const headers: Record<string, string> = { [FORWARDED_BY]: this.instanceId, [CLUSTER_TOKEN]: this.options.ownership.token, [FORWARDED_FOR]: request.ip };
     for (const name of ['authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'anthropic-version']) {
       const value = request.headers[name];
       if (typeof value === 'string') headers[name] = value;
@@ -185,6 +185,12 @@ export class Cluster {
   /** Did another instance of this cluster forward `request` (it carries the cluster's token)? */
   isForwarded(request: FastifyRequest): boolean {
     return forwardedBy(request, (token) => this.options.ownership.isToken(token)) !== null;
+  }
+
+  /** The client's address: the one the first instance saw, for a request another instance forwarded. */
+  clientAddress(request: FastifyRequest): string {
+    const relayed = request.headers[FORWARDED_FOR];
+    return typeof relayed === 'string' && relayed !== '' && this.isForwarded(request) ? relayed : request.ip;
   }
 
   /** Passes `request` to the instance that runs its session, and its answer back. */

@@ -6,7 +6,7 @@
  */
 import type { FastifyRequest } from 'fastify';
 import { WebSocket, type RawData } from 'ws';
-import { CLUSTER_TOKEN, FORWARDED_BY } from './forward.js';
+import { CLUSTER_TOKEN, FORWARDED_BY, FORWARDED_FOR } from './forward.js';
 
 const CLOSE_RESTART = 1012;
 /** Codes a peer may send (1005, 1006 and 1015 are reserved for reports, never sent). */
@@ -15,7 +15,7 @@ const sendable = (code: number): boolean => code === 1000 || (code >= 1001 && co
 export function relaySocket(client: WebSocket, request: FastifyRequest, address: string, self: { id: string; token: string }): void {
   const url = new URL(request.url, address);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  const headers: Record<string, string> = { [FORWARDED_BY]: self.id, [CLUSTER_TOKEN]: self.token };
+  const headers: Record<string, string> = { [FORWARDED_BY]: self.id, [CLUSTER_TOKEN]: self.token, [FORWARDED_FOR]: request.ip };
   for (const name of ['authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'origin', 'user-agent']) {
     const value = request.headers[name];
     if (typeof value === 'string') headers[name] = value;

@@ -15,9 +15,11 @@ export const FORWARDED_BY = 'x-motive-forwarded-by';
 export const CLUSTER_TOKEN = 'x-motive-cluster-token';
 /** The id the forwarding instance gave the request: the owner uses it too, so both name it alike in the journal. */
 export const FORWARDED_ID = 'x-motive-request-id';
+/** The client's address, as the instance that took the request saw it (believed only with the cluster token). */
+export const FORWARDED_FOR = 'x-motive-client-address';
 
 /** Headers that belong to one connection, not to the request (RFC 9110 §7.6.1), and what is recomputed. */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'content-length', FORWARDED_BY, CLUSTER_TOKEN, FORWARDED_ID]);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'host', 'content-length', FORWARDED_BY, CLUSTER_TOKEN, FORWARDED_ID, FORWARDED_FOR]);
 
 const httpAgent = new HttpAgent({ keepAlive: true });
 const httpsAgent = new HttpsAgent({ keepAlive: true });
@@ -64,6 +66,7 @@ export async function forward(request: FastifyRequest, reply: FastifyReply, body
   headers[FORWARDED_BY] = self;
   headers[CLUSTER_TOKEN] = options.token;
   headers[FORWARDED_ID] = request.id;
+  headers[FORWARDED_FOR] = request.ip;
 
   const https = target.protocol === 'https:';
   const outgoing = (https ? httpsRequest : httpRequest)(target, { method: request.method, headers, agent: https ? httpsAgent : httpAgent });

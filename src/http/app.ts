@@ -20,6 +20,7 @@ import { registerJsonBody } from './json-body.js';
 import { lingerAfterAnswer } from './linger.js';
 import { keyRoutes } from './routes/keys.js';
 import { tenantRoutes } from './routes/tenants.js';
+import { auditRoutes } from './routes/audit.js';
 import { createKeyLimits, rateHeaders, requestsAreLimited } from './key-limits.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
@@ -218,6 +219,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(adminRoutes, { ctx });
   await app.register(keyRoutes, { ctx });
   await app.register(tenantRoutes, { ctx });
+  await app.register(auditRoutes, { ctx });
   await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;

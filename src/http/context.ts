@@ -7,6 +7,7 @@ import type { Metrics } from '../telemetry/metrics.js';
 import type { Tracing } from '../telemetry/tracing.js';
 import type { FactStream } from '../sessions/fact-stream.js';
 import type { Cluster } from '../cluster/cluster.js';
+import type { AuditLog } from '../audit/audit.js';
 
 export interface AppContext {
   readonly config: Config;
@@ -21,6 +22,8 @@ export interface AppContext {
   readonly cluster: Cluster | null;
   /** API keys and the admin key. */
   readonly access: AccessControl;
+  /** Who did what on the admin routes (GET /admin/audit). */
+  readonly audit: AuditLog;
   /** Set when the service begins to shut down: new requests are refused. */
   shuttingDown: boolean;
 }

@@ -10,6 +10,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import { isRefusal, presentedKey, type AccessControl } from './access.js';
 import type { AdminRole, Principal } from '../auth/principal.js';
+import type { AuditLog } from '../audit/audit.js';
 import { sendError } from './errors.js';
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
@@ -74,7 +75,10 @@ export interface AdminNeed {
  * admin key set and no credentials, the 404 an unknown route gets, so the routes stay hidden.
  * Wrong keys count against FAILED_KEYS_PER_MINUTE like wrong client keys. Sets request.actor.
  */
-export function adminOnly(access: AccessControl, need: AdminNeed | ((request: FastifyRequest) => AdminNeed) = { role: 'admin', scope: 'global' }) {
+export function adminOnly(access: AccessControl, need: AdminNeed | ((request: FastifyRequest) => AdminNeed) = { role: 'admin', scope: 'global' }, audit?: AuditLog) {
+  const denied = (request: FastifyRequest, reason: string): void => {
+    void audit?.record(request, { action: 'admin.denied', outcome: 'denied', tenant: request.actor?.tenant ?? null, target: { type: 'route', id: `${request.method} ${request.routeOptions.url ?? ''}` }, details: { reason } });
+  };
   return async function admin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     const presented = presentedKey(request);
     const retryAfterSeconds = access.failedKeys?.retryAfter(request.ip) ?? 0;
@@ -109,6 +113,9 @@ export function adminOnly(access: AccessControl, need: AdminNeed | ((request: Fa
     if (principal === null || principal.grants.length === 0) {
       if (principal === null) access.failedKeys?.recordFailure(request.ip);
       request.turnLog = { ...request.turnLog, refused: 'not an admin credential' };
+      if (principal !== null) request.actor = principal;
+      denied(request, principal === null ? (presented === null ? 'no credential' : 'unknown or refused credential') : 'credential without an admin role');
+      request.actor = undefined;
       const why = isRefusal(outcome) ? `${outcome.refused} ` : '';
       return sendError(
         request,
@@ -119,6 +126,9 @@ export function adminOnly(access: AccessControl, need: AdminNeed | ((request: Fa
     const { role, scope } = typeof need === 'function' ? need(request) : need;
     if (!holds(principal, role, scope === 'global' ? 'global' : principal.tenant)) {
       request.turnLog = { ...request.turnLog, refused: `needs ${role}` };
+      request.actor = principal;
+      denied(request, `needs the ${scope === 'global' ? 'global ' : ''}${role} role`);
+      request.actor = undefined;
       return sendError(
         request,
         reply,

@@ -58,7 +58,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   const roleFor = (request: FastifyRequest): AdminRole => (request.method === 'GET' && !request.routeOptions.url?.endsWith('/transcript') ? 'viewer' : 'operator');
   // The service's health spans every tenant: global roles only. Session routes take a tenant's
   // roles too, and each answers for the sessions of the tenants the caller's roles reach.
-  const admin = adminOnly(ctx.access, (request) => ({ role: roleFor(request), scope: request.routeOptions.url === '/admin/health' ? 'global' : 'any' }));
+  const admin = adminOnly(ctx.access, (request) => ({ role: roleFor(request), scope: request.routeOptions.url === '/admin/health' ? 'global' : 'any' }), ctx.audit);
   /**
    * The tenant a session route acts in: `?tenant=` (a global role's to choose; the default
    * tenant without it), else the caller's own. A tenant the caller's roles do not reach gets the
@@ -163,6 +163,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     }
     const session = live(request);
     session.close('deleted');
+    void ctx.audit.record(request, { action: 'session.ended', tenant: tenantOfSession(session.id), target: { type: 'session', id: sessionName(session.id) } });
     return { id: sessionName(session.id), tenant: tenantOfSession(session.id), object: 'session', deleted: true };
   });
   refuseOtherMethods(app, '/admin/sessions/:id', ['GET', 'DELETE']);
@@ -181,6 +182,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
         param: 'id',
       });
     }
+    void ctx.audit.record(request, { action: 'transcript.read', tenant: tenantOfSession(sessionId), target: { type: 'session', id: sessionName(sessionId) }, details: { format } });
     if (format === 'json') return toJson(transcript);
     reply.type('text/markdown; charset=utf-8');
     return toMarkdown(transcript);

@@ -30,7 +30,7 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
   app.addHook('onRoute', (route) => {
     route.config = { ...(route.config as object), access: 'admin' };
   });
-  app.addHook('onRequest', adminOnly(ctx.access, { role: 'admin', scope: 'any' }));
+  app.addHook('onRequest', adminOnly(ctx.access, { role: 'admin', scope: 'any' }, ctx.audit));
 
   /** The key, if the actor may manage it; a key of another tenant is "not found". */
   const manageable = (request: FastifyRequest<{ Params: { id: string } }>): ManagedKey => {
@@ -41,8 +41,9 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
     }
     return key;
   };
-  const audit = (request: FastifyRequest, action: string, key: ManagedKey): void => {
+  const audit = (request: FastifyRequest, action: 'key.created' | 'key.rotated' | 'key.revoked', key: ManagedKey): void => {
     request.turnLog = { ...request.turnLog, admin_action: action, key_id: key.id, tenant: key.tenant, actor: request.actor?.subject };
+    void ctx.audit.record(request, { action, tenant: key.tenant, target: { type: 'key', id: key.id }, details: { name: key.name, scopes: key.scopes.join(' ') } });
   };
 
   app.post('/admin/keys', async (request, reply) => {

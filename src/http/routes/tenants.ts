@@ -20,7 +20,7 @@ export async function tenantRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
   app.addHook('onRoute', (route) => {
     route.config = { ...(route.config as object), access: 'admin' };
   });
-  app.addHook('onRequest', adminOnly(ctx.access, (request) => (request.method === 'GET' ? { role: 'viewer', scope: 'any' } : { role: 'admin', scope: 'global' })));
+  app.addHook('onRequest', adminOnly(ctx.access, (request) => (request.method === 'GET' ? { role: 'viewer', scope: 'any' } : { role: 'admin', scope: 'global' }), ctx.audit));
 
   const named = (request: FastifyRequest<{ Params: { name: string } }>): string => {
     const { name } = request.params;
@@ -51,6 +51,7 @@ export async function tenantRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     if (!parsed.success) throw invalidBody(parsed.error);
     const record = await registry.put(name, parsed.data.limits, request.actor!.subject);
     request.turnLog = { ...request.turnLog, admin_action: 'tenant.limits_set', tenant: name, actor: request.actor!.subject };
+    void ctx.audit.record(request, { action: 'tenant.limits_set', tenant: name, target: { type: 'tenant', id: name }, details: Object.fromEntries(Object.entries(record.limits)) });
     return view(record);
   });
 
@@ -59,6 +60,7 @@ export async function tenantRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     const record = await registry.remove(name, request.actor!.subject);
     if (!record) throw new ProxyError('not_found', `There is no tenant '${name}' with limits.`, { param: 'name' });
     request.turnLog = { ...request.turnLog, admin_action: 'tenant.limits_removed', tenant: name, actor: request.actor!.subject };
+    void ctx.audit.record(request, { action: 'tenant.limits_removed', tenant: name, target: { type: 'tenant', id: name } });
     return { object: 'tenant', name, deleted: true };
   });
   refuseOtherMethods(app, '/admin/tenants/:name', ['GET', 'PUT', 'DELETE']);
