@@ -20,6 +20,7 @@ import { registerJsonBody } from './json-body.js';
 import { lingerAfterAnswer } from './linger.js';
 import { keyRoutes } from './routes/keys.js';
 import { tenantRoutes } from './routes/tenants.js';
+import { packageVersion, registerOpenApi } from './openapi.js';
 import { auditRoutes } from './routes/audit.js';
 import { createKeyLimits, rateHeaders, requestsAreLimited } from './key-limits.js';
 import { adminRoutes } from './routes/admin.js';
@@ -211,6 +212,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`)),
   );
 
+  // The admin API's OpenAPI description collects the routes as they are added.
+  await registerOpenApi(app, packageVersion());
   await app.register(chatRoutes, { ctx });
   await app.register(realtimeRoutes, { ctx });
   await app.register(modelRoutes, { ctx });

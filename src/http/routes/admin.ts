@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { adminDoc } from '../openapi.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { isReadable } from '../../journal/records.js';
@@ -111,7 +113,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     return session;
   };
 
-  app.get('/admin/sessions', async (request) => {
+  app.get('/admin/sessions', adminDoc({ tag: 'sessions', summary: 'List live sessions', description: 'Every tenant the caller\'s roles reach; to a client key without a role, its own tenant\'s sessions with masked ids.', responses: { 200: 'The sessions (`data`), and `ids_masked`' } }), async (request) => {
     // The admin sees the sessions of every tenant its roles reach; a client, its own tenant's, masked.
     const visible = (session: Session): boolean =>
       request.isAdmin === true ? reaches(request, session) : tenantOfSession(session.id) === (request.client?.principal?.tenant ?? null);
@@ -126,7 +128,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   });
   refuseOtherMethods(app, '/admin/sessions', ['GET']);
 
-  app.get<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
+  app.get<{ Params: { id: string } }>('/admin/sessions/:id', adminDoc({ tag: 'sessions', summary: 'Read one session', params: { id: 'the session name' }, querystring: z.object({ tenant: z.string().optional().describe('the tenant (a global role\'s to choose; default tenant without it)') }), responses: { 200: 'The session: state, sides, system prompts, timing', 404: 'No live session of that name in that tenant' } }), async (request, reply) => {
     const sessionId = sessionIdOf(request);
     const cluster = ctx.cluster;
     if (cluster) {
@@ -155,7 +157,7 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     };
   });
   /** Ends a session: held requests get 410 session_closed. */
-  app.delete<{ Params: { id: string } }>('/admin/sessions/:id', async (request, reply) => {
+  app.delete<{ Params: { id: string } }>('/admin/sessions/:id', adminDoc({ tag: 'sessions', summary: 'End a session', description: 'Its held requests get 410 session_closed. Needs the operator role.', params: { id: 'the session name' }, querystring: z.object({ tenant: z.string().optional().describe('the tenant (a global role\'s to choose; default tenant without it)') }), responses: { 200: 'Ended', 404: 'No live session of that name in that tenant' } }), async (request, reply) => {
     if (ctx.cluster) {
       const sessionId = sessionIdOf(request);
       const route = await ctx.cluster.route(sessionId, ctx.cluster.isForwarded(request));
@@ -169,7 +171,17 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   refuseOtherMethods(app, '/admin/sessions/:id', ['GET', 'DELETE']);
 
   /** A session's conversation from the journal: JSON by default, Markdown with ?format=md. */
-  app.get<{ Params: { id: string }; Querystring: { format?: string } }>('/admin/sessions/:id/transcript', async (request, reply) => {
+  app.get<{ Params: { id: string }; Querystring: { format?: string } }>(
+    '/admin/sessions/:id/transcript',
+    adminDoc({
+      tag: 'sessions',
+      summary: "Read a session's transcript",
+      description: 'From the journal: JSON, or Markdown with `format=md`. Needs the operator role.',
+      params: { id: 'the session name' },
+      querystring: z.object({ tenant: z.string().optional(), format: z.enum(['json', 'md']).optional() }),
+      responses: { 200: 'The transcript', 404: 'The journal has no such session' },
+    }),
+    async (request, reply) => {
     const sessionId = sessionIdOf(request);
     request.turnLog = { session_id: sessionId };
     const format = request.query.format ?? 'json';
@@ -189,8 +201,12 @@ export async function adminRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   });
   refuseOtherMethods(app, '/admin/sessions/:id/transcript', ['GET']);
 
+  /** The admin API in OpenAPI 3.1 (rendered by the console). */
+  app.get('/admin/openapi.json', async () => app.swagger());
+  refuseOtherMethods(app, '/admin/openapi.json', ['GET']);
+
   /** The service in detail: sessions, held requests, event-loop delay, memory, journal. */
-  app.get('/admin/health', async () => {
+  app.get('/admin/health', adminDoc({ tag: 'service', summary: 'The service in detail', description: 'Sessions by state, held requests, event-loop delay, memory, journal. Global roles only.', responses: { 200: 'The figures' } }), async () => {
     const byState: Record<string, number> = {};
     let held = 0;
     for (const session of ctx.sessions.list()) {

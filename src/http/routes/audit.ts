@@ -4,6 +4,7 @@
  * `?format=jsonl` (every matching entry, streamed: the export). Admins of every tenant read it
  * all; a tenant's admin reads its own tenant's entries.
  */
+import { adminDoc } from '../openapi.js';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { AuditFilter } from '../../audit/audit.js';
@@ -32,7 +33,16 @@ export async function auditRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
   });
   app.addHook('onRequest', adminOnly(ctx.access, { role: 'admin', scope: 'any' }, ctx.audit));
 
-  app.get('/admin/audit', async (request, reply) => {
+  app.get(
+    '/admin/audit',
+    adminDoc({
+      tag: 'audit',
+      summary: 'Read or export the audit trail',
+      description: 'The newest `limit` matching entries, oldest first; `format=jsonl` streams every matching entry as JSON lines.',
+      querystring: query,
+      responses: { 200: 'The entries (`data`), or JSON lines', 403: 'A tenant admin asked for another tenant', 422: 'A filter is not valid' },
+    }),
+    async (request, reply) => {
     const parsed = query.safeParse(request.query ?? {});
     if (!parsed.success) throw invalidBody(parsed.error);
     const { tenant, actor, action, since, until, limit, format } = parsed.data;

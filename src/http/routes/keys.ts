@@ -4,6 +4,7 @@
  * admin role manage every key; a tenant's admins manage their own tenant's keys and cannot hand
  * out roles over every tenant.
  */
+import { adminDoc } from '../openapi.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { createKeySchema, KeyNotActive, KeyNotFound, publicView, rotateKeySchema, type ManagedKey } from '../../auth/keys.js';
@@ -46,7 +47,17 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
     void ctx.audit.record(request, { action, tenant: key.tenant, target: { type: 'key', id: key.id }, details: { name: key.name, scopes: key.scopes.join(' ') } });
   };
 
-  app.post('/admin/keys', async (request, reply) => {
+  const keyView = { description: 'The key, never its secret or digest', schema: { type: 'object', additionalProperties: true } };
+  app.post(
+    '/admin/keys',
+    adminDoc({
+      tag: 'keys',
+      summary: 'Create a managed key',
+      description: 'The answer holds the key itself in `key`, shown this once: the proxy keeps only its SHA-256 digest. A tenant admin creates keys of its own tenant, without global roles.',
+      body: createKeySchema,
+      responses: { 201: 'The new key, with `key` (shown once)', 401: 'No admin credential', 403: 'The credential may not create this key', 422: 'The body is not valid' },
+    }),
+    async (request, reply) => {
     const parsed = createKeySchema.safeParse(request.body ?? {});
     if (!parsed.success) throw invalidBody(parsed.error);
     const spec = parsed.data;
@@ -76,7 +87,15 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
     };
   });
 
-  app.get<{ Querystring: { tenant?: string; status?: string } }>('/admin/keys', async (request) => {
+  app.get<{ Querystring: { tenant?: string; status?: string } }>(
+    '/admin/keys',
+    adminDoc({
+      tag: 'keys',
+      summary: 'List managed keys',
+      querystring: z.object({ tenant: z.string().optional(), status: z.enum(['active', 'revoked', 'expired']).optional() }),
+      responses: { 200: 'The keys the caller may manage, oldest first', 401: 'No admin credential' },
+    }),
+    async (request) => {
     const actor = request.actor!;
     const { tenant, status } = request.query;
     const now = Date.now();
@@ -91,9 +110,23 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
   });
   refuseOtherMethods(app, '/admin/keys', ['GET', 'POST']);
 
-  app.get<{ Params: { id: string } }>('/admin/keys/:id', async (request) => publicView(manageable(request)));
+  app.get<{ Params: { id: string } }>(
+    '/admin/keys/:id',
+    adminDoc({ tag: 'keys', summary: 'Read one managed key', params: { id: 'the key id (key_…)' }, responses: { 200: keyView, 404: 'No such key (or one of another tenant)' } }),
+    async (request) => publicView(manageable(request)),
+  );
 
-  app.post<{ Params: { id: string } }>('/admin/keys/:id/rotate', async (request) => {
+  app.post<{ Params: { id: string } }>(
+    '/admin/keys/:id/rotate',
+    adminDoc({
+      tag: 'keys',
+      summary: 'Rotate a managed key',
+      description: 'A new secret, shown once; the current secrets keep working for `overlap_seconds` (default 3600). The key id, and so the sessions bound to it, stay.',
+      params: { id: 'the key id (key_…)' },
+      body: rotateKeySchema,
+      responses: { 200: 'The key, with the new secret in `key`', 404: 'No such key', 409: 'The key is revoked or expired', 422: 'The body is not valid' },
+    }),
+    async (request) => {
     const parsed = rotateKeySchema.safeParse(request.body ?? {});
     if (!parsed.success) throw invalidBody(parsed.error);
     const current = manageable(request);
@@ -109,7 +142,10 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
   });
   refuseOtherMethods(app, '/admin/keys/:id/rotate', ['POST']);
 
-  app.delete<{ Params: { id: string } }>('/admin/keys/:id', async (request) => {
+  app.delete<{ Params: { id: string } }>(
+    '/admin/keys/:id',
+    adminDoc({ tag: 'keys', summary: 'Revoke a managed key', description: 'Refused from the next request on, on every instance.', params: { id: 'the key id (key_…)' }, responses: { 200: keyView, 404: 'No such key' } }),
+    async (request) => {
     const current = manageable(request);
     try {
       const key = await registry.revoke(current.id);

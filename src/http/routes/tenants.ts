@@ -3,6 +3,7 @@
  * and reads them (a tenant's own roles read their own tenant), `DELETE` removes them. A tenant
  * needs no record to exist: any key or token may name it; the record only adds limits.
  */
+import { adminDoc } from '../openapi.js';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { putTenantSchema, type TenantRecord } from '../../auth/tenant-registry.js';
 import { TENANT_NAME } from '../../auth/keys.js';
@@ -29,7 +30,7 @@ export async function tenantRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     return name;
   };
 
-  app.get('/admin/tenants', async (request) => ({
+  app.get('/admin/tenants', adminDoc({ tag: 'tenants', summary: 'List tenants with limits', responses: { 200: 'The tenants the caller\'s roles reach' } }), async (request) => ({
     object: 'list',
     data: registry
       .list()
@@ -39,13 +40,16 @@ export async function tenantRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
   }));
   refuseOtherMethods(app, '/admin/tenants', ['GET']);
 
-  app.get<{ Params: { name: string } }>('/admin/tenants/:name', async (request) => {
+  app.get<{ Params: { name: string } }>('/admin/tenants/:name', adminDoc({ tag: 'tenants', summary: "Read a tenant's limits", params: { name: 'the tenant' }, responses: { 200: 'The tenant', 404: 'No limits are set for it' } }), async (request) => {
     const record = registry.get(named(request));
     if (!record) throw new ProxyError('not_found', `There is no tenant '${request.params.name}' with limits.`, { param: 'name' });
     return view(record);
   });
 
-  app.put<{ Params: { name: string } }>('/admin/tenants/:name', async (request) => {
+  app.put<{ Params: { name: string } }>(
+    '/admin/tenants/:name',
+    adminDoc({ tag: 'tenants', summary: "Set a tenant's limits", description: 'Shared by every principal of the tenant. A global admin\'s to set.', params: { name: 'the tenant' }, body: putTenantSchema, responses: { 200: 'The tenant', 403: 'Not a global admin', 422: 'The body is not valid' } }),
+    async (request) => {
     const name = named(request);
     const parsed = putTenantSchema.safeParse(request.body ?? {});
     if (!parsed.success) throw invalidBody(parsed.error);
@@ -55,7 +59,7 @@ export async function tenantRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
     return view(record);
   });
 
-  app.delete<{ Params: { name: string } }>('/admin/tenants/:name', async (request) => {
+  app.delete<{ Params: { name: string } }>('/admin/tenants/:name', adminDoc({ tag: 'tenants', summary: "Remove a tenant's limits", params: { name: 'the tenant' }, responses: { 200: 'Removed', 404: 'No limits were set' } }), async (request) => {
     const name = named(request);
     const record = await registry.remove(name, request.actor!.subject);
     if (!record) throw new ProxyError('not_found', `There is no tenant '${name}' with limits.`, { param: 'name' });
