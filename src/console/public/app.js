@@ -2,8 +2,9 @@
 // one session's transcript and state chart, and a side played from the browser over the
 // WebSocket side (GET /v1/realtime). Plain modern JavaScript, no framework, no build step.
 import { describeState, drawChart, layout } from './chart.js';
+import { $, node, storeAdminKey, storedAdminKey } from './dom.js';
+import { showAdminView } from './admin.js';
 
-const $ = (id) => document.getElementById(id);
 const SIDES = ['A', 'B'];
 const other = (side) => (side === 'A' ? 'B' : 'A');
 
@@ -50,19 +51,6 @@ function ago(at) {
 }
 
 const clock = (at) => new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
-
-function node(tag, attrs = {}, ...children) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k === 'class') el.className = v;
-    else if (k === 'text') el.textContent = v;
-    else if (k.startsWith('data')) el.setAttribute(k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`), String(v));
-    else el.setAttribute(k, v === true ? '' : String(v));
-  }
-  for (const child of children) if (child !== null && child !== undefined) el.append(child);
-  return el;
-}
 
 /** A live countdown to `deadline` (or a timer since `since`), refreshed every second by tick(). */
 function timerEl(held, { prefix = '', warnBelowMs = 10_000 } = {}) {
@@ -195,11 +183,17 @@ function route() {
       id = null;
     }
   }
-  const next = id ? { view: 'session', id } : { view: 'sessions', id: null };
+  const admin = /^#\/(keys|api)$/.exec(location.hash)?.[1] ?? null;
+  const next = admin ? { view: admin, id: null } : id ? { view: 'session', id } : { view: 'sessions', id: null };
   const changed = next.view !== ui.route.view || next.id !== ui.route.id;
   ui.route = next;
   $('sessions-view').hidden = next.view !== 'sessions';
   $('conversation-view').hidden = next.view !== 'session';
+  showAdminView(admin);
+  for (const link of document.querySelectorAll('.bar-nav a')) {
+    if (link.dataset.view === next.view || (link.dataset.view === 'sessions' && next.view === 'session')) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
   if (!changed) return;
   if (ui.play && ui.play.session !== next.id) leave();
   ui.transcript = { id: next.id, entries: [], skipped: 0, closed: false };
@@ -445,22 +439,14 @@ function notice(text) {
 
 /** The admin key the person entered, when the proxy guards its admin actions with one. */
 function adminKey() {
-  try {
-    return sessionStorage.getItem('motive-console-admin-key') ?? '';
-  } catch {
-    return ui.adminKeyTyped ?? '';
-  }
+  return storedAdminKey() || (ui.adminKeyTyped ?? '');
 }
 
 $('admin-key-box').addEventListener('submit', (event) => {
   event.preventDefault();
   const key = $('admin-key').value.trim();
   ui.adminKeyTyped = key;
-  try {
-    sessionStorage.setItem('motive-console-admin-key', key);
-  } catch {
-    /* kept in memory only */
-  }
+  storeAdminKey(key);
   // Connect the feed again with the key: the server says whether it opens the admin actions.
   const old = ui.feed;
   ui.feed = null;
