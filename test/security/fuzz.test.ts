@@ -2,7 +2,8 @@
 // invalid JSON, huge numbers, prototype-pollution keys, control characters, 1 MB strings, odd
 // headers and query strings) against a real listening server. Never a 5xx, always the route's
 // own error shape, the process alive with its heap flat, nothing polluted, and a normal
-// conversation still works afterwards.
+// conversation still works afterwards. Then hostile credentials in every place a key is sent:
+// forged and malformed JWTs, mistyped managed keys, signed tokens with hostile claims.
 import fc from 'fast-check';
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -239,4 +240,181 @@ describe('hostile input at every route', () => {
     expect(await opening).toBe('All calm.');
     reply.catch(() => undefined);
   }, 60_000);
+});
+
+// ---- hostile credentials ------------------------------------------------------------------
+
+const b64url = (text: string): string => Buffer.from(text, 'utf8').toString('base64url');
+
+describe('hostile credentials at every way a key is sent', () => {
+  let server: TestServer;
+  let jwks: import('node:http').Server;
+  let sign: (claims: Record<string, unknown>) => Promise<string>;
+  let managedKey: string;
+  const ISSUER = 'https://idp.fuzz.test';
+  const AUDIENCE = 'motive-fuzz';
+
+  beforeAll(async () => {
+    const { createServer } = await import('node:http');
+    const { exportJWK, generateKeyPair, SignJWT } = await import('jose');
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'fuzz-key', alg: 'ES256' };
+    jwks = createServer((_req, res) => res.setHeader('content-type', 'application/json').end(JSON.stringify({ keys: [jwk] })));
+    await new Promise<void>((resolve) => jwks.listen(0, '127.0.0.1', resolve));
+    sign = (claims) => new SignJWT(claims as never).setProtectedHeader({ alg: 'ES256', kid: 'fuzz-key' }).sign(privateKey);
+    server = await startTestServer({
+      apiKeys: 'sk-static-fuzz-key',
+      adminApiKey: 'admin-fuzz-key',
+      jwksUrl: `http://127.0.0.1:${(jwks.address() as { port: number }).port}/keys`,
+      jwtIssuer: ISSUER,
+      jwtAudience: AUDIENCE,
+      failedKeysPerMinute: '0',
+      handshakeTimeoutSeconds: '0.05',
+      turnTimeoutSeconds: '0.05',
+      sessionTtlSeconds: '0.2',
+      maxSessions: '100000',
+    });
+    const made = await fetch(`${server.url}/admin/keys`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer admin-fuzz-key', 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'fuzz', tenant: 'fuzz-tenant' }),
+    });
+    managedKey = ((await made.json()) as { key: string }).key;
+  });
+  afterAll(async () => {
+    await server.close();
+    jwks.closeAllConnections();
+    await new Promise<void>((resolve) => jwks.close(() => resolve()));
+  });
+
+  it('3,000 forged, malformed and hostile credentials: never a 5xx, never let in, always the route\'s error shape', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const segment = fc.oneof(
+      jsonText.map(b64url),
+      fc.string({ maxLength: 60 }).map(b64url),
+      fc.constantFrom('', '=', '.', '%', '!!!', 'A'.repeat(5_000)),
+    );
+    const header = fc.oneof(
+      fc.constantFrom(
+        { alg: 'none' },
+        { alg: 'NONE', typ: 'JWT' },
+        { alg: 'HS256', kid: 'fuzz-key' },
+        { alg: 'ES256', kid: '../../../../etc/passwd' },
+        { alg: 'ES256', kid: 'fuzz-key', jku: 'http://evil.test/keys' },
+        { alg: 'ES256', kid: 'fuzz-key', crit: ['b64'], b64: false },
+        { alg: 'RS256', kid: 'x'.repeat(10_000) },
+        { alg: ['ES256'] },
+        { alg: 'ES256', kid: { $ne: null } },
+        { alg: 'ES256', kid: 'fuzz-key', jwk: { kty: 'EC' } },
+      ),
+      fc.dictionary(keyText, fc.oneof(hostileString, fc.integer()), { maxKeys: 4 }),
+    );
+    const payload = fc.record(
+      {
+        iss: fc.oneof(fc.constant(ISSUER), hostileString),
+        aud: fc.oneof(fc.constant(AUDIENCE), hostileString, fc.array(hostileString, { maxLength: 3 })),
+        sub: fc.oneof(hostileString, fc.integer()),
+        exp: fc.oneof(fc.constant(now + 300), fc.constant(now - 300), numberToken.map(Number), hostileString),
+        nbf: fc.oneof(fc.constant(now + 600), numberToken.map(Number)),
+        tenant: fc.oneof(hostileString, fc.constant('a\u001fb'), fc.constant({ __proto__: { polluted: true } }), fc.array(hostileString)),
+        roles: fc.oneof(fc.array(hostileString, { maxLength: 4 }), hostileString, fc.constant({ admin: true })),
+      },
+      { requiredKeys: [] },
+    );
+    const unsignedToken = fc.tuple(header, payload, segment).map(([h, p, s]) => `${b64url(JSON.stringify(h))}.${b64url(JSON.stringify(p))}.${s}`);
+    const managedShaped = fc.oneof(
+      fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF'), minLength: 36, maxLength: 36 }).map((s) => `mp_${s}`),
+      fc.constant(managedKey.slice(0, -1) + (managedKey.endsWith('A') ? 'B' : 'A')),
+      fc.constant(`${managedKey}x`),
+      fc.constant(managedKey.toUpperCase()),
+    );
+    const credential = fc.oneof(
+      { weight: 3, arbitrary: unsignedToken },
+      { weight: 2, arbitrary: fc.tuple(segment, segment, segment).map((parts) => parts.join('.')) },
+      { weight: 2, arbitrary: managedShaped },
+      { weight: 2, arbitrary: hostileString },
+      { weight: 1, arbitrary: fc.constantFrom('sk-static-fuzz-ke', 'sk-static-fuzz-key-', 'SK-STATIC-FUZZ-KEY', 'admin-fuzz-ke', 'Bearer sk-static-fuzz-key', 'sk-static-fuzz-key\u0000') },
+    );
+    const where = fc.constantFrom('bearer', 'bearer-lower', 'x-api-key', 'x-goog-api-key', 'api-key', 'query', 'basic', 'two-headers');
+    const target = fc.constantFrom(
+      { method: 'POST', path: '/v1/chat/completions', shape: 'openai' as Shape, body: '{"model":"fuzz","messages":[{"role":"user","content":"hi"}]}' },
+      { method: 'POST', path: '/v1/messages', shape: 'anthropic' as Shape, body: '{"model":"fuzz","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}' },
+      { method: 'POST', path: '/v1beta/models/fuzz:generateContent', shape: 'google' as Shape, body: '{"contents":[{"role":"user","parts":[{"text":"hi"}]}]}' },
+      { method: 'POST', path: '/api/chat', shape: 'ollama' as Shape, body: '{"model":"fuzz","messages":[{"role":"user","content":"hi"}],"stream":false}' },
+      { method: 'GET', path: '/v1/models', shape: 'openai' as Shape, body: null },
+      { method: 'GET', path: '/admin/keys', shape: 'openai' as Shape, body: null },
+      { method: 'GET', path: '/admin/audit', shape: 'openai' as Shape, body: null },
+    );
+    const printable = (s: string): string => s.replace(/[^\t\x20-\x7e]/g, '?');
+    const hostile = fc.tuple(credential, where, target).map(([cred, how, t]): Case => {
+      const c = printable(cred).slice(0, 12_000);
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      let path = t.path;
+      if (how === 'bearer') headers['authorization'] = `Bearer ${c}`;
+      if (how === 'bearer-lower') headers['authorization'] = `bearer   ${c}`;
+      if (how === 'basic') headers['authorization'] = `Basic ${Buffer.from(`user:${c}`).toString('base64')}`;
+      if (how === 'x-api-key' || how === 'x-goog-api-key' || how === 'api-key') headers[how] = c;
+      if (how === 'two-headers') Object.assign(headers, { authorization: `Bearer ${c}`, 'x-api-key': 'sk-wrong' });
+      if (how === 'query') path = `${path}${path.includes('?') ? '&' : '?'}key=${encode(cred.slice(0, 2_000))}`;
+      return { method: t.method, path, shape: t.shape, headers, body: t.body };
+    });
+    const generated = fc.sample(hostile, { numRuns: 3_000, seed: 20261205 });
+    const failures: Array<{ c: Case; why: string }> = [];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (next < generated.length) {
+          const c = generated[next++]!;
+          const response = await fetch(`${server.url}${c.path}`, { method: c.method, headers: c.headers, ...(c.body ? { body: c.body } : {}) }).catch((err: unknown) => err as Error);
+          if (response instanceof Error) {
+            failures.push({ c, why: `request failed: ${response.message}` });
+            continue;
+          }
+          const text = await response.text();
+          if (response.status !== 401) {
+            failures.push({ c, why: `${response.status}: ${text.slice(0, 200)}` });
+            continue;
+          }
+          let body: unknown = null;
+          try {
+            body = JSON.parse(text);
+          } catch {
+            // not JSON: reported below
+          }
+          if (!errorShaped(c.shape, body)) failures.push({ c, why: `401 not in the ${c.shape} error shape: ${text.slice(0, 200)}` });
+        }
+      }),
+    );
+    expect(failures.slice(0, 5).map((f) => ({ why: f.why, path: f.c.path, headers: Object.fromEntries(Object.entries(f.c.headers).map(([k, v]) => [k, v.slice(0, 120)])) }))).toEqual([]);
+    expect(({} as Record<string, unknown>)['polluted']).toBeUndefined();
+  }, 600_000);
+
+  it('correctly signed tokens with hostile claims: taken or refused with 401 (431 when too large for a header), never a 5xx', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const claims = fc.record({
+      sub: fc.oneof(hostileString, fc.integer().map(String)),
+      tenant: fc.oneof(hostileString, fc.constant('a\u001fb'), fc.constant(42), fc.constant(null), fc.array(hostileString, { maxLength: 2 })),
+      roles: fc.oneof(fc.array(fc.oneof(hostileString, fc.constantFrom('admin', 'global:admin', 'global:viewer', 'global:')), { maxLength: 4 }), hostileString, fc.constant(7)),
+    });
+    const samples = fc.sample(claims, { numRuns: 300, seed: 7 });
+    const statuses = new Map<number, number>();
+    for (const c of samples) {
+      if (c.sub === '') continue; // no sub: refused, as tested elsewhere
+      const token = await sign({ iss: ISSUER, aud: AUDIENCE, exp: now + 300, ...c });
+      const response = await fetch(`${server.url}/v1/models`, { headers: { authorization: `Bearer ${token}` } });
+      await response.arrayBuffer();
+      statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+      // 431: a claim of a megabyte makes a token larger than any header may be.
+      expect([200, 401, 431], `claims ${JSON.stringify(c).slice(0, 300)}`).toContain(response.status);
+      // An admin role in a token reaches only what it names: never the static admin key's routes for a tenant it does not hold.
+      if (response.status === 200 && typeof c.tenant === 'string' && /^[A-Za-z0-9]/.test(c.tenant) && Array.isArray(c.roles) && !c.roles.includes('global:admin')) {
+        const audit = await fetch(`${server.url}/admin/audit?tenant=someone-else`, { headers: { authorization: `Bearer ${token}` } });
+        await audit.arrayBuffer();
+        expect([401, 403]).toContain(audit.status);
+      }
+    }
+    expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
+    expect(statuses.get(401) ?? 0).toBeGreaterThan(0);
+    expect((await fetch(`${server.url}/health`)).status).toBe(200);
+  }, 120_000);
 });
