@@ -349,7 +349,7 @@ describe('hostile credentials at every way a key is sent', () => {
     const hostile = fc.tuple(credential, where, target).map(([cred, how, t]): Case => {
       const c = printable(cred).slice(0, 12_000);
       const headers: Record<string, string> = { 'content-type': 'application/json' };
-      let path = t.path;
+      let path: string = t.path;
       if (how === 'bearer') headers['authorization'] = `Bearer ${c}`;
       if (how === 'bearer-lower') headers['authorization'] = `bearer   ${c}`;
       if (how === 'basic') headers['authorization'] = `Basic ${Buffer.from(`user:${c}`).toString('base64')}`;
