@@ -3,18 +3,26 @@
 // neither shows, joins, reads nor ends the other tenant's session: chat in four protocols,
 // model lists, session ends, the WebSocket side, and the admin routes for tenant roles.
 import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { scopedId } from '../../src/auth/tenants.js';
 import { loadConfig, type OptionName } from '../../src/config.js';
 import { createService, type Service } from '../../src/server.js';
 import { createLogger } from '../../src/telemetry/logger.js';
 import { apiError, sleep, until } from '../http/support.js';
+import { killAll, startCluster } from '../cluster/instances.js';
+import { startRedis, type PrivateRedis } from '../helpers/redis.js';
 
 const ADMIN = 'admin-secret-for-tenants';
 const running: Service[] = [];
+let redis: PrivateRedis | null = null;
 afterEach(async () => {
   await Promise.all(running.splice(0).map((s) => s.shutdown()));
+  killAll();
+});
+afterAll(async () => {
+  killAll();
+  await redis?.destroy();
 });
 
 async function start(settings: Partial<Record<OptionName, string>> = {}) {
@@ -150,4 +158,25 @@ describe('tenants', () => {
     ws.close();
     expect(service.ctx.sessions.size).toBe(0);
   });
+
+  it('keeps tenants apart in cluster mode: the same name on two instances is two sessions, and a tenant\'s peer reaches its own', async () => {
+    redis ??= await startRedis();
+    const [one, two] = await startCluster(redis.url, 2, { ADMIN_API_KEY: ADMIN, REQUIRE_API_KEY: 'true' });
+    const a1 = await issue(one!.url, 'a1', 'studio-a');
+    const a2 = await issue(one!.url, 'a2', 'studio-a');
+    const b1 = await issue(one!.url, 'b1', 'studio-b');
+    const sdk = (url: string, key: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: key, maxRetries: 0 });
+    const handshakeA = sdk(one!.url, a1).chat.completions.create({ model: 'npc', messages: [user('A of studio-a')] });
+    const handshakeB = sdk(two!.url, b1).chat.completions.create({ model: 'npc', messages: [user('A of studio-b')] });
+    handshakeB.catch(() => undefined);
+    const both = async () => ((await call(one!.url, 'GET', '/admin/sessions', ADMIN)).body.data as Array<{ id: string; tenant: string; state: string }>).filter((s) => s.id === 'npc');
+    for (let i = 0; i < 100 && (await both()).length < 2; i++) await sleep(50);
+    expect((await both()).map((s) => s.tenant).sort()).toEqual(['studio-a', 'studio-b']);
+    // studio-a's peer, on the other instance, joins studio-a's npc (forwarded to its owner), not studio-b's.
+    const answer = sdk(two!.url, a2).chat.completions.create({ model: 'npc', messages: [user('B of studio-a')] });
+    answer.catch(() => undefined);
+    expect((await handshakeA).choices[0]!.message.content).toBe('B of studio-a');
+    const states = Object.fromEntries((await both()).map((s) => [s.tenant, s.state]));
+    expect(states).toEqual({ 'studio-a': 'ACTIVE', 'studio-b': 'AWAITING_PEER' });
+  }, 40_000);
 });
