@@ -17,14 +17,15 @@ export async function openAccess(config: Config, logger: Logger, redis: Redis | 
     : config.journalPath === 'memory'
       ? new MemoryRecordStore<ManagedKey>()
       : new FileRecordStore<ManagedKey>(config.journalPath, 'keys.jsonl', (message) => logger.warn(message));
-  const managed = new KeyRegistry(store);
+  const changeLost = (err: unknown) => logger.warn({ err }, 'a key or tenant change made on another instance could not be read now; it is read when Redis is back');
+  const managed = new KeyRegistry(store, Date.now, changeLost);
   await managed.open();
   const tenantStore: RecordStore<TenantRecord> = redis
     ? new RedisRecordStore<TenantRecord>(redis, config.redisPrefix, 'tenants')
     : config.journalPath === 'memory'
       ? new MemoryRecordStore<TenantRecord>()
       : new FileRecordStore<TenantRecord>(config.journalPath, 'tenants.jsonl', (message) => logger.warn(message));
-  const tenants = new TenantRegistry(tenantStore);
+  const tenants = new TenantRegistry(tenantStore, Date.now, changeLost);
   await tenants.open();
   const issuer = config.oidcIssuer || config.jwtIssuer;
   const jwt =

@@ -146,7 +146,11 @@ export class JwtVerifier {
       : typeof rolesValue === 'string'
         ? rolesValue.split(/\s+/).filter(Boolean)
         : [];
-    return { kind: 'jwt', id: fingerprintOf(`jwt\n${payload.iss ?? ''}\n${sub}`), subject: sub.slice(0, 200), tenant, grants: grantsOf(roles) };
+    // A role for "its own tenant" needs a tenant claim: without one, only global: roles count, so
+    // that an identity provider's plain `admin` (meant for another application, say) does not
+    // become admin of the default tenant.
+    const grants = grantsOf(roles).filter((g) => g.global || tenant !== null);
+    return { kind: 'jwt', id: fingerprintOf(`jwt\n${payload.iss ?? ''}\n${sub}`), subject: sub.slice(0, 200), tenant, grants };
   }
 
   private async keySet(): Promise<JWTVerifyGetKey> {
@@ -199,6 +203,10 @@ function refusalFor(err: unknown): TokenRefused {
   if (err instanceof joseErrors.JWKSMultipleMatchingKeys) return new TokenRefused('The bearer token names no key id (kid) and the issuer publishes several keys.');
   if (err instanceof joseErrors.JWSSignatureVerificationFailed) return new TokenRefused("The bearer token's signature does not verify against the issuer's keys.");
   if (err instanceof joseErrors.JWKSTimeout) return new TokenRefused("The identity provider's keys could not be fetched in time; retry shortly.", true);
+  // The key set answered something other than 200 or was not a key set: the provider's fault, not the token's.
+  if (err instanceof joseErrors.JWKSInvalid || (err instanceof joseErrors.JOSEError && err.code === 'ERR_JOSE_GENERIC')) {
+    return new TokenRefused("The identity provider's keys cannot be fetched now; retry shortly.", true);
+  }
   if (err instanceof joseErrors.JOSEError) return new TokenRefused('The bearer token is not a well-formed JWT.');
   // A failed fetch of the key set (the issuer is down, refuses, answers nonsense).
   return new TokenRefused("The identity provider's keys cannot be fetched now; retry shortly.", true);

@@ -147,7 +147,7 @@ export interface RecordStore<T> {
 
 export type KeyStore = RecordStore<ManagedKey>;
 
-export type KeyCheck = { readonly principal: Principal; readonly key: ManagedKey } | { readonly refused: string } | null;
+export type KeyCheck = { readonly principal: Principal; readonly key: ManagedKey } | { readonly refused: string; readonly unavailable?: boolean } | null;
 
 /**
  * The keys in force, indexed by digest. Reads are in memory; writes go to the store first, then
@@ -160,11 +160,13 @@ export class KeyRegistry {
   constructor(
     private readonly store: KeyStore,
     private readonly now: () => number = Date.now,
+    /** A change another instance made could not be read (Redis away): it is read at the next reconnect. */
+    private readonly onError: (err: unknown) => void = () => undefined,
   ) {}
 
   async open(): Promise<void> {
     for (const key of await this.store.load()) this.apply(key);
-    this.store.onChange?.((id) => void this.reload(id));
+    this.store.onChange?.((id) => void this.reload(id).catch(this.onError));
   }
 
   get durable(): boolean {
@@ -202,12 +204,12 @@ export class KeyRegistry {
     if (key !== undefined) return this.verdict(key, digest);
     if (!this.store.findByDigest) return null;
     return this.store.findByDigest(digest).then(
-      (found) => {
-        if (found === null) return null;
+      (found): KeyCheck => {
+        if (found === null || typeof found.id !== 'string' || !Array.isArray(found.secrets)) return null;
         this.apply(found);
         return this.verdict(found, digest);
       },
-      () => null,
+      (): KeyCheck => ({ refused: 'The API key cannot be checked now: the cluster\'s Redis cannot be reached. Retry shortly.', unavailable: true }),
     );
   }
 

@@ -25,11 +25,12 @@ export class TenantRegistry {
   constructor(
     private readonly store: RecordStore<TenantRecord>,
     private readonly now: () => number = Date.now,
+    private readonly onError: (err: unknown) => void = () => undefined,
   ) {}
 
   async open(): Promise<void> {
     for (const record of await this.store.load()) this.tenants.set(record.id, record);
-    this.store.onChange?.((id) => void this.reload(id));
+    this.store.onChange?.((id) => void this.reload(id).catch(this.onError));
   }
 
   /** A tenant's limits in force, if any. */

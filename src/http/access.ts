@@ -309,7 +309,7 @@ export function identifyClient(access: AccessControl, sendError: (request: Fasti
         request.client = found !== null && 'principal' in found ? { key: null, id: found.principal.id, principal: found.principal } : { key: null, id: request.ip, principal: null };
         done();
       };
-      if (managed instanceof Promise) void managed.then(settle);
+      if (managed instanceof Promise) void managed.then(settle, () => settle(null));
       else settle(managed);
       return;
     }
@@ -331,11 +331,13 @@ export function identifyClient(access: AccessControl, sendError: (request: Fasti
     const presented = presentedKey(request);
     const outcome = access.authenticate(presented);
     if (outcome instanceof Promise) {
-      void outcome.then((settled) => {
-        if (settled === null || isRefusal(settled)) return refuse(request, reply, presented, settled);
-        admit(request, settled);
-        done();
-      });
+      void outcome
+        .then((settled) => {
+          if (settled === null || isRefusal(settled)) return refuse(request, reply, presented, settled);
+          admit(request, settled);
+          done();
+        })
+        .catch(() => refuse(request, reply, presented, { refused: 'The credential could not be checked now; retry shortly.', unavailable: true }));
       return;
     }
     if (outcome === null || isRefusal(outcome)) return refuse(request, reply, presented, outcome);

@@ -12,6 +12,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { PrincipalLimits } from '../auth/principal.js';
 import type { AppContext } from './context.js';
+import { ProxyError } from '../protocols/errors.js';
 
 type Limiter = (request: FastifyRequest) => Promise<{ isAllowed?: boolean; isExceeded?: boolean; max: number; remaining: number; ttl: number }>;
 
@@ -80,6 +81,11 @@ export function createKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimit
 
 const limitIn = (limits: PrincipalLimits | undefined, name: LimitName): number => limits?.[name] ?? 0;
 
+/** Redis cannot be asked: the request gets 503, not a guess. */
+const unavailable = (err: unknown): never => {
+  throw new ProxyError('cluster_unavailable', `The cluster's Redis cannot be reached: ${err instanceof Error ? err.message : String(err)}. Retry shortly.`, { retryAfterSeconds: 1 });
+};
+
 function buildKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
   const cluster = ctx.cluster;
   const redis: Redis | null = cluster?.redis ?? null;
@@ -131,7 +137,7 @@ function buildKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
 
   const admitOne = async (scope: Scope, request: FastifyRequest, sessionId: string, max: number): Promise<boolean> => {
     const id = `${scope.label}:${scope.idOf(request)}`;
-    if (redis) return (await redis.eval(LIVE_SCRIPT, 2, `${prefix}:live-of:${id}`, `${prefix}:live`, sessionId, max)) === 1;
+    if (redis) return (await redis.eval(LIVE_SCRIPT, 2, `${prefix}:live-of:${id}`, `${prefix}:live`, sessionId, max).catch(unavailable)) === 1;
     let live = liveHere.get(id);
     if (live === undefined) liveHere.set(id, (live = new Set()));
     for (const s of live) if (s !== sessionId && ctx.sessions.get(s) === undefined) live.delete(s);
@@ -148,7 +154,7 @@ function buildKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
       const member = `${cluster!.instanceId}:${request.id}:${++holds}`;
       const key = `${prefix}:held-of:${id}`;
       const now = Date.now();
-      if ((await redis.eval(HOLD_SCRIPT, 1, key, now, now + holdMs, max, member, holdMs)) !== 1) return null;
+      if ((await redis.eval(HOLD_SCRIPT, 1, key, now, now + holdMs, max, member, holdMs).catch(unavailable)) !== 1) return null;
       return () => {
         if (released) return;
         released = true;

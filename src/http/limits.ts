@@ -8,6 +8,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import type { AppContext } from './context.js';
+import { sessionName } from '../auth/tenants.js';
 import { createKeyLimits, rateHeaders, requestsAreLimited, sessionsAreLimited, type KeyRate } from './key-limits.js';
 
 type Limiter = (request: FastifyRequest) => Promise<{ isExceeded: boolean; max: number; remaining: number; ttl: number }>;
@@ -72,7 +73,7 @@ function buildLimits(app: FastifyInstance, ctx: AppContext): Limits {
     return result.isExceeded ? { what, max: result.max, seconds: Math.max(1, Math.ceil(result.ttl / 1000)) } : null;
   };
   const turnLimits = async (request: FastifyRequest, sessionId: string): Promise<Exceeded | null> =>
-    (await over(perSession, request, `requests to session '${sessionId}'`)) ??
+    (await over(perSession, request, `requests to session '${sessionName(sessionId)}'`)) ??
     (ctx.sessions.get(sessionId) ? null : await over(newSessions, request, 'new sessions per client'));
   const keyRefusal = (rate: KeyRate): ProxyError =>
     new ProxyError('rate_limited', `Rate limit reached: ${rate.max} ${rate.what}. Retry in ${rate.resetSeconds} s.`, { retryAfterSeconds: rate.resetSeconds });

@@ -102,7 +102,7 @@ function unknownHistory(ctx: SessionContext, side: Side | null): Attribution {
     kind: 'conflict',
     message: known
       ? `The assistant messages in this request's history do not match what session '${sessionName(ctx.sessionId)}' delivered to ${who}. Start a new conversation or use a new session id.`
-      : `Session '${ctx.sessionId}' has delivered nothing yet, but this request's history shows assistant messages: it belongs to an earlier conversation (one that ended, or from before a restart without a journal). Start a new conversation or use a new session id.`,
+      : `Session '${sessionName(ctx.sessionId)}' has delivered nothing yet, but this request's history shows assistant messages: it belongs to an earlier conversation (one that ended, or from before a restart without a journal). Start a new conversation or use a new session id.`,
   };
 }
 

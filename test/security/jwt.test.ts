@@ -165,6 +165,33 @@ describe('JWT bearer tokens from an OpenID provider', () => {
     expect(answer.headers.get('x-should-retry')).toBeNull();
   });
 
+  it('answers 503, not 401, while the key set answers an error, and static keys keep working', async () => {
+    const down: Server = createServer((_req, res) => res.writeHead(503).end('maintenance'));
+    await new Promise<void>((resolve) => down.listen(0, '127.0.0.1', resolve));
+    try {
+      const s = await start({ oidcIssuer: '', jwksUrl: `http://127.0.0.1:${(down.address() as { port: number }).port}/keys`, jwtIssuer: provider.issuer, apiKeys: 'sk-static-still-works', failedKeysPerMinute: '2', handshakeTimeoutSeconds: '0.2' });
+      for (let i = 0; i < 4; i++) {
+        const answer = await chat(s.url, await forged({}));
+        expect(answer.status).toBe(503);
+        expect(answer.body.error.code).toBe('auth_unavailable');
+      }
+      // Not counted as failed keys: the address is not locked out.
+      expect((await chat(s.url, 'sk-static-still-works')).status).toBe(408);
+    } finally {
+      down.closeAllConnections();
+      await new Promise<void>((resolve) => down.close(() => resolve()));
+    }
+  });
+
+  it('gives a token without the tenant claim its global: roles only', async () => {
+    const s = await start({ adminApiKey: ADMIN });
+    const plainAdmin = await forged({ sub: 'someone', roles: ['admin', 'operator'] });
+    expect((await fetch(`${s.url}/admin/sessions`, { headers: { authorization: `Bearer ${plainAdmin}` } })).status).toBe(200); // the masked list of a client
+    expect((await fetch(`${s.url}/admin/keys`, { headers: { authorization: `Bearer ${plainAdmin}` } })).status).toBe(401);
+    const tenantAdmin = await forged({ sub: 'someone-else', tenant: 'studio-a', roles: ['admin'] });
+    expect((await fetch(`${s.url}/admin/keys`, { headers: { authorization: `Bearer ${tenantAdmin}` } })).status).toBe(200);
+  });
+
   it('with JWKS_URL, fetches the key set again when a token names a key id it has not seen', async () => {
     const first = await generateKeyPair('ES256', { extractable: true });
     const second = await generateKeyPair('ES256', { extractable: true });

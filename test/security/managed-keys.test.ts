@@ -151,6 +151,23 @@ describe('managed API keys', () => {
     expect((await client(s.url, rotated.body.key).models.list()).data).toBeDefined();
   });
 
+  it('closes an open WebSocket side at its next message once its key is revoked', async () => {
+    const s = await start();
+    const made = await call(s.url, 'POST', '/admin/keys', { name: 'socket' });
+    const { default: WebSocket } = await import('ws');
+    const socket = new WebSocket(`${s.url.replace('http', 'ws')}/v1/realtime?session=${uniqueId('ws')}&side=A`, { headers: { authorization: `Bearer ${made.body.key}` } });
+    const frames: any[] = [];
+    socket.on('message', (d) => frames.push(JSON.parse(d.toString())));
+    await new Promise((resolve, reject) => (socket.once('open', resolve), socket.once('error', reject)));
+    socket.send(JSON.stringify({ type: 'message', content: 'before', id: 'm1' }));
+    await until(() => frames.some((f) => f.type === 'accepted' && f.id === 'm1'), 'the first message is taken');
+    await call(s.url, 'DELETE', `/admin/keys/${made.body.id}`);
+    const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)));
+    socket.send(JSON.stringify({ type: 'message', content: 'after', id: 'm2' }));
+    expect(await closed).toBe(1008);
+    expect(frames.find((f) => f.id === 'm2')).toMatchObject({ type: 'error', code: 'invalid_api_key', message: 'The API key has been revoked.' });
+  });
+
   it('keeps keys through a restart, revocations included', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'motive-keys-'));
     const first = await start({ journalPath: dir });
@@ -178,6 +195,12 @@ describe('managed API keys', () => {
     const listed = await call(s.url, 'GET', '/admin/keys', undefined, as);
     expect(listed.body.data.every((k: { tenant: string }) => k.tenant === 'studio-a')).toBe(true);
     expect((await call(s.url, 'DELETE', `/admin/keys/${theirs.body.id}`, undefined, as)).status).toBe(404);
+    // A key of its own tenant with a role over every tenant is not the tenant admin's to see or
+    // rotate: the new secret would make it a global admin.
+    const mighty = await call(s.url, 'POST', '/admin/keys', { name: 'ops', tenant: 'studio-a', scopes: ['global:admin'] });
+    expect((await call(s.url, 'GET', '/admin/keys', undefined, as)).body.data.map((k: { id: string }) => k.id)).not.toContain(mighty.body.id);
+    expect((await call(s.url, 'POST', `/admin/keys/${mighty.body.id}/rotate`, { overlap_seconds: 0 }, as)).status).toBe(404);
+    expect((await call(s.url, 'DELETE', `/admin/keys/${mighty.body.id}`, undefined, as)).status).toBe(404);
     expect((await call(s.url, 'GET', `/admin/keys/${theirs.body.id}`)).body.status).toBe('active');
     // A tenant's admin does not reach the session routes, which are not yet split by tenant.
     expect((await call(s.url, 'GET', '/admin/sessions', undefined, as)).status).toBe(200); // masked list, as for any client

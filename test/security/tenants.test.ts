@@ -112,6 +112,25 @@ describe('tenants', () => {
     expect(service.ctx.sessions.get(scopedId('studio-a', 'only-a'))!.context.sides.B.joined).toBe(false);
     socket.close();
 
+    // One WebSocket a side, per tenant: studio-a's socket on a side neither blocks nor is taken
+    // over by studio-b's socket on the same name and side.
+    const openSide = (key: string, extra = '') =>
+      new Promise<{ socket: WebSocket; frames: any[] }>((resolve, reject) => {
+        const s = new WebSocket(`${url.replace('http', 'ws')}/v1/realtime?session=shared-side&side=A${extra}`, { headers: { authorization: `Bearer ${key}` } });
+        const frames: any[] = [];
+        s.on('message', (d) => frames.push(JSON.parse(d.toString())));
+        s.once('open', () => resolve({ socket: s, frames }));
+        s.once('error', reject);
+      });
+    const sideA = await openSide(a1);
+    const sideB = await openSide(b1);
+    const takeover = await openSide(b1, '&takeover=true');
+    await sleep(200);
+    expect(sideA.socket.readyState).toBe(WebSocket.OPEN);
+    expect(sideB.frames.some((f) => f.code === 'session_conflict')).toBe(false);
+    expect(sideA.frames.some((f) => f.type === 'error')).toBe(false);
+    for (const s of [sideA, sideB, takeover]) s.socket.close();
+
     // Admin routes with tenant roles: studio-b's viewer sees studio-b only, and cannot name studio-a.
     const listed = await call(url, 'GET', '/admin/sessions', viewerB);
     expect(listed.status).toBe(200);

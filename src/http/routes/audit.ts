@@ -67,7 +67,8 @@ export async function auditRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     res.writeHead(200, { 'content-type': 'application/x-ndjson; charset=utf-8', 'content-disposition': 'attachment; filename="audit.jsonl"' });
     try {
       for await (const entry of ctx.audit.matching(filter)) {
-        if (!res.write(`${JSON.stringify(entry)}\n`)) await new Promise((resolve) => res.once('drain', resolve));
+        // A client that goes away while the buffer is full never drains it: stop at its close.
+        if (!res.write(`${JSON.stringify(entry)}\n`)) await new Promise((resolve) => (res.once('drain', resolve), res.once('close', resolve)));
         if (res.destroyed) break;
       }
     } finally {

@@ -25,6 +25,13 @@ export function invalidBody(error: z.ZodError): ProxyError {
 
 const isGlobalAdmin = (actor: Principal): boolean => holds(actor, 'admin', 'global');
 
+/**
+ * A global admin manages every key; a tenant's admin, its own tenant's keys, except those with a
+ * role over every tenant (rotating one would hand it the secret of a global admin).
+ */
+const mayManage = (actor: Principal, key: ManagedKey): boolean =>
+  isGlobalAdmin(actor) || (key.tenant === actor.tenant && !key.scopes.some((s) => s.startsWith('global:')));
+
 export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   const registry = ctx.access.managed;
   if (!registry) return;
@@ -37,7 +44,7 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
   const manageable = (request: FastifyRequest<{ Params: { id: string } }>): ManagedKey => {
     const actor = request.actor!;
     const key = registry.get(request.params.id);
-    if (key === undefined || !(isGlobalAdmin(actor) || key.tenant === actor.tenant)) {
+    if (key === undefined || !mayManage(actor, key)) {
       throw new ProxyError('not_found', `There is no API key '${String(request.params.id).slice(0, 100)}'.`, { param: 'id' });
     }
     return key;
@@ -101,7 +108,7 @@ export async function keyRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext
     const now = Date.now();
     const data = registry
       .list()
-      .filter((k) => isGlobalAdmin(actor) || k.tenant === actor.tenant)
+      .filter((k) => mayManage(actor, k))
       .filter((k) => tenant === undefined || (k.tenant ?? '') === tenant)
       .map((k) => publicView(k, now))
       .filter((k) => status === undefined || k.status === status)

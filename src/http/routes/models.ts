@@ -10,6 +10,9 @@ import type { AppContext } from '../context.js';
 
 type WithModels = ProtocolAdapter & { readonly models: ModelRoutes };
 
+/** A URL's query string, `?` included (a Gemini client's `?key=` goes along to the other instances). */
+const queryOf = (url: string): string => (url.includes('?') ? url.slice(url.indexOf('?')) : '');
+
 /**
  * Model routes: lists (OpenAI's and Anthropic's /v1/models, Gemini's /v1beta/models, Ollama's
  * /api/tags) name the sessions a client could join now, so a chat UI's model picker can join
@@ -66,7 +69,7 @@ export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     const list = joinable(request.client.key, tenantOfRequest(request));
     if (!ctx.cluster) return list;
     const seen = new Set(list.map((s) => s.id));
-    for (const answer of await ctx.cluster.askOthers<{ data?: JoinableSession[] }>(request, '/cluster/joinable')) {
+    for (const answer of await ctx.cluster.askOthers<{ data?: JoinableSession[] }>(request, `/cluster/joinable${queryOf(request.url)}`)) {
       for (const session of answer.data ?? []) {
         if (typeof session?.id !== 'string' || seen.has(session.id)) continue;
         seen.add(session.id);

@@ -23,6 +23,7 @@ import { connectQuery, frame, FrameError, parseFrame, type ClientFrame, type Ser
 import { openSide } from '../../sessions/attribution.js';
 import type { Submission } from '../../sessions/session.js';
 import { sendError } from '../errors.js';
+import { isRefusal, presentedKey } from '../access.js';
 import { browserRefusal } from '../browser-guard.js';
 import type { AppContext } from '../context.js';
 import { createLimits, type Limits } from '../limits.js';
@@ -130,7 +131,7 @@ class Participant {
     }
     // One connection per side: two browser tabs must not both answer for it.
     const holders = sideHolders(this.ctx);
-    const earlier = holders.holder(session, this.side);
+    const earlier = holders.holder(this.sessionId, this.side);
     if (earlier) {
       const takeover = TAKEOVER.has(String((this.request.query as Record<string, unknown>)['takeover'] ?? '').toLowerCase());
       if (!takeover) {
@@ -144,7 +145,7 @@ class Participant {
       }
       earlier.takenOver();
     }
-    holders.take(session, this.side, this);
+    holders.take(this.sessionId, this.side, this);
     this.holding = true;
     // What this side typed live on an earlier connection was seen already: carry on from it.
     this.draft = current?.draft(this.side) ?? '';
@@ -222,11 +223,31 @@ class Participant {
       }
       case 'message': {
         const id = parsed.id ?? null;
-        if (!(await this.withinLimits(id)) || !this.holding) return;
+        if (!(await this.stillAdmitted(id)) || !(await this.withinLimits(id)) || !this.holding) return;
         this.say(this.draft + (parsed.content ?? ''), id);
         return;
       }
     }
+  }
+
+  /**
+   * The connection's credential, checked again for each message: a managed key revoked (or
+   * expired) and a token expired since the connection opened stop it, as they stop HTTP
+   * requests. The check is in memory (a token's verification is remembered until it expires).
+   */
+  private async stillAdmitted(id: string | null): Promise<boolean> {
+    const principal = this.request.client.principal;
+    if (principal === null || principal.kind === 'static-key') return true;
+    const outcome = await Promise.resolve(this.ctx.access.authenticate(presentedKey(this.request))).catch(() => null);
+    if (outcome !== null && !isRefusal(outcome) && outcome.id === principal.id) return true;
+    const message = isRefusal(outcome) ? outcome.refused : 'The credential this connection opened with is no longer valid.';
+    if (isRefusal(outcome) && outcome.unavailable) {
+      this.send({ type: 'error', code: 'auth_unavailable', message, id, retry_after_seconds: 5 });
+      return false;
+    }
+    this.send({ type: 'error', code: 'invalid_api_key', message, id });
+    this.socket.close(CLOSE_POLICY, 'credential no longer valid');
+    return false;
   }
 
   /** Counts a message against the rate limits; an error frame answers one over them, and the connection stays open. */

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { splitModel } from '../../protocols/adapter.js';
 import { ProxyError } from '../../protocols/errors.js';
 import { refuseOtherMethods } from '../errors.js';
-import { scopedId, tenantOfRequest } from '../../auth/tenants.js';
+import { scopedId, sessionName, tenantOfRequest } from '../../auth/tenants.js';
 import type { AppContext } from '../context.js';
 
 /** A participant ends the conversation; held requests get 410 session_closed. */
@@ -22,7 +22,7 @@ export async function sessionRoutes(app: FastifyInstance, { ctx }: { ctx: AppCon
       throw new ProxyError('session_forbidden', `Session '${request.params.id}' belongs to the clients that joined it; this API key is not one of them.`);
     }
     session.close('deleted');
-    return { id: sessionId, object: 'session', deleted: true };
+    return { id: sessionName(sessionId), object: 'session', deleted: true };
   });
   refuseOtherMethods(app, '/v1/sessions/:id', ['DELETE']);
 }
