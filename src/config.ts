@@ -176,6 +176,20 @@ export const OPTIONS = {
     schema: z.string().regex(/^[A-Za-z0-9_:/.-]{1,100}$/, { error: 'a claim name, or a dotted path into an object claim' }),
     help: "the claim holding a token's roles (viewer, operator, admin; global:… for every tenant)",
   },
+  oidcClientId: {
+    env: 'OIDC_CLIENT_ID',
+    default: '',
+    schema: z.string().max(500),
+    help: 'console sign-in: the client id registered at OIDC_ISSUER (authorization code flow with PKCE); needs PUBLIC_URL',
+  },
+  oidcClientSecret: { env: 'OIDC_CLIENT_SECRET', default: '', schema: z.string().max(2000), help: 'console sign-in: the client secret (empty for a public client)', secret: true },
+  publicUrl: {
+    env: 'PUBLIC_URL',
+    default: '',
+    schema: z.union([z.literal(''), z.url({ protocol: /^https?$/, error: 'expected the URL people open the console at, e.g. https://proxy.example.com' })]),
+    help: 'the URL people open the console at; with sign-in, the identity provider sends them back to PUBLIC_URL/console/callback',
+  },
+  consoleSessionHours: { env: 'CONSOLE_SESSION_HOURS', default: '8', schema: z.coerce.number().positive().max(24 * 30), help: 'how long a console sign-in lasts' },
   jwtClockSkewSeconds: { env: 'JWT_CLOCK_SKEW_SECONDS', default: '30', schema: z.coerce.number().int().min(0).max(600), help: "seconds of clock difference allowed when checking a token's exp and nbf" },
   metricsPublic: { env: 'METRICS_PUBLIC', default: 'false', schema: flag, help: 'serve /metrics without the admin key' },
   corsOrigins: {
@@ -306,9 +320,12 @@ export function loadConfig(flags: Partial<Record<OptionName, string>>, env: Node
   }
   const c = config as Config;
   if (c.oidcIssuer && c.jwksUrl) problems.push('set OIDC_ISSUER (discovery) or JWKS_URL, not both');
-  if ((c.oidcIssuer || c.jwksUrl) && c.jwtAudience.length === 0) {
+  // OIDC_ISSUER with OIDC_CLIENT_ID and no audience signs people in to the console and takes no bearer tokens.
+  if ((c.jwksUrl || (c.oidcIssuer && !c.oidcClientId)) && c.jwtAudience.length === 0) {
     problems.push('JWT_AUDIENCE is required with OIDC_ISSUER or JWKS_URL: without it, a token your identity provider issued to any other application would be accepted');
   }
+  if (c.oidcClientId && !c.oidcIssuer) problems.push('OIDC_CLIENT_ID (console sign-in) needs OIDC_ISSUER: the provider people sign in at');
+  if (c.oidcClientId && !c.publicUrl) problems.push('OIDC_CLIENT_ID (console sign-in) needs PUBLIC_URL: where the identity provider sends people back (PUBLIC_URL/console/callback)');
   if (c.jwksUrl && !c.jwtIssuer) problems.push("JWT_ISSUER is required with JWKS_URL: the iss your tokens carry, so that tokens from another issuer are refused");
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
   return { config: config as Config, sources, raw };

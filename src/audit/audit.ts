@@ -23,7 +23,10 @@ export type AuditAction =
   | 'tenant.limits_removed'
   | 'session.ended'
   | 'transcript.read'
-  | 'admin.denied';
+  | 'admin.denied'
+  | 'signin.ok'
+  | 'signin.failed'
+  | 'signout';
 
 export interface AuditEntry {
   readonly id: string;
@@ -37,7 +40,7 @@ export interface AuditEntry {
   /** The tenant acted on (null: the default tenant). */
   readonly tenant: string | null;
   /** What: a key id, a session name, a route. */
-  readonly target: { readonly type: 'key' | 'tenant' | 'session' | 'route'; readonly id: string };
+  readonly target: { readonly type: 'key' | 'tenant' | 'session' | 'route' | 'console'; readonly id: string };
   readonly details?: Readonly<Record<string, string | number | boolean | null>>;
 }
 

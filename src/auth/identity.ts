@@ -7,6 +7,7 @@ import type { Config } from '../config.js';
 import { AccessControl } from '../http/access.js';
 import type { Logger } from '../telemetry/logger.js';
 import { JwtVerifier } from './jwt.js';
+import { ConsoleSignIn, MemorySignInStore, RedisSignInStore } from './console-signin.js';
 import { FileRecordStore, MemoryRecordStore, RedisRecordStore } from './key-stores.js';
 import { KeyRegistry, type KeyStore, type ManagedKey, type RecordStore } from './keys.js';
 import { TenantRegistry, type TenantRecord } from './tenant-registry.js';
@@ -29,7 +30,7 @@ export async function openAccess(config: Config, logger: Logger, redis: Redis | 
   await tenants.open();
   const issuer = config.oidcIssuer || config.jwtIssuer;
   const jwt =
-    config.oidcIssuer || config.jwksUrl
+    (config.oidcIssuer || config.jwksUrl) && config.jwtAudience.length > 0
       ? new JwtVerifier({
           issuer,
           discovery: config.oidcIssuer !== '',
@@ -45,5 +46,20 @@ export async function openAccess(config: Config, logger: Logger, redis: Redis | 
     if (problem) logger.warn({ issuer }, `JWT bearer tokens: ${problem} Tokens are refused with 503 until it answers.`);
     else logger.info({ issuer, audience: config.jwtAudience }, 'JWT bearer tokens accepted');
   }
-  return AccessControl.fromConfig(config, { jwt, managed, tenants });
+  const signIn = config.oidcClientId
+    ? new ConsoleSignIn(
+        {
+          issuer: config.oidcIssuer,
+          clientId: config.oidcClientId,
+          clientSecret: config.oidcClientSecret,
+          publicUrl: config.publicUrl,
+          sessionMs: config.consoleSessionHours * 3_600_000,
+          tenantClaim: config.jwtTenantClaim,
+          rolesClaim: config.jwtRolesClaim,
+        },
+        redis ? new RedisSignInStore(redis, config.redisPrefix) : new MemorySignInStore(),
+      )
+    : null;
+  if (signIn) logger.info({ issuer: config.oidcIssuer, callback: signIn.callbackUrl }, 'console sign-in with OpenID Connect');
+  return AccessControl.fromConfig(config, { jwt, managed, tenants, signIn });
 }

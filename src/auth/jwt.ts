@@ -23,7 +23,15 @@ import { fingerprintOf, grantsOf, type Principal } from './principal.js';
 /** Public-key algorithms only: no HS*, no none. */
 export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
 
-export interface JwtSettings {
+/** Which claims name a principal's tenant and roles (JWT_TENANT_CLAIM, JWT_ROLES_CLAIM). */
+export interface ClaimSettings {
+  /** Claim (a dotted path reaches into objects) naming the principal's tenant. */
+  readonly tenantClaim: string;
+  /** Claim holding the principal's roles: an array, or a space-separated string. */
+  readonly rolesClaim: string;
+}
+
+export interface JwtSettings extends ClaimSettings {
   /** The `iss` tokens must carry; with discovery, also where the metadata is. */
   readonly issuer: string;
   /** Fetch `issuer/.well-known/openid-configuration` for the key set's address. */
@@ -32,10 +40,6 @@ export interface JwtSettings {
   readonly jwksUrl: string | null;
   /** Accepted `aud` values (any one). */
   readonly audience: readonly string[];
-  /** Claim (a dotted path reaches into objects) naming the principal's tenant. */
-  readonly tenantClaim: string;
-  /** Claim holding the principal's roles: an array, or a space-separated string. */
-  readonly rolesClaim: string;
   readonly clockSkewSeconds: number;
 }
 
@@ -68,6 +72,31 @@ function claimAt(payload: JWTPayload, path: string): unknown {
     value = (value as Record<string, unknown>)[part];
   }
   return value;
+}
+
+/** The principal a verified token's (or ID token's) claims make: subject, tenant, roles. */
+export function claimsPrincipal(payload: JWTPayload, settings: ClaimSettings): Principal {
+  const sub = String(payload.sub);
+  let tenant: string | null = null;
+  const tenantValue = claimAt(payload, settings.tenantClaim);
+  if (tenantValue !== undefined && tenantValue !== null && tenantValue !== '') {
+    const name = typeof tenantValue === 'number' ? String(tenantValue) : tenantValue;
+    if (typeof name !== 'string' || !TENANT_NAME.test(name)) {
+      throw new TokenRefused(`The token's ${settings.tenantClaim} claim is not a tenant name (letters, digits and . _ : @ -, at most 64).`);
+    }
+    tenant = name;
+  }
+  const rolesValue = claimAt(payload, settings.rolesClaim);
+  const roles = Array.isArray(rolesValue)
+    ? rolesValue.filter((r): r is string => typeof r === 'string')
+    : typeof rolesValue === 'string'
+      ? rolesValue.split(/\s+/).filter(Boolean)
+      : [];
+  // A role for "its own tenant" needs a tenant claim: without one, only global: roles count, so
+  // that an identity provider's plain `admin` (meant for another application, say) does not
+  // become admin of the default tenant.
+  const grants = grantsOf(roles).filter((g) => g.global || tenant !== null);
+  return { kind: 'jwt', id: fingerprintOf(`jwt\n${payload.iss ?? ''}\n${sub}`), subject: sub.slice(0, 200), tenant, grants };
 }
 
 export class JwtVerifier {
@@ -123,34 +152,10 @@ export class JwtVerifier {
     } catch (err) {
       throw refusalFor(err);
     }
-    const principal = this.principalOf(payload);
+    const principal = claimsPrincipal(payload, this.settings);
     if (this.verified.size >= CACHE_MAX) this.verified.delete(this.verified.keys().next().value!);
     this.verified.set(token, { principal, until: Math.min(now + CACHE_MS, (payload.exp ?? 0) * 1000 + this.settings.clockSkewSeconds * 1000) });
     return principal;
-  }
-
-  private principalOf(payload: JWTPayload): Principal {
-    const sub = String(payload.sub);
-    let tenant: string | null = null;
-    const tenantValue = claimAt(payload, this.settings.tenantClaim);
-    if (tenantValue !== undefined && tenantValue !== null && tenantValue !== '') {
-      const name = typeof tenantValue === 'number' ? String(tenantValue) : tenantValue;
-      if (typeof name !== 'string' || !TENANT_NAME.test(name)) {
-        throw new TokenRefused(`The token's ${this.settings.tenantClaim} claim is not a tenant name (letters, digits and . _ : @ -, at most 64).`);
-      }
-      tenant = name;
-    }
-    const rolesValue = claimAt(payload, this.settings.rolesClaim);
-    const roles = Array.isArray(rolesValue)
-      ? rolesValue.filter((r): r is string => typeof r === 'string')
-      : typeof rolesValue === 'string'
-        ? rolesValue.split(/\s+/).filter(Boolean)
-        : [];
-    // A role for "its own tenant" needs a tenant claim: without one, only global: roles count, so
-    // that an identity provider's plain `admin` (meant for another application, say) does not
-    // become admin of the default tenant.
-    const grants = grantsOf(roles).filter((g) => g.global || tenant !== null);
-    return { kind: 'jwt', id: fingerprintOf(`jwt\n${payload.iss ?? ''}\n${sub}`), subject: sub.slice(0, 200), tenant, grants };
   }
 
   private async keySet(): Promise<JWTVerifyGetKey> {

@@ -16,6 +16,7 @@ import { looksLikeJwt, TokenRefused, type JwtVerifier } from '../auth/jwt.js';
 import { mayChat, type KeyCheck, type KeyRegistry } from '../auth/keys.js';
 import type { Principal } from '../auth/principal.js';
 import type { TenantRegistry } from '../auth/tenant-registry.js';
+import type { ConsoleSignIn } from '../auth/console-signin.js';
 
 const digest = (key: string): Buffer => createHash('sha256').update(key, 'utf8').digest();
 
@@ -161,6 +162,8 @@ export interface AccessOptions {
   readonly managed?: KeyRegistry | null;
   /** Tenants' limits (/admin/tenants). */
   readonly tenants?: TenantRegistry | null;
+  /** Console sign-in (OIDC_CLIENT_ID). */
+  readonly signIn?: ConsoleSignIn | null;
   /** REQUIRE_API_KEY: credentials are required even when no static key or issuer is configured. */
   readonly requireKeys?: boolean;
 }
@@ -179,6 +182,7 @@ export class AccessControl {
   readonly jwt: JwtVerifier | null;
   readonly managed: KeyRegistry | null;
   readonly tenants: TenantRegistry | null;
+  readonly signIn: ConsoleSignIn | null;
   private readonly requireKeys: boolean;
 
   constructor(keys: readonly string[], adminKey: string, options: AccessOptions | number = {}) {
@@ -190,6 +194,7 @@ export class AccessControl {
     this.jwt = o.jwt ?? null;
     this.managed = o.managed ?? null;
     this.tenants = o.tenants ?? null;
+    this.signIn = o.signIn ?? null;
     this.requireKeys = o.requireKeys ?? false;
   }
 

@@ -212,6 +212,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`)),
   );
 
+  // Console sign-in keeps a person's session in a cookie (it is the only cookie the service reads).
+  if (ctx.access.signIn) await app.register((await import('@fastify/cookie')).default);
   // The admin API's OpenAPI description collects the routes as they are added.
   await registerOpenApi(app, packageVersion());
   await app.register(chatRoutes, { ctx });

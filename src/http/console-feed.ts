@@ -115,6 +115,17 @@ interface Viewer {
   closedSent: boolean;
   /** Cluster mode: the watched session runs on another instance; its transcript comes from the journal. */
   remote: boolean;
+  /** A signed-in person: the sessions their roles let them see (listed) and read (transcripts). */
+  readonly sees?: (sessionId: string) => boolean;
+  readonly reads?: (sessionId: string) => boolean;
+}
+
+export interface ViewerOptions {
+  readonly admin: boolean;
+  readonly keys: boolean;
+  readonly adminKey: boolean;
+  readonly sees?: (sessionId: string) => boolean;
+  readonly reads?: (sessionId: string) => boolean;
 }
 
 const SIDES: readonly Side[] = ['A', 'B'];
@@ -159,12 +170,22 @@ export class ConsoleFeed {
   };
 
   /** A console page connected; it gets the hello and the session list at once. */
-  attach(socket: WebSocket, options: { admin: boolean; keys: boolean; adminKey: boolean }): void {
-    const viewer: Viewer = { socket, admin: options.admin, watching: null, watched: null, sent: 0, closedSent: false, remote: false };
+  attach(socket: WebSocket, options: ViewerOptions): void {
+    const viewer: Viewer = {
+      socket,
+      admin: options.admin,
+      watching: null,
+      watched: null,
+      sent: 0,
+      closedSent: false,
+      remote: false,
+      ...(options.sees ? { sees: options.sees } : {}),
+      ...(options.reads ? { reads: options.reads } : {}),
+    };
     this.viewers.add(viewer);
     this.relay?.viewers(this.viewers.size);
     this.send(viewer, { type: 'hello', now: this.now(), admin: options.admin, keys: options.keys, adminKey: options.adminKey, timing: this.timing() });
-    this.send(viewer, { type: 'sessions', now: this.now(), sessions: this.summaries() });
+    this.send(viewer, { type: 'sessions', now: this.now(), sessions: this.visibleTo(viewer, this.summaries()) });
     socket.on('message', (data, isBinary) => this.onFrame(viewer, isBinary ? null : data.toString('utf8')));
     const gone = () => {
       this.viewers.delete(viewer);
@@ -275,7 +296,10 @@ export class ConsoleFeed {
         behind = true; // it gets the list (and its transcript) at a later push
         continue;
       }
-      if (encoded) this.sendRaw(viewer, encoded);
+      if (encoded && list?.type === 'sessions') {
+        if (viewer.sees) this.send(viewer, { ...list, sessions: this.visibleTo(viewer, list.sessions) });
+        else this.sendRaw(viewer, encoded);
+      }
       if (viewer.watching !== null && dirty.has(viewer.watching)) this.sendTranscript(viewer);
     }
     if (behind) {
@@ -285,6 +309,11 @@ export class ConsoleFeed {
       this.timer = setTimeout(() => this.flush(), PUSH_INTERVAL_MS * 4);
       this.timer.unref();
     }
+  }
+
+  /** The sessions a signed-in person's roles let them see; everything for anyone else. */
+  private visibleTo(viewer: Viewer, sessions: readonly SessionSummary[]): SessionSummary[] {
+    return viewer.sees ? sessions.filter((s) => viewer.sees!(s.id)) : [...sessions];
   }
 
   private onFrame(viewer: Viewer, data: string | null): void {
@@ -311,7 +340,7 @@ export class ConsoleFeed {
       this.send(viewer, { type: 'pong', id: frame.id ?? null });
       return;
     }
-    const refused = frame.session !== null && !viewer.admin;
+    const refused = frame.session !== null && !(viewer.reads ? viewer.reads(frame.session) : viewer.admin);
     viewer.watching = refused ? null : frame.session;
     viewer.watched = null;
     viewer.sent = 0;

@@ -11,6 +11,8 @@ import { ProxyError } from '../protocols/errors.js';
 import { isRefusal, presentedKey, type AccessControl } from './access.js';
 import type { AdminRole, Principal } from '../auth/principal.js';
 import type { AuditLog } from '../audit/audit.js';
+import { SESSION_COOKIE } from '../auth/console-signin.js';
+import { isOwnOrigin } from './browser-guard.js';
 import { sendError } from './errors.js';
 
 const FORWARDING_HEADERS = ['forwarded', 'x-forwarded-for', 'x-real-ip'] as const;
@@ -45,6 +47,24 @@ declare module 'fastify' {
 }
 
 const RANK: Record<AdminRole, number> = { viewer: 0, operator: 1, admin: 2 };
+
+/**
+ * A person signed in to the console (its session cookie), or null. A change made with the
+ * cookie must come from the console's own origin (the cookie is SameSite=Lax, and the Origin a
+ * browser sends with a POST or DELETE says where the page was): 'cross-site' otherwise.
+ */
+export async function consolePrincipal(access: AccessControl, request: FastifyRequest): Promise<Principal | null | 'cross-site'> {
+  const signIn = access.signIn;
+  const cookie = (request as FastifyRequest & { cookies?: Record<string, string | undefined> }).cookies?.[SESSION_COOKIE];
+  if (!signIn || cookie === undefined) return null;
+  const principal = await signIn.principalOf(cookie).catch(() => null);
+  if (principal === null) return null;
+  if (request.method !== 'GET' && request.method !== 'HEAD') {
+    const { origin, host } = request.headers;
+    if (origin === undefined || !isOwnOrigin(origin, host)) return 'cross-site';
+  }
+  return principal;
+}
 
 /** The admin key's holder, and a caller on this machine when no admin key is set: admin of every tenant. */
 export const OPERATOR_KEY: Principal = { kind: 'static-key', id: 'admin-key', subject: 'admin key', tenant: null, grants: [{ role: 'admin', global: true }] };
@@ -96,7 +116,12 @@ export function adminOnly(access: AccessControl, need: AdminNeed | ((request: Fa
       request.actor = OPERATOR_KEY;
       return undefined;
     }
-    const outcome = presented === null ? null : await access.authenticate(presented, false);
+    const signedIn = presented === null ? await consolePrincipal(access, request) : null;
+    if (signedIn === 'cross-site') {
+      request.turnLog = { ...request.turnLog, refused: 'console session from another origin' };
+      return sendError(request, reply, new ProxyError('admin_only', 'A console sign-in acts only from the console itself (this request came from another origin).'));
+    }
+    const outcome = presented === null ? signedIn : await access.authenticate(presented, false);
     const principal = outcome !== null && !isRefusal(outcome) ? outcome : null;
     // No admin key: this machine's callers are the operator; to anyone else without a role the
     // routes do not exist.

@@ -251,5 +251,9 @@ describe('JWT bearer tokens from an OpenID provider', () => {
     expect(load({ jwksUrl: 'https://idp.test/keys', jwtAudience: 'x' })).toThrow(/JWT_ISSUER is required/);
     expect(load({ jwksUrl: 'https://idp.test/keys', oidcIssuer: 'https://idp.test', jwtAudience: 'x' })).toThrow(/not both/);
     expect(load({ oidcIssuer: 'https://idp.test', jwtAudience: 'x' })()).toBeTruthy();
+    // Console sign-in: where people come back to is required; alone, it needs no audience (it takes no bearer tokens).
+    expect(load({ oidcIssuer: 'https://idp.test', oidcClientId: 'console' })).toThrow(/needs PUBLIC_URL/);
+    expect(load({ oidcClientId: 'console', publicUrl: 'https://proxy.test' })).toThrow(/needs OIDC_ISSUER/);
+    expect(load({ oidcIssuer: 'https://idp.test', oidcClientId: 'console', publicUrl: 'https://proxy.test' })()).toBeTruthy();
   });
 });

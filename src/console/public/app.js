@@ -806,7 +806,44 @@ function send() {
 
 // ---------------------------------------------------------------- start
 
+/**
+ * Who this page is shown to (GET /console/me): with sign-in configured, a person who is not
+ * signed in (and not on this machine) gets the sign-in view only; a signed-in person sees their
+ * name, tenant and roles in the bar, and a Sign out button.
+ */
+async function whoAmI() {
+  const me = await fetch('/console/me')
+    .then((r) => (r.ok ? r.json() : null))
+    .catch(() => null);
+  const error = new URLSearchParams(location.search).get('signin_error');
+  if (error) history.replaceState(null, '', location.pathname + location.hash);
+  if (!me?.signin) return true;
+  if (me.signed_in) {
+    const roles = me.roles.length ? me.roles.join(', ') : 'no admin role';
+    $('whoami-text').textContent = `${me.subject} · ${me.tenant ?? 'default tenant'} · ${roles}`;
+    $('whoami').hidden = false;
+    return true;
+  }
+  $('signin-error').textContent = error ?? '';
+  $('signin-error').hidden = !error;
+  if (me.local && !error) {
+    $('signin-offer').hidden = false;
+    return true;
+  }
+  for (const id of ['sessions-view', 'conversation-view', 'keys-view', 'api-view']) $(id).hidden = true;
+  document.querySelector('.bar-nav').hidden = true;
+  $('signin-view').hidden = false;
+  $('feed-status').hidden = true;
+  return false;
+}
+
+$('signout').addEventListener('click', async () => {
+  await fetch('/console/logout', { method: 'POST' }).catch(() => null);
+  location.href = '/';
+});
+
 async function start() {
+  if (!(await whoAmI())) return;
   try {
     const response = await fetch('/console/chart.json');
     ui.chart = await response.json();

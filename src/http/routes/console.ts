@@ -28,7 +28,10 @@ import { ConsoleFeed } from '../console-feed.js';
 import type { AppContext } from '../context.js';
 import { presentedKey } from '../access.js';
 import { isLoopbackName, isOwnOrigin } from '../browser-guard.js';
-import { loopbackOnly } from '../loopback-only.js';
+import { consolePrincipal, holds, isLocalCaller, loopbackOnly } from '../loopback-only.js';
+import { ConsoleSignIn, LOGIN_COOKIE, SESSION_COOKIE, SignInFailed } from '../../auth/console-signin.js';
+import { rolesOf } from '../../auth/principal.js';
+import { tenantOfSession } from '../../auth/tenants.js';
 import { sideHolders } from '../side-holders.js';
 import { timingOf } from '../../config.js';
 
@@ -52,15 +55,74 @@ const SECURITY_HEADERS: Record<string, string> = {
   'cache-control': 'no-cache',
 };
 
-/** Requests must name a loopback host, and cross-origin ones (a WebSocket from another site) are refused. */
-async function sameOriginOnly(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
-  const { host, origin } = request.headers;
-  if (isLoopbackName(host) && (origin === undefined || isOwnOrigin(origin, host))) return undefined;
-  request.turnLog = { ...request.turnLog, refused: 'console: not a loopback host or another origin' };
-  return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
+/**
+ * Requests must name a loopback host (or, with sign-in, PUBLIC_URL's host), and cross-origin
+ * ones (a WebSocket from another site) are refused.
+ */
+function sameOriginOnly(publicHost: string | null) {
+  return async function sameOrigin(request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    const { host, origin } = request.headers;
+    const named = isLoopbackName(host) || (publicHost !== null && host?.toLowerCase() === publicHost);
+    if (named && (origin === undefined || isOwnOrigin(origin, host))) return undefined;
+    request.turnLog = { ...request.turnLog, refused: 'console: not a loopback host or another origin' };
+    return sendError(request, reply, new ProxyError('not_found', `There is no route ${request.method} ${request.url.split('?')[0]}.`));
+  };
+}
+
+/** GET /console/login, GET /console/callback, POST /console/logout, GET /console/me. */
+function signInRoutes(scope: FastifyInstance, ctx: AppContext, signIn: ConsoleSignIn): void {
+  const cookie = (secure: boolean, maxAgeSeconds: number) => ({ httpOnly: true, sameSite: 'lax' as const, secure, path: '/', maxAge: maxAgeSeconds });
+  const back = (reply: FastifyReply, error?: string) => reply.redirect(error ? `/?signin_error=${encodeURIComponent(error.slice(0, 300))}` : '/', 302);
+  type WithCookies = FastifyRequest & { cookies: Record<string, string | undefined> };
+  type CookieReply = FastifyReply & { setCookie(name: string, value: string, options: object): FastifyReply; clearCookie(name: string, options: object): FastifyReply };
+
+  scope.get('/console/login', async (request, reply) => {
+    try {
+      const { url, login } = await signIn.begin();
+      (reply as CookieReply).setCookie(LOGIN_COOKIE, login, cookie(signIn.secureCookies, 600));
+      return reply.redirect(url, 302);
+    } catch (err) {
+      request.log.warn({ err: { message: (err as Error).message } }, 'console sign-in could not start');
+      return back(reply, `Sign-in cannot start: ${(err as Error).message}`);
+    }
+  });
+  refuseOtherMethods(scope, '/console/login', ['GET']);
+
+  scope.get('/console/callback', async (request, reply) => {
+    const r = reply as CookieReply;
+    r.clearCookie(LOGIN_COOKIE, { path: '/' });
+    const query = request.url.includes('?') ? request.url.slice(request.url.indexOf('?')) : '';
+    try {
+      const person = await signIn.complete(new URL(`${signIn.callbackUrl}${query}`), (request as WithCookies).cookies[LOGIN_COOKIE]);
+      const session = await signIn.open(person);
+      r.setCookie(SESSION_COOKIE, session, cookie(signIn.secureCookies, Math.round(signIn.settings.sessionMs / 1000)));
+      request.actor = person;
+      void ctx.audit.record(request, { action: 'signin.ok', tenant: person.tenant, target: { type: 'console', id: 'sign-in' }, details: { roles: rolesOf(person.grants).join(' ') } });
+      return back(reply);
+    } catch (err) {
+      const why = err instanceof SignInFailed ? err.message : 'the sign-in could not be completed';
+      void ctx.audit.record(request, { action: 'signin.failed', outcome: 'denied', tenant: null, target: { type: 'console', id: 'sign-in' }, details: { reason: why.slice(0, 300) } });
+      return back(reply, `Sign-in failed: ${why}`);
+    }
+  });
+  refuseOtherMethods(scope, '/console/callback', ['GET']);
+
+  scope.post('/console/logout', async (request, reply) => {
+    const session = (request as WithCookies).cookies[SESSION_COOKIE];
+    const person = await signIn.principalOf(session);
+    await signIn.close(session);
+    (reply as CookieReply).clearCookie(SESSION_COOKIE, { path: '/' });
+    if (person) {
+      request.actor = person;
+      void ctx.audit.record(request, { action: 'signout', tenant: person.tenant, target: { type: 'console', id: 'sign-out' } });
+    }
+    return { signed_out: true };
+  });
+  refuseOtherMethods(scope, '/console/logout', ['POST']);
 }
 
 async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
+  const signIn = ctx.access.signIn;
   const feed = new ConsoleFeed(ctx, sideHolders(ctx));
   const unsubscribe = ctx.facts.subscribe(feed.onStep);
   // Cluster mode: every instance's sessions, through Redis.
@@ -95,8 +157,11 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
     scope.addHook('onRoute', (route) => {
       route.config = { ...(route.config as object), access: 'public' };
     });
-    scope.addHook('onRequest', loopbackOnly);
-    scope.addHook('onRequest', sameOriginOnly);
+    // With sign-in, the page and its files (code, no data) are served to anyone who reaches the
+    // service, and what they show is what the person's roles allow; without it, callers on this
+    // machine only.
+    if (!signIn) scope.addHook('onRequest', loopbackOnly);
+    scope.addHook('onRequest', sameOriginOnly(signIn ? new URL(signIn.settings.publicUrl).host.toLowerCase() : null));
     scope.addHook('onSend', async (_request, reply, payload) => {
       reply.headers(SECURITY_HEADERS);
       return payload;
@@ -108,6 +173,18 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
     refuseOtherMethods(scope, '/', ['GET']);
 
     scope.get('/console/chart.json', async () => sessionChart());
+    // Who the page is shown to: what it may offer (sign-in, the person's roles and tenant).
+    scope.get('/console/me', async (request) => {
+      const signed = await consolePrincipal(ctx.access, request);
+      const person = signed === 'cross-site' ? null : signed;
+      return {
+        signin: signIn !== null,
+        local: isLocalCaller(request.socket.remoteAddress, request.headers),
+        signed_in: person !== null,
+        ...(person ? { subject: person.subject, tenant: person.tenant, roles: rolesOf(person.grants) } : {}),
+      };
+    });
+    refuseOtherMethods(scope, '/console/me', ['GET']);
     refuseOtherMethods(scope, '/console/chart.json', ['GET']);
 
     scope.route({
@@ -118,13 +195,28 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
       // Every caller that gets this far is on this machine: transcripts and the admin actions
       // are theirs, unless an admin key guards them, as it guards the admin routes; then the
       // page must send it (?key=, typed by the person).
-      wsHandler: (socket, request) =>
-        feed.attach(socket, {
-          admin: !ctx.access.adminKeySet || ctx.access.isAdmin(presentedKey(request)),
-          keys: ctx.access.keysRequired,
-          adminKey: ctx.access.adminKeySet,
-        }),
+      wsHandler: async (socket, request) => {
+        const common = { keys: ctx.access.keysRequired, adminKey: ctx.access.adminKeySet };
+        // A signed-in person sees the sessions their roles reach, and reads what they may.
+        const signed = await consolePrincipal(ctx.access, request);
+        const person = signed === 'cross-site' ? null : signed;
+        if (person) {
+          return feed.attach(socket, {
+            ...common,
+            admin: holds(person, 'operator', person.tenant),
+            sees: (id) => holds(person, 'viewer', tenantOfSession(id)),
+            reads: (id) => holds(person, 'operator', tenantOfSession(id)),
+          });
+        }
+        if (!isLocalCaller(request.socket.remoteAddress, request.headers)) {
+          socket.send(JSON.stringify({ type: 'error', code: 'invalid_api_key', message: 'Sign in first: open the console and choose Sign in.' }));
+          socket.close(1008, 'sign in');
+          return undefined;
+        }
+        return feed.attach(socket, { ...common, admin: !ctx.access.adminKeySet || ctx.access.isAdmin(presentedKey(request)) });
+      },
     });
+    if (signIn) signInRoutes(scope, ctx, signIn);
   });
 }
 
