@@ -118,6 +118,8 @@ interface Viewer {
   /** A signed-in person: the sessions their roles let them see (listed) and read (transcripts). */
   readonly sees?: (sessionId: string) => boolean;
   readonly reads?: (sessionId: string) => boolean;
+  /** A transcript is opened (the audit trail records it). */
+  readonly onRead?: (sessionId: string) => void;
 }
 
 export interface ViewerOptions {
@@ -126,6 +128,7 @@ export interface ViewerOptions {
   readonly adminKey: boolean;
   readonly sees?: (sessionId: string) => boolean;
   readonly reads?: (sessionId: string) => boolean;
+  readonly onRead?: (sessionId: string) => void;
 }
 
 const SIDES: readonly Side[] = ['A', 'B'];
@@ -181,6 +184,7 @@ export class ConsoleFeed {
       remote: false,
       ...(options.sees ? { sees: options.sees } : {}),
       ...(options.reads ? { reads: options.reads } : {}),
+      ...(options.onRead ? { onRead: options.onRead } : {}),
     };
     this.viewers.add(viewer);
     this.relay?.viewers(this.viewers.size);
@@ -353,6 +357,7 @@ export class ConsoleFeed {
         message: 'Transcripts need the admin key (ADMIN_API_KEY is set): enter it in the page (Admin key), or connect to /console/live with ?key=<admin key>.',
       });
     } else if (frame.session !== null) {
+      viewer.onRead?.(frame.session);
       this.sendTranscript(viewer);
     }
   }

@@ -90,15 +90,9 @@ function buildKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
   const cluster = ctx.cluster;
   const redis: Redis | null = cluster?.redis ?? null;
   const prefix = ctx.config.redisPrefix;
-  const tenants = ctx.access.tenants;
   const scopes: readonly Scope[] = [
-    { label: 'key', describe: () => 'this API key', idOf: (r) => r.client.principal!.id, limitsOf: (r) => r.client?.principal?.limits },
-    {
-      label: 'tenant',
-      describe: (r) => `tenant '${r.client.principal!.tenant}'`,
-      idOf: (r) => r.client.principal!.tenant!,
-      limitsOf: (r) => tenants?.limitsOf(r.client?.principal?.tenant ?? null),
-    },
+    { label: 'key', describe: () => 'this API key', idOf: (r) => r.client.principal!.id, limitsOf: (r) => limitsOf(ctx, r).key },
+    { label: 'tenant', describe: (r) => `tenant '${r.client.principal!.tenant}'`, idOf: (r) => r.client.principal!.tenant!, limitsOf: (r) => limitsOf(ctx, r).tenant },
   ];
   const limiter = (scope: Scope, name: LimitName): Limiter =>
     app.createRateLimit({
@@ -206,7 +200,9 @@ function buildKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
 /** The limits that bind a request: its key's and its tenant's (the hot path checks these first and awaits nothing when there are none). */
 export function limitsOf(ctx: AppContext, request: FastifyRequest): { key: PrincipalLimits | undefined; tenant: PrincipalLimits | undefined } {
   const principal = request.client?.principal;
-  return { key: principal?.limits, tenant: ctx.access.tenants?.limitsOf(principal?.tenant ?? null) };
+  // Admins are not limited: a key or token with an admin role is held to no key or tenant limit.
+  if (!principal || principal.grants.some((g) => g.role === 'admin')) return { key: undefined, tenant: undefined };
+  return { key: principal.limits, tenant: ctx.access.tenants?.limitsOf(principal.tenant) };
 }
 
 const any = (ctx: AppContext, request: FastifyRequest, ...names: LimitName[]): boolean => {

@@ -119,6 +119,12 @@ describe('console sign-in with OpenID Connect', () => {
       expect(tenants.length).toBeGreaterThan(0);
       expect(new Set(tenants)).toEqual(new Set(['studio-a']));
 
+      // Opening a transcript in the page is recorded as a read, by this person.
+      await page.goto(`${server.url}/#/s/${encodeURIComponent('studio-a\u001fgate-a')}`);
+      await page.locator('#transcript li').first().waitFor();
+      const reads = (await (await admin('/admin/audit?action=transcript.read')).json()) as { data: Array<{ actor: { subject: string }; target: { id: string }; tenant: string; details: { via: string } }> };
+      expect(reads.data).toContainEqual(expect.objectContaining({ actor: expect.objectContaining({ subject: 'alice' }), tenant: 'studio-a', target: { type: 'session', id: 'gate-a' }, details: { via: 'console' } }));
+
       // A request with the cookie from another origin is refused.
       const cookie = `motive_console=${session!.value}`;
       const crossSite = await fetch(`${server.url}/admin/keys`, { method: 'POST', headers: { cookie, origin: 'https://evil.example', 'content-type': 'application/json' }, body: '{"name":"x"}' });

@@ -76,6 +76,20 @@ describe('limits of a managed key', () => {
     expect(((await refused.json()) as any).error).toMatchObject({ code: 'rate_limited', message: expect.stringMatching(/3 requests a minute for this API key/) });
     const viaSdk = await apiError(sdk(s.url, limited).models.list());
     expect(viaSdk.status).toBe(429);
+    // Admins are not limited: a key with an admin role is held to none of its limits.
+    const adminKey = await (async () => {
+      const response = await fetch(`${s.url}/admin/keys`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'admin with limits', scopes: ['client', 'admin'], limits: { requests_per_minute: 1 } }),
+      });
+      return ((await response.json()) as { key: string }).key;
+    })();
+    for (let i = 0; i < 3; i++) {
+      const answer = await get(s.url, '/v1/models', adminKey);
+      expect(answer.status).toBe(200);
+      expect(answer.headers.get('ratelimit-limit')).toBeNull();
+    }
     // Another key, and the admin, are not limited by it.
     expect((await get(s.url, '/v1/models', free)).status).toBe(200);
     expect((await get(s.url, '/v1/models', free)).headers.get('ratelimit-limit')).toBeNull();

@@ -28,10 +28,10 @@ import { ConsoleFeed } from '../console-feed.js';
 import type { AppContext } from '../context.js';
 import { presentedKey } from '../access.js';
 import { isLoopbackName, isOwnOrigin } from '../browser-guard.js';
-import { consolePrincipal, holds, isLocalCaller, loopbackOnly } from '../loopback-only.js';
+import { consolePrincipal, holds, isLocalCaller, LOCAL_CALLER, loopbackOnly, OPERATOR_KEY } from '../loopback-only.js';
 import { ConsoleSignIn, LOGIN_COOKIE, SESSION_COOKIE, SignInFailed } from '../../auth/console-signin.js';
 import { rolesOf } from '../../auth/principal.js';
-import { tenantOfSession } from '../../auth/tenants.js';
+import { sessionName, tenantOfSession } from '../../auth/tenants.js';
 import { sideHolders } from '../side-holders.js';
 import { timingOf } from '../../config.js';
 
@@ -200,9 +200,14 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
         // A signed-in person sees the sessions their roles reach, and reads what they may.
         const signed = await consolePrincipal(ctx.access, request);
         const person = signed === 'cross-site' ? null : signed;
+        // Opening a transcript in the page is reading it: the audit trail records who and which.
+        const onRead = (id: string) =>
+          void ctx.audit.record(request, { action: 'transcript.read', tenant: tenantOfSession(id), target: { type: 'session', id: sessionName(id) }, details: { via: 'console' } });
         if (person) {
+          request.actor = person;
           return feed.attach(socket, {
             ...common,
+            onRead,
             admin: holds(person, 'operator', person.tenant),
             sees: (id) => holds(person, 'viewer', tenantOfSession(id)),
             reads: (id) => holds(person, 'operator', tenantOfSession(id)),
@@ -213,7 +218,9 @@ async function consolePlugin(app: FastifyInstance, { ctx }: { ctx: AppContext })
           socket.close(1008, 'sign in');
           return undefined;
         }
-        return feed.attach(socket, { ...common, admin: !ctx.access.adminKeySet || ctx.access.isAdmin(presentedKey(request)) });
+        const admin = !ctx.access.adminKeySet || ctx.access.isAdmin(presentedKey(request));
+        request.actor = ctx.access.adminKeySet ? OPERATOR_KEY : LOCAL_CALLER;
+        return feed.attach(socket, { ...common, admin, ...(admin ? { onRead } : {}) });
       },
     });
     if (signIn) signInRoutes(scope, ctx, signIn);
