@@ -59,7 +59,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const timing = timingOf(config);
   // Metrics first, so the journal can report its appends to them; they read the sessions lazily.
   let sessions: SessionRegistry | null = null;
-  const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(() => sessions?.list() ?? []) : null;
+  const metrics: Metrics | null = config.enablePrometheus ? new (await import('./telemetry/metrics.js')).Metrics(() => sessions?.list() ?? [], config.maxSessions) : null;
   const ends = (record: JournalRecord) => isReadable(record) && endsSessionRecord(record);
   // Cluster mode: the journal is in Redis, shared by every instance, and each session has one owner.
   const redisModule = config.redisUrl ? await import('./cluster/redis.js') : null;
@@ -84,6 +84,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
   if (redis && config.journalPath !== OPTIONS.journalPath.default) {
     logger.info({ journal: config.journalPath }, `cluster mode: the journal is in Redis, shared by every instance; JOURNAL_PATH (${config.journalPath}) is not used`);
   }
+  if (metrics) metrics.journalPending = () => store.stats().pending;
   const journal = new Journal(store, logger, {
     ...(tracing ? { traceOf: (requestId: string | null) => tracing.traceOf(requestId) } : {}),
     ...(metrics ? { onAppended: (seconds: number) => metrics.journalAppend.observe(seconds) } : {}),

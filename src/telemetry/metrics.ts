@@ -16,8 +16,11 @@ export class Metrics {
   readonly journalAppend: Histogram;
   private readonly transitions: Counter<'event' | 'state'>;
 
-  /** `sessions` lists the live sessions when metrics are scraped. */
-  constructor(sessions: () => Iterable<{ readonly state: string }>) {
+  /** The journal's records not yet durable, read at each scrape (set once the journal exists). */
+  journalPending: () => number = () => 0;
+
+  /** `sessions` lists the live sessions when metrics are scraped; `maxSessions` is MAX_SESSIONS. */
+  constructor(sessions: () => Iterable<ScrapedSession>, maxSessions = 0) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'motiveproxy_' });
     this.requests = new Counter({ name: 'motiveproxy_requests_total', help: 'Chat requests answered, by protocol and HTTP status', labelNames: ['protocol', 'status'], registers });
@@ -51,6 +54,26 @@ export class Metrics {
       collect() {
         this.reset();
         for (const session of sessions()) this.inc({ state: session.state });
+      },
+    });
+    new Gauge({
+      name: 'motiveproxy_held_requests',
+      help: 'Requests held open now, waiting for the other side (each is an open connection)',
+      registers,
+      collect() {
+        let held = 0;
+        for (const session of sessions()) held += (session.context.sides.A.held ? 1 : 0) + (session.context.sides.B.held ? 1 : 0);
+        this.set(held);
+      },
+    });
+    new Gauge({ name: 'motiveproxy_max_sessions', help: 'MAX_SESSIONS: live sessions this instance takes at most', registers }).set(maxSessions);
+    const journalPending = () => this.journalPending();
+    new Gauge({
+      name: 'motiveproxy_journal_pending_records',
+      help: 'Journal records appended but not yet as durable as JOURNAL_FSYNC promises (the journal lag)',
+      registers,
+      collect() {
+        this.set(journalPending());
       },
     });
   }
@@ -103,6 +126,12 @@ export class Metrics {
       }
     }
   };
+}
+
+/** What a scrape reads of a live session. */
+export interface ScrapedSession {
+  readonly state: string;
+  readonly context: { readonly sides: Readonly<Record<'A' | 'B', { readonly held: unknown }>> };
 }
 
 /** What cluster mode reports to the metrics. */

@@ -35,6 +35,10 @@ describe('Prometheus metrics', () => {
     expect(text).toMatch(/^motiveproxy_handshake_time_ms_count 1$/m);
     expect(text).toMatch(/^motiveproxy_journal_append_seconds_count [1-9]\d*$/m);
     expect(text).toMatch(/^motiveproxy_process_cpu_seconds_total /m);
+    // B's request is held; the cap and the journal lag are there for the alert rules.
+    expect(text).toMatch(/^motiveproxy_held_requests 1$/m);
+    expect(text).toMatch(new RegExp(`^motiveproxy_max_sessions ${server.service.ctx.config.maxSessions}$`, 'm'));
+    expect(text).toMatch(/^motiveproxy_journal_pending_records \d+$/m);
 
     // B's wait runs out (the SDK retries twice and each retry times out too).
     await expect(held).rejects.toMatchObject({ status: 408 });
