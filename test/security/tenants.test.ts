@@ -165,6 +165,19 @@ describe('tenants', () => {
     anthropic.catch(() => undefined);
   });
 
+  it('scopes a managed key\'s sessions to its tenant even where keys are not required', async () => {
+    const service = await start({ requireApiKey: 'false', handshakeTimeoutSeconds: '5' });
+    const a1 = await issue(service.url, 'a1', 'studio-a');
+    const keyed = new OpenAI({ baseURL: `${service.url}/v1`, apiKey: a1, maxRetries: 0 }).chat.completions.create({ model: 'open-npc', messages: [user('with a key')] });
+    keyed.catch(() => undefined);
+    await until(() => service.ctx.sessions.get(scopedId('studio-a', 'open-npc'))?.state === 'AWAITING_PEER', "studio-a's open-npc");
+    // A caller without a key is in the default tenant: its open-npc is another session.
+    const anonymous = new OpenAI({ baseURL: `${service.url}/v1`, apiKey: 'none', maxRetries: 0 }).chat.completions.create({ model: 'open-npc', messages: [user('without')] });
+    anonymous.catch(() => undefined);
+    await until(() => service.ctx.sessions.get('open-npc')?.state === 'AWAITING_PEER', "the default tenant's open-npc");
+    expect(service.ctx.sessions.get(scopedId('studio-a', 'open-npc'))!.context.sides.B.joined).toBe(false);
+  });
+
   it('refuses a session name that would spell another tenant\'s id', async () => {
     const service = await start({ apiKeys: 'sk-default-tenant' });
     const forged = `studio-a\u001fnpc-guard`;
