@@ -156,6 +156,8 @@ export type KeyCheck = { readonly principal: Principal; readonly key: ManagedKey
 export class KeyRegistry {
   private readonly keys = new Map<string, ManagedKey>();
   private readonly byDigest = new Map<string, string>();
+  /** Each key's principal, made when the key is applied, not on every request. */
+  private readonly principals = new Map<string, Principal>();
 
   constructor(
     private readonly store: KeyStore,
@@ -221,7 +223,7 @@ export class KeyRegistry {
     const secret = key.secrets.find((s) => s.digest === digest);
     if (secret === undefined) return null; // a secret a rotation dropped
     if (secret.expires_at && Date.parse(secret.expires_at) <= now) return { refused: 'The API key was rotated and this secret has been retired; use the new one.' };
-    return { principal: principalOf(key), key };
+    return { principal: this.principals.get(key.id) ?? principalOf(key), key };
   }
 
   async create(spec: CreateKey, createdBy: string): Promise<{ key: ManagedKey; secret: string }> {
@@ -288,6 +290,7 @@ export class KeyRegistry {
     const previous = this.keys.get(key.id);
     for (const s of previous?.secrets ?? []) this.byDigest.delete(s.digest);
     this.keys.set(key.id, key);
+    this.principals.set(key.id, principalOf(key));
     for (const s of key.secrets) this.byDigest.set(s.digest, key.id);
   }
 

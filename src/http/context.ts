@@ -1,4 +1,5 @@
 /** What routes are given: validated configuration and the shared parts of the service. */
+import type { FastifyInstance } from 'fastify';
 import type { Config } from '../config.js';
 import type { AccessControl } from './access.js';
 import type { Journal } from '../journal/journal.js';
@@ -33,4 +34,17 @@ declare module 'fastify' {
     /** Fields of the request's one log line, filled in by the route as it learns them. */
     turnLog: Record<string, unknown> | null;
   }
+}
+
+/** One `T` per service, made by `build` on the first call: the routes that share it get the same one. */
+export function perService<T>(build: (app: FastifyInstance, ctx: AppContext) => T): (app: FastifyInstance, ctx: AppContext) => T {
+  const made = new WeakMap<AppContext, T>();
+  return (app, ctx) => {
+    let value = made.get(ctx);
+    if (value === undefined) {
+      value = build(app, ctx);
+      made.set(ctx, value);
+    }
+    return value;
+  };
 }

@@ -11,7 +11,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { PrincipalLimits } from '../auth/principal.js';
-import type { AppContext } from './context.js';
+import { perService, type AppContext } from './context.js';
 import { ProxyError } from '../protocols/errors.js';
 
 type Limiter = (request: FastifyRequest) => Promise<{ isAllowed?: boolean; isExceeded?: boolean; max: number; remaining: number; ttl: number }>;
@@ -67,17 +67,8 @@ export interface KeyLimits {
   hold(request: FastifyRequest): Promise<{ release: () => void } | { max: number; whose: string }>;
 }
 
-const keyLimitsByService = new WeakMap<AppContext, KeyLimits>();
-
 /** The service's key and tenant limits, made on the first call (the request hook, the chat routes and the WebSocket side share their counters). */
-export function createKeyLimits(app: FastifyInstance, ctx: AppContext): KeyLimits {
-  let limits = keyLimitsByService.get(ctx);
-  if (!limits) {
-    limits = buildKeyLimits(app, ctx);
-    keyLimitsByService.set(ctx, limits);
-  }
-  return limits;
-}
+export const createKeyLimits = perService((app, ctx): KeyLimits => buildKeyLimits(app, ctx));
 
 const limitIn = (limits: PrincipalLimits | undefined, name: LimitName): number => limits?.[name] ?? 0;
 

@@ -7,7 +7,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
-import type { AppContext } from './context.js';
+import { perService, type AppContext } from './context.js';
 import { sessionName } from '../auth/tenants.js';
 import { createKeyLimits, rateHeaders, requestsAreLimited, sessionsAreLimited, type KeyRate } from './key-limits.js';
 
@@ -35,17 +35,8 @@ export interface Limits {
   holdForKey(request: FastifyRequest): Promise<() => void>;
 }
 
-const limitsByService = new WeakMap<AppContext, Limits>();
-
 /** The service's limits, made on the first call: the chat routes and the WebSocket side share them. */
-export function createLimits(app: FastifyInstance, ctx: AppContext): Limits {
-  let limits = limitsByService.get(ctx);
-  if (!limits) {
-    limits = buildLimits(app, ctx);
-    limitsByService.set(ctx, limits);
-  }
-  return limits;
-}
+export const createLimits = perService((app, ctx): Limits => buildLimits(app, ctx));
 
 interface Exceeded {
   readonly what: string;

@@ -5,49 +5,13 @@
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { loadConfig, type OptionName } from '../../src/config.js';
-import { createService, type Service } from '../../src/server.js';
-import { createLogger } from '../../src/telemetry/logger.js';
-import { killAll, startCluster } from '../cluster/instances.js';
-import { startRedis, type PrivateRedis } from '../helpers/redis.js';
+import { describe, expect, it } from 'vitest';
+import { startCluster } from '../cluster/instances.js';
 import { until } from '../http/support.js';
 
+import { call, useServices } from './support.js';
 const ADMIN = 'admin-secret-for-audit';
-const running: Service[] = [];
-let redis: PrivateRedis | null = null;
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((s) => s.shutdown()));
-  killAll();
-});
-afterAll(async () => {
-  killAll();
-  await redis?.destroy();
-});
-
-async function start(settings: Partial<Record<OptionName, string>> = {}): Promise<Service> {
-  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', journalPath: 'memory', adminApiKey: ADMIN, requireApiKey: 'true', ...settings }, {});
-  const service = await createService(config, createLogger(config));
-  running.push(service);
-  return service;
-}
-
-async function call(url: string, method: string, path: string, key: string, body?: unknown) {
-  const response = await fetch(`${url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  let json: any = text;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // JSON lines, or text
-  }
-  return { status: response.status, headers: response.headers, body: json, text };
-}
-
+const { start, redis: privateRedis } = useServices(ADMIN);
 const audit = async (url: string, query = '', key = ADMIN) => (await call(url, 'GET', `/admin/audit${query}`, key)).body.data as any[];
 
 describe('the audit trail', () => {
@@ -123,7 +87,7 @@ describe('the audit trail', () => {
     expect(lines.map((e: { action: string }) => e.action)).toEqual(['key.created', 'key.created', 'key.rotated', 'key.revoked']);
 
     // Kept through a restart.
-    await running.pop()!.shutdown();
+    await s.shutdown();
     const again = await start({ journalPath: dir });
     expect((await audit(again.url)).length).toBe(entries.length);
   });
@@ -141,7 +105,7 @@ describe('the audit trail', () => {
   });
 
   it('in cluster mode, every instance writes to one trail and reads all of it', async () => {
-    redis ??= await startRedis();
+    const redis = await privateRedis();
     const [one, two] = await startCluster(redis.url, 2, { ADMIN_API_KEY: ADMIN });
     await call(one!.url, 'POST', '/admin/keys', ADMIN, { name: 'made on one' });
     await call(two!.url, 'POST', '/admin/keys', ADMIN, { name: 'made on two' });

@@ -4,33 +4,14 @@
 // and the admin untouched; WebSocket frames counted; and the limits held across two cluster
 // instances sharing one Redis.
 import OpenAI from 'openai';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { loadConfig, type OptionName } from '../../src/config.js';
-import { createService, type Service } from '../../src/server.js';
-import { createLogger } from '../../src/telemetry/logger.js';
-import { killAll, startCluster } from '../cluster/instances.js';
-import { startRedis, type PrivateRedis } from '../helpers/redis.js';
+import { startCluster } from '../cluster/instances.js';
 import { apiError, sleep, uniqueId, until } from '../http/support.js';
 
+import { useServices } from './support.js';
 const ADMIN = 'admin-secret-for-key-limits';
-const running: Service[] = [];
-let redis: PrivateRedis | null = null;
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((s) => s.shutdown()));
-  killAll();
-});
-afterAll(async () => {
-  killAll();
-  await redis?.destroy();
-});
-
-async function start(settings: Partial<Record<OptionName, string>> = {}): Promise<Service> {
-  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', journalPath: 'memory', adminApiKey: ADMIN, requireApiKey: 'true', ...settings }, {});
-  const service = await createService(config, createLogger(config));
-  running.push(service);
-  return service;
-}
+const { start, redis: privateRedis } = useServices(ADMIN);
 
 async function issue(url: string, limits: Record<string, number>, name = uniqueId('key')): Promise<string> {
   const response = await fetch(`${url}/admin/keys`, {
@@ -196,7 +177,7 @@ describe('limits of a managed key', () => {
   });
 
   it('holds across two cluster instances: one budget, one count of held requests', async () => {
-    redis ??= await startRedis();
+    const redis = await privateRedis();
     const [one, two] = await startCluster(redis.url, 2, { ADMIN_API_KEY: ADMIN, REQUIRE_API_KEY: 'true', HANDSHAKE_TIMEOUT_SECONDS: '1' });
     const rate = await issue(one!.url, { requests_per_minute: 4 });
     const statuses: number[] = [];

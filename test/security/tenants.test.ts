@@ -3,51 +3,15 @@
 // neither shows, joins, reads nor ends the other tenant's session: chat in four protocols,
 // model lists, session ends, the WebSocket side, and the admin routes for tenant roles.
 import OpenAI from 'openai';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { scopedId } from '../../src/auth/tenants.js';
-import { loadConfig, type OptionName } from '../../src/config.js';
-import { createService, type Service } from '../../src/server.js';
-import { createLogger } from '../../src/telemetry/logger.js';
 import { apiError, sleep, until } from '../http/support.js';
-import { killAll, startCluster } from '../cluster/instances.js';
-import { startRedis, type PrivateRedis } from '../helpers/redis.js';
+import { startCluster } from '../cluster/instances.js';
 
+import { call, useServices } from './support.js';
 const ADMIN = 'admin-secret-for-tenants';
-const running: Service[] = [];
-let redis: PrivateRedis | null = null;
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((s) => s.shutdown()));
-  killAll();
-});
-afterAll(async () => {
-  killAll();
-  await redis?.destroy();
-});
-
-async function start(settings: Partial<Record<OptionName, string>> = {}) {
-  const { config } = loadConfig({ host: '127.0.0.1', port: '0', logLevel: 'silent', journalPath: 'memory', adminApiKey: ADMIN, requireApiKey: 'true', ...settings }, {});
-  const service = await createService(config, createLogger(config));
-  running.push(service);
-  return service;
-}
-
-async function call(url: string, method: string, path: string, key: string, body?: unknown) {
-  const response = await fetch(`${url}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await response.text();
-  let json: any = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = text;
-  }
-  return { status: response.status, body: json };
-}
-
+const { start, redis: privateRedis } = useServices(ADMIN);
 async function issue(url: string, name: string, tenant: string | null, scopes: string[] = ['client']): Promise<string> {
   const made = await call(url, 'POST', '/admin/keys', ADMIN, { name, tenant, scopes });
   expect(made.status).toBe(201);
@@ -192,7 +156,7 @@ describe('tenants', () => {
   });
 
   it('keeps tenants apart in cluster mode: the same name on two instances is two sessions, and a tenant\'s peer reaches its own', async () => {
-    redis ??= await startRedis();
+    const redis = await privateRedis();
     const [one, two] = await startCluster(redis.url, 2, { ADMIN_API_KEY: ADMIN, REQUIRE_API_KEY: 'true' });
     const a1 = await issue(one!.url, 'a1', 'studio-a');
     const a2 = await issue(one!.url, 'a2', 'studio-a');
