@@ -234,6 +234,25 @@ export const OPTIONS = {
   maxRssBytes: { env: 'MAX_RSS_BYTES', default: '0', schema: z.coerce.number().int().min(0), help: 'resident memory beyond which new requests get 503; 0: never' },
   headersTimeoutSeconds: { env: 'HEADERS_TIMEOUT_SECONDS', default: '10', schema: seconds, help: "time a client has to send a request's headers" },
   bodyTimeoutSeconds: { env: 'BODY_TIMEOUT_SECONDS', default: '30', schema: seconds, help: 'time a client has to send a whole request (headers and body)' },
+  webhookTimeoutSeconds: { env: 'WEBHOOK_TIMEOUT_SECONDS', default: '10', schema: z.coerce.number().positive().max(300), help: 'how long a webhook receiver has to answer one delivery' },
+  webhookRetryHours: {
+    env: 'WEBHOOK_RETRY_HOURS',
+    default: '24',
+    schema: z.coerce.number().positive().max(24 * 30),
+    help: 'how long an event is retried for, from its first attempt, before it is given up (backoff doubles from 5 s to an hour)',
+  },
+  webhookDisableAfterHours: {
+    env: 'WEBHOOK_DISABLE_AFTER_HOURS',
+    default: '48',
+    schema: z.coerce.number().positive().max(24 * 60),
+    help: 'an endpoint with no successful delivery for this long, failing throughout, is disabled (a webhook.disabled event says so)',
+  },
+  webhookAllowNetworks: {
+    env: 'WEBHOOK_ALLOW_NETWORKS',
+    default: '',
+    schema: keyList,
+    help: "CIDRs webhooks may reach although private, loopback or link-local (127.0.0.1/32, 10.0.0.0/8), comma-separated; '*' turns the guard off",
+  },
   // For testing the e2e harness only (src/sessions/fault-injection.ts): a deliberately faulty build.
   faultInjection: {
     env: 'FAULT_INJECTION',

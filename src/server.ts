@@ -156,7 +156,16 @@ export async function createService(config: Config, logger: Logger, options: Ser
     (err) => logger.error({ err }, 'the audit trail could not record an admin action'),
     (request) => cluster?.clientAddress(request) ?? request.ip,
   );
-  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, audit, facts, cluster, startedAt: Date.now(), shuttingDown: false };
+  const events = await (await import('./events/events.js')).startEvents({
+    config,
+    logger,
+    journal,
+    audit,
+    metrics,
+    redis,
+    ...(ownership ? { instanceId: ownership.instanceId, leaseMs: config.clusterLeaseMs } : {}),
+  });
+  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, audit, events, facts, cluster, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
@@ -187,6 +196,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       await journal.durable().catch(() => undefined);
       await new Promise((resolve) => setImmediate(resolve));
       await app.close();
+      await events.close();
       await journal.close();
       await access.managed?.close();
       await access.tenants?.close();

@@ -26,7 +26,14 @@ export type AuditAction =
   | 'admin.denied'
   | 'signin.ok'
   | 'signin.failed'
-  | 'signout';
+  | 'signout'
+  | 'webhook.created'
+  | 'webhook.updated'
+  | 'webhook.rotated'
+  | 'webhook.deleted'
+  | 'webhook.disabled'
+  | 'webhook.resent'
+  | 'webhook.tested';
 
 export interface AuditEntry {
   readonly id: string;
@@ -34,13 +41,13 @@ export interface AuditEntry {
   readonly action: AuditAction;
   readonly outcome: 'ok' | 'denied';
   /** Who: the admin key, a local caller, a managed key (name and id), a token's subject. */
-  readonly actor: { readonly subject: string; readonly kind: Principal['kind'] | 'anonymous'; readonly tenant: string | null };
+  readonly actor: { readonly subject: string; readonly kind: Principal['kind'] | 'anonymous' | 'service'; readonly tenant: string | null };
   /** From where: the caller's address (TRUST_PROXY decides whose). */
   readonly from: string;
   /** The tenant acted on (null: the default tenant). */
   readonly tenant: string | null;
   /** What: a key id, a session name, a route. */
-  readonly target: { readonly type: 'key' | 'tenant' | 'session' | 'route' | 'console'; readonly id: string };
+  readonly target: { readonly type: 'key' | 'tenant' | 'session' | 'route' | 'console' | 'endpoint'; readonly id: string };
   readonly details?: Readonly<Record<string, string | number | boolean | null>>;
 }
 
@@ -163,6 +170,8 @@ export interface AuditRecord {
 }
 
 export class AuditLog {
+  private readonly listeners: Array<(entry: AuditEntry) => void> = [];
+
   constructor(
     private readonly store: AuditStore,
     private readonly onError: (err: unknown) => void = () => undefined,
@@ -174,18 +183,56 @@ export class AuditLog {
   /** Records what `request`'s caller did. The admin's answer does not wait on the write, and a failed write is logged. */
   record(request: FastifyRequest, what: AuditRecord): Promise<void> {
     const actor = request.actor;
+    return this.write(
+      actor ? { subject: actor.subject, kind: actor.kind, tenant: actor.tenant } : { subject: 'anonymous', kind: 'anonymous', tenant: null },
+      this.addressOf(request),
+      what,
+    );
+  }
+
+  /** Records what the service itself did (an endpoint disabled for failing). */
+  recordService(what: AuditRecord): Promise<void> {
+    return this.write({ subject: 'motiveproxy', kind: 'service', tenant: null }, 'service', what);
+  }
+
+  /** Told of each entry once it is written (the outbox's live feed of admin events); returns its removal. */
+  onRecorded(listener: (entry: AuditEntry) => void): () => void {
+    this.listeners.push(listener);
+    return () => {
+      const i = this.listeners.indexOf(listener);
+      if (i !== -1) this.listeners.splice(i, 1);
+    };
+  }
+
+  /** Entries from `since` (ms) on, in the order written. */
+  read(since?: number): AsyncIterable<AuditEntry> {
+    return this.store.read(since);
+  }
+
+  private write(actor: AuditEntry['actor'], from: string, what: AuditRecord): Promise<void> {
     const entry: AuditEntry = {
       id: randomUUID(),
       at: new Date(this.now()).toISOString(),
       action: what.action,
       outcome: what.outcome ?? 'ok',
-      actor: actor ? { subject: actor.subject, kind: actor.kind, tenant: actor.tenant } : { subject: 'anonymous', kind: 'anonymous', tenant: null },
-      from: this.addressOf(request),
+      actor,
+      from,
       tenant: what.tenant,
       target: what.target,
       ...(what.details ? { details: what.details } : {}),
     };
-    return this.store.append(entry).catch((err: unknown) => this.onError(err));
+    return this.store.append(entry).then(
+      () => {
+        for (const listener of this.listeners) {
+          try {
+            listener(entry);
+          } catch (err) {
+            this.onError(err);
+          }
+        }
+      },
+      (err: unknown) => this.onError(err),
+    );
   }
 
   /** Entries matching `filter`, oldest first, at most `limit` (the newest ones when more match). */

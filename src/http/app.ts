@@ -22,6 +22,7 @@ import { keyRoutes } from './routes/keys.js';
 import { tenantRoutes } from './routes/tenants.js';
 import { packageVersion, registerOpenApi } from './openapi.js';
 import { auditRoutes } from './routes/audit.js';
+import { webhookRoutes } from './routes/webhooks.js';
 import { createKeyLimits, rateHeaders, requestsAreLimited } from './key-limits.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
@@ -225,6 +226,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(keyRoutes, { ctx });
   await app.register(tenantRoutes, { ctx });
   await app.register(auditRoutes, { ctx });
+  await app.register(webhookRoutes, { ctx });
   await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;

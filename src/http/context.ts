@@ -9,6 +9,7 @@ import type { Tracing } from '../telemetry/tracing.js';
 import type { FactStream } from '../sessions/fact-stream.js';
 import type { Cluster } from '../cluster/cluster.js';
 import type { AuditLog } from '../audit/audit.js';
+import type { Events } from '../events/events.js';
 
 export interface AppContext {
   readonly config: Config;
@@ -25,6 +26,8 @@ export interface AppContext {
   readonly access: AccessControl;
   /** Who did what on the admin routes (GET /admin/audit). */
   readonly audit: AuditLog;
+  /** Webhooks: endpoints, the sender and its attempts. */
+  readonly events: Events;
   /** Set when the service begins to shut down: new requests are refused. */
   shuttingDown: boolean;
 }

@@ -28,7 +28,7 @@ const errorBody = {
 };
 
 export interface AdminDoc {
-  readonly tag: 'sessions' | 'keys' | 'tenants' | 'audit' | 'service';
+  readonly tag: 'sessions' | 'keys' | 'tenants' | 'audit' | 'webhooks' | 'service';
   readonly summary: string;
   readonly description?: string;
   readonly body?: z.ZodType;
@@ -90,6 +90,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'keys', description: 'Managed API keys' },
         { name: 'tenants', description: "Tenants' limits" },
         { name: 'audit', description: 'The audit trail' },
+        { name: 'webhooks', description: 'Webhook endpoints, their deliveries, and the event catalogue (docs/events.md)' },
         { name: 'service', description: 'The service itself' },
       ],
     },

@@ -46,6 +46,10 @@ export class Journal {
   private readonly preserved = new Set<string>();
   /** What recovery found on start, for /health. */
   recovery: RecoveryReport | null = null;
+  /** Told of each record once its append is durable, in append order (the outbox's live feed). */
+  private readonly written: Array<(record: JournalRecord) => void> = [];
+  /** Records a compaction must keep although their session ended (events still owed). */
+  private retain: ((record: JournalRecord) => boolean) | null = null;
 
   constructor(
     readonly store: JournalStore<JournalRecord>,
@@ -61,6 +65,20 @@ export class Journal {
   durable(session?: string): Promise<void> {
     if (session === undefined) return this.last;
     return this.lastOf.get(session) ?? RESOLVED;
+  }
+
+  /** Calls `listener` with each record once it is durable; returns its removal. */
+  onDurable(listener: (record: JournalRecord) => void): () => void {
+    this.written.push(listener);
+    return () => {
+      const i = this.written.indexOf(listener);
+      if (i !== -1) this.written.splice(i, 1);
+    };
+  }
+
+  /** Compactions also keep the records `keep` asks for (the webhook outbox's owed events). */
+  retainWith(keep: (record: JournalRecord) => boolean): void {
+    this.retain = keep;
   }
 
   /** Subscribe this to the fact stream. */
@@ -99,6 +117,20 @@ export class Journal {
       }
       this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`);
     });
+    if (this.written.length > 0) {
+      written.then(
+        () => {
+          for (const listener of this.written) {
+            try {
+              listener(record);
+            } catch (err) {
+              this.logger.error({ err, session_id: record.session }, 'a reader of the journal failed');
+            }
+          }
+        },
+        () => undefined,
+      );
+    }
     this.last = written;
     const session = record.session;
     this.lastOf.set(session, written);
@@ -146,8 +178,10 @@ export class Journal {
     }
     let position = 0;
     const preserved = this.preserved;
+    const retain = this.retain;
     const result = await this.store.compact((record) => {
-      const keep = (live.has(record.session) && position >= (starts.get(record.session) ?? 0)) || (preserved.size > 0 && preserved.has(keyOf(record)));
+      const keep =
+        (live.has(record.session) && position >= (starts.get(record.session) ?? 0)) || (preserved.size > 0 && preserved.has(keyOf(record))) || (retain !== null && retain(record));
       position++;
       return keep;
     });

@@ -18,6 +18,8 @@
  *   PREFIX:live         Set      sessions whose latest incarnation has not ended
  *   PREFIX:clock        String   the entry-id counter
  *   PREFIX:epoch        String   the fencing-token counter (cluster-wide, never reused)
+ *   PREFIX:outbox       Stream   every record again, under the same entry id: the events' outbox,
+ *                                read and trimmed by the instance that sends events
  *
  * A session's keys expire `endedKeepMs` after the record that ends it (a new incarnation of
  * the id keeps them), so a closed session leaves nothing behind.
@@ -45,7 +47,7 @@ export interface RedisStoreOptions<R extends JournalRecordBase> {
   readonly endedKeepMs?: number;
 }
 
-/** The append script. KEYS: log, meta, sessions, live, clock. ARGV: session, seq, expected ('' = unchecked), fence ('' = unfenced), record, ends (1/0), endedKeepMs. */
+/** The append script. KEYS: log, meta, sessions, live, clock, outbox (the events' outbox: src/events/outbox.ts). ARGV: session, seq, expected ('' = unchecked), fence ('' = unfenced), record, ends (1/0), endedKeepMs. */
 const APPEND = `
 local log, meta = KEYS[1], KEYS[2]
 local seq = tonumber(ARGV[2])
@@ -62,6 +64,7 @@ if ARGV[3] ~= '' then
 end
 local id = redis.call('INCR', KEYS[5]) .. '-0'
 redis.call('XADD', log, id, 'r', ARGV[5])
+redis.call('XADD', KEYS[6], id, 'r', ARGV[5])
 redis.call('SADD', KEYS[3], ARGV[1])
 if seq == 1 then
   redis.call('HSET', meta, 'start', id, 'ended', '0')
@@ -83,7 +86,7 @@ return {'ok', id}
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    motiveAppend(log: string, meta: string, sessions: string, live: string, clock: string, session: string, seq: number, expected: string, fence: string, record: string, ends: '1' | '0', endedKeepMs: number): Result<[string, string], Context>;
+    motiveAppend(log: string, meta: string, sessions: string, live: string, clock: string, outbox: string, session: string, seq: number, expected: string, fence: string, record: string, ends: '1' | '0', endedKeepMs: number): Result<[string, string], Context>;
   }
 }
 
@@ -102,7 +105,7 @@ export class RedisStore<R extends JournalRecordBase = JournalRecordBase> impleme
     this.prefix = options.prefix ?? 'motive';
     this.ends = options.ends ?? (() => false);
     this.endedKeepMs = options.endedKeepMs ?? 60_000;
-    this.redis.defineCommand('motiveAppend', { numberOfKeys: 5, lua: APPEND });
+    this.redis.defineCommand('motiveAppend', { numberOfKeys: 6, lua: APPEND });
   }
 
   logKey(session: string): string {
@@ -126,7 +129,7 @@ export class RedisStore<R extends JournalRecordBase = JournalRecordBase> impleme
     const fence = options?.fence === undefined ? '' : String(options.fence);
     this.pending += 1;
     const written = this.redis
-      .motiveAppend(this.logKey(session), this.metaKey(session), this.key('sessions'), this.key('live'), this.key('clock'), session, seq, expected, fence, json, this.ends(record) ? '1' : '0', this.endedKeepMs)
+      .motiveAppend(this.logKey(session), this.metaKey(session), this.key('sessions'), this.key('live'), this.key('clock'), this.key('outbox'), session, seq, expected, fence, json, this.ends(record) ? '1' : '0', this.endedKeepMs)
       .then(
         ([outcome, detail]) => {
           if (outcome === 'ok' || outcome === 'duplicate') {

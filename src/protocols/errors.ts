@@ -18,6 +18,7 @@ export const ERROR_STATUS = {
   superseded: 409,
   preview_withdrawn: 409,
   key_not_active: 409,
+  endpoint_disabled: 409,
   session_closed: 410,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -78,6 +78,39 @@ export class Metrics {
     });
   }
 
+  /** The webhook sender's metrics: deliveries by outcome, their time, what waits, endpoints disabled. */
+  enableWebhooks(pending: () => number, disabled: () => number): (outcome: string, seconds: number) => void {
+    const registers = [this.registry];
+    const attempts = new Counter({
+      name: 'motiveproxy_webhook_attempts_total',
+      help: 'Webhook delivery attempts, by outcome (delivered, failed, gave_up, dropped)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    for (const outcome of ['delivered', 'failed', 'gave_up', 'dropped']) attempts.inc({ outcome }, 0);
+    const time = new Histogram({ name: 'motiveproxy_webhook_attempt_seconds', help: 'How long a webhook receiver took to answer an attempt', buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30], registers });
+    new Gauge({
+      name: 'motiveproxy_webhook_pending_events',
+      help: 'Events owed to webhook endpoints and not yet delivered (on the instance that sends them)',
+      registers,
+      collect() {
+        this.set(pending());
+      },
+    });
+    new Gauge({
+      name: 'motiveproxy_webhook_endpoints_disabled',
+      help: 'Webhook endpoints disabled (by an admin, for answering 410, or for failing too long)',
+      registers,
+      collect() {
+        this.set(disabled());
+      },
+    });
+    return (outcome, seconds) => {
+      attempts.inc({ outcome });
+      time.observe(seconds);
+    };
+  }
+
   /** Cluster mode's own metrics (registered only in cluster mode). */
   enableCluster(): ClusterMetrics {
     const registers = [this.registry];

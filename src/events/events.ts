@@ -1,0 +1,88 @@
+/**
+ * Events out, assembled: the webhook endpoints, the sender, what it has done, and the outbox it
+ * reads (the journal on one instance, Redis streams in cluster mode). Started with the service;
+ * the admin routes (src/http/routes/webhooks.ts) and the console reach it through `ctx.events`.
+ */
+import type { Redis } from 'ioredis';
+import type { AuditLog } from '../audit/audit.js';
+import { FileRecordStore, MemoryRecordStore, RedisRecordStore } from '../auth/key-stores.js';
+import type { Config } from '../config.js';
+import type { Journal } from '../journal/journal.js';
+import type { Logger } from '../telemetry/logger.js';
+import type { Metrics } from '../telemetry/metrics.js';
+import { FileDeliveryState, MemoryDeliveryState, RedisDeliveryState, type DeliveryState } from './delivery-state.js';
+import { EndpointRegistry, type WebhookEndpoint } from './endpoints.js';
+import { WebhookClient } from './http-post.js';
+import { JournalOutbox, RedisOutbox, type Outbox } from './outbox.js';
+import { WebhookSender } from './webhooks.js';
+
+export interface Events {
+  readonly endpoints: EndpointRegistry;
+  readonly sender: WebhookSender;
+  readonly state: DeliveryState;
+  readonly outbox: Outbox;
+  close(): Promise<void>;
+}
+
+export interface EventsOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly journal: Journal;
+  readonly audit: AuditLog;
+  readonly metrics: Metrics | null;
+  /** Cluster mode: the shared Redis, and this instance's id and lease. */
+  readonly redis: Redis | null;
+  readonly instanceId?: string;
+  readonly leaseMs?: number;
+}
+
+export async function startEvents(options: EventsOptions): Promise<Events> {
+  const { config, logger, journal, audit, metrics, redis } = options;
+  const store = redis
+    ? new RedisRecordStore<WebhookEndpoint>(redis, config.redisPrefix, 'webhooks')
+    : config.journalPath === 'memory'
+      ? new MemoryRecordStore<WebhookEndpoint>()
+      : new FileRecordStore<WebhookEndpoint>(config.journalPath, 'webhooks.jsonl', (message) => logger.warn(message));
+  const endpoints = await new EndpointRegistry(store).open();
+  const state: DeliveryState = redis
+    ? new RedisDeliveryState(redis, config.redisPrefix)
+    : config.journalPath === 'memory'
+      ? new MemoryDeliveryState()
+      : await new FileDeliveryState(config.journalPath).open();
+  const unguarded = config.webhookAllowNetworks.includes('*');
+  const client = new WebhookClient({ timeoutMs: config.webhookTimeoutSeconds * 1000, allowNetworks: config.webhookAllowNetworks.filter((n) => n !== '*'), unguarded });
+  const retryMs = config.webhookRetryHours * 3_600_000;
+  const deliveries = metrics?.enableWebhooks(() => sender.pending, () => endpoints.list().filter((e) => e.disabled !== null).length);
+  const sender: WebhookSender = new WebhookSender({
+    registry: endpoints,
+    state,
+    client,
+    retryMs,
+    disableAfterMs: config.webhookDisableAfterHours * 3_600_000,
+    onDisabled: (endpoint, reason) => {
+      logger.warn({ endpoint: endpoint.id, url: endpoint.url, reason }, `webhook endpoint ${endpoint.id} disabled: ${reason}`);
+      void audit.recordService({ action: 'webhook.disabled', tenant: endpoint.tenant, target: { type: 'endpoint', id: endpoint.id }, details: { url: endpoint.url, reason } });
+    },
+    onAttempt: (attempt) => {
+      deliveries?.(attempt.outcome, attempt.ms / 1000);
+      if (attempt.outcome !== 'delivered') logger.debug({ endpoint: attempt.endpoint, event: attempt.event, status: attempt.status, error: attempt.error, outcome: attempt.outcome }, 'webhook attempt failed');
+    },
+    onError: (err) => logger.error({ err }, 'webhook sender failed'),
+  });
+  const outbox: Outbox = redis
+    ? new RedisOutbox({ redis, prefix: config.redisPrefix, instanceId: options.instanceId ?? 'instance', sender, leaseMs: options.leaseMs ?? 10_000, retryMs, logger })
+    : new JournalOutbox(journal, audit, sender, { retryMs });
+  await outbox.start();
+  return {
+    endpoints,
+    sender,
+    state,
+    outbox,
+    async close() {
+      await outbox.stop();
+      client.close();
+      await state.close();
+      await endpoints.close();
+    },
+  };
+}

@@ -1,0 +1,291 @@
+/**
+ * The outbox: where owed events are read from. It is not a second store written beside the
+ * journal but the journal itself (and the audit trail, for admin events): a fact and its event
+ * are one record, written in one append, so no crash can keep the one and lose the other.
+ *
+ * One instance (JournalOutbox): on start, every record still in the journal is offered to the
+ * sender, which skips what its marks say was delivered; then each record as it becomes durable.
+ * A compaction keeps the records of sessions whose events are still owed.
+ *
+ * Cluster mode (RedisOutbox): the journal's append script also adds each record to the stream
+ * `PREFIX:outbox` (the same script, so the same step inside Redis). One instance at a time holds
+ * the sender's lease (`PREFIX:events:sender`) and sends; it reads the outbox and the audit
+ * stream, and trims the outbox up to the oldest event still owed. When it stops or dies, the
+ * lease runs out, another instance takes it, reads the outbox from its start, and carries on
+ * from the marks in Redis: an event is sent by one instance, and again only if the one sending
+ * it died before its mark was written.
+ */
+import type { Redis, Result } from 'ioredis';
+import type { AuditEntry, AuditLog } from '../audit/audit.js';
+import type { Journal } from '../journal/journal.js';
+import { endsSessionRecord, isReadable, type JournalRecord } from '../journal/records.js';
+import type { Logger } from '../telemetry/logger.js';
+import { eventOfAudit, eventsOfRecord, type ProxyEvent } from './catalogue.js';
+import type { WebhookSender } from './webhooks.js';
+
+/** Something that reads owed events into senders (webhooks now; brokers read the same events). */
+export interface Outbox {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Whether this instance is the one sending (always, on one instance). */
+  readonly sending: boolean;
+}
+
+const auditEvents = (entry: AuditEntry): ProxyEvent[] => {
+  const event = eventOfAudit(entry);
+  return event ? [event] : [];
+};
+
+const recordEvents = (record: JournalRecord, position?: number): ProxyEvent[] => {
+  if (!isReadable(record)) return [];
+  const events = eventsOfRecord(record);
+  return position === undefined ? events : events.map((event) => ({ ...event, position }));
+};
+
+export class JournalOutbox implements Outbox {
+  private readonly stops: Array<() => void> = [];
+  readonly sending = true;
+
+  constructor(
+    private readonly journal: Journal,
+    private readonly audit: AuditLog,
+    private readonly sender: WebhookSender,
+    private readonly options: { readonly retryMs: number; readonly now?: () => number },
+  ) {}
+
+  async start(): Promise<void> {
+    // Records made while the journal is read are held back, then offered after it (the sender
+    // skips any it was offered twice): none slips between the read and the live feed.
+    let held: ProxyEvent[][] | null = [];
+    const feed = (events: ProxyEvent[]): void => {
+      if (events.length === 0) return;
+      if (held) held.push(events);
+      else this.sender.offer(events);
+    };
+    this.stops.push(this.journal.onDurable((record) => feed(recordEvents(record))));
+    this.stops.push(this.audit.onRecorded((entry) => feed(auditEvents(entry))));
+    await this.sender.start();
+    const present = new Set<string>();
+    for await (const record of this.journal.store.read()) {
+      present.add(record.session);
+      this.sender.offer(recordEvents(record));
+    }
+    const now = (this.options.now ?? Date.now)();
+    for await (const entry of this.audit.read(now - this.options.retryMs)) {
+      if (Date.parse(entry.at) >= now - this.options.retryMs) this.sender.offer(auditEvents(entry));
+    }
+    const backlog = held;
+    held = null;
+    for (const events of backlog) this.sender.offer(events);
+    // Marks of sessions no longer in the journal (compacted away) can never matter again.
+    const gone = new Set([...this.sender.markedStreams()].filter((stream) => stream !== 'admin' && !present.has(stream)));
+    await this.sender.forgetStreams(gone);
+    this.journal.retainWith((record) => this.sender.owes(record.session));
+  }
+
+  async stop(): Promise<void> {
+    for (const stop of this.stops.splice(0)) stop();
+    await this.sender.stop();
+  }
+}
+
+/** Renews the lease if this instance holds it. KEYS: lease. ARGV: me, ms. */
+const RENEW = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`;
+
+/** Lets go of the lease if this instance holds it. KEYS: lease. ARGV: me. */
+const RELEASE = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    motiveRenewSender(lease: string, me: string, ms: number): Result<number, Context>;
+    motiveReleaseSender(lease: string, me: string): Result<number, Context>;
+  }
+}
+
+export interface RedisOutboxOptions {
+  readonly redis: Redis;
+  readonly prefix: string;
+  readonly instanceId: string;
+  readonly sender: WebhookSender;
+  readonly leaseMs: number;
+  readonly retryMs: number;
+  readonly logger: Logger;
+}
+
+export class RedisOutbox implements Outbox {
+  private leader = false;
+  private stopped = false;
+  private ticker: NodeJS.Timeout | null = null;
+  private reader: Redis | null = null;
+  private following: Promise<void> | null = null;
+  /** Sessions whose ending record was read, with its outbox position: their marks go once it is trimmed. */
+  private readonly ended = new Map<string, number>();
+  private lastTrim = 0;
+  /** The position of the last outbox entry read. */
+  private lastRead = 0;
+  private readonly lease: string;
+  private readonly outbox: string;
+  private readonly auditKey: string;
+
+  constructor(private readonly options: RedisOutboxOptions) {
+    this.lease = `${options.prefix}:events:sender`;
+    this.outbox = `${options.prefix}:outbox`;
+    this.auditKey = `${options.prefix}:audit`;
+    options.redis.defineCommand('motiveRenewSender', { numberOfKeys: 1, lua: RENEW });
+    options.redis.defineCommand('motiveReleaseSender', { numberOfKeys: 1, lua: RELEASE });
+  }
+
+  get sending(): boolean {
+    return this.leader;
+  }
+
+  async start(): Promise<void> {
+    await this.tick();
+    this.ticker = setInterval(() => void this.tick(), Math.max(100, Math.floor(this.options.leaseMs / 3)));
+    this.ticker.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.ticker) clearInterval(this.ticker);
+    await this.stepDown();
+    await this.options.redis.motiveReleaseSender(this.lease, this.options.instanceId).catch(() => undefined);
+  }
+
+  /** Takes the lease when it is free, renews it when held, steps down when it was lost. */
+  private async tick(): Promise<void> {
+    if (this.stopped) return;
+    const { redis, instanceId, leaseMs, logger } = this.options;
+    try {
+      if (this.leader) {
+        const renewed = await redis.motiveRenewSender(this.lease, instanceId, leaseMs);
+        if (renewed !== 1) {
+          logger.warn('events: another instance holds the sender lease now; this one stops sending');
+          await this.stepDown();
+        } else {
+          await this.trim();
+        }
+        return;
+      }
+      const taken = await redis.set(this.lease, instanceId, 'PX', leaseMs, 'NX');
+      if (taken === 'OK' && !this.stopped) await this.stepUp();
+    } catch (err) {
+      logger.warn({ err }, `events: the sender lease could not be checked (${(err as Error).message})`);
+    }
+  }
+
+  private async stepUp(): Promise<void> {
+    this.leader = true;
+    this.options.logger.info({ instance: this.options.instanceId }, 'events: this instance sends the cluster’s webhooks');
+    const { sender, redis } = this.options;
+    await sender.start();
+    this.lastRead = 0;
+    // The whole outbox (it holds only what may still be owed), then the admin actions of the horizon.
+    let lastOutbox = '0-0';
+    for (;;) {
+      const batch = (await redis.xrange(this.outbox, `(${lastOutbox}`, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      for (const [id, fields] of batch) this.offerEntry(id, fields);
+      if (batch.length > 0) lastOutbox = batch[batch.length - 1]![0];
+      if (batch.length < 1000) break;
+    }
+    let lastAudit = `${Date.now() - this.options.retryMs}-0`;
+    let start = lastAudit;
+    for (;;) {
+      const batch = (await redis.xrange(this.auditKey, start, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
+      for (const [, fields] of batch) {
+        const entry = parseField<AuditEntry>(fields, 'e');
+        if (entry) sender.offer(auditEvents(entry));
+      }
+      if (batch.length > 0) lastAudit = batch[batch.length - 1]![0];
+      if (batch.length < 1000) break;
+      start = `(${lastAudit}`;
+    }
+    this.reader = redis.duplicate();
+    this.reader.on('error', () => undefined);
+    this.following = this.follow(this.reader, lastOutbox, lastAudit);
+  }
+
+  private async stepDown(): Promise<void> {
+    if (!this.leader) return;
+    this.leader = false;
+    this.reader?.disconnect();
+    this.reader = null;
+    await this.following?.catch(() => undefined);
+    this.following = null;
+    await this.options.sender.stop();
+    this.ended.clear();
+  }
+
+  private async follow(reader: Redis, lastOutbox: string, lastAudit: string): Promise<void> {
+    while (this.leader && this.reader === reader) {
+      let answer: Array<[string, Array<[string, string[]]>]> | null;
+      try {
+        answer = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', this.outbox, this.auditKey, lastOutbox, lastAudit)) as typeof answer;
+      } catch {
+        if (!this.leader || this.reader !== reader) return;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        continue;
+      }
+      for (const [key, entries] of answer ?? []) {
+        for (const [id, fields] of entries) {
+          if (key === this.outbox) {
+            lastOutbox = id;
+            this.offerEntry(id, fields);
+          } else {
+            lastAudit = id;
+            const entry = parseField<AuditEntry>(fields, 'e');
+            if (entry) this.options.sender.offer(auditEvents(entry));
+          }
+        }
+      }
+    }
+  }
+
+  private offerEntry(id: string, fields: string[]): void {
+    const record = parseField<JournalRecord>(fields, 'r');
+    if (!record) return;
+    const position = Number(id.split('-')[0]);
+    this.lastRead = Math.max(this.lastRead, position);
+    if (isReadable(record) && endsSessionRecord(record)) this.ended.set(record.session, position);
+    this.options.sender.offer(recordEvents(record, position));
+  }
+
+  /** Drops outbox entries before the oldest owed event, and the marks of sessions wholly gone with them. */
+  private async trim(): Promise<void> {
+    const now = Date.now();
+    if (now - this.lastTrim < 1000) return;
+    this.lastTrim = now;
+    const { redis, sender } = this.options;
+    const oldest = sender.oldestPosition();
+    // Nothing owed: everything read so far may go (not what was appended since: it is unread).
+    const cut = oldest ?? this.lastRead + 1;
+    await redis.xtrim(this.outbox, 'MINID', `${cut}-0`);
+    const gone = new Set<string>();
+    for (const [session, position] of this.ended) {
+      if (position < cut) {
+        gone.add(session);
+        this.ended.delete(session);
+      }
+    }
+    if (gone.size > 0) await sender.forgetStreams(gone);
+  }
+}
+
+function parseField<T>(fields: string[], name: string): T | null {
+  const at = fields.indexOf(name);
+  if (at === -1 || at + 1 >= fields.length) return null;
+  try {
+    return JSON.parse(fields[at + 1]!) as T;
+  } catch {
+    return null;
+  }
+}
