@@ -126,25 +126,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
       for (const fact of step.facts) if (endsSession(fact)) running.ended(fact.session);
     });
   }
-  // A single instance rebuilds its live sessions on start; in a cluster, sessions are claimed
-  // and rebuilt where they are needed next.
-  const { rebuilt, report: recovery } = cluster ? { rebuilt: [], report: emptyRecovery() } : await recoverSessions(journal, { timing, now: Date.now() });
-  for (const session of rebuilt) sessions.restore(session.id, session.restore);
-  journal.recovery = recovery;
-  if (recovery.records > 0) {
-    const { damaged, ...counts } = recovery;
-    logger.info({ journal: config.journalPath, ...counts, damaged: damaged.length }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
-  }
-  for (const d of recovery.damaged) {
-    logger.warn(
-      { journal: config.journalPath, session_id: d.session, records: d.records },
-      `session '${d.session}' was not restored: ${d.problem}; its readable records are kept in the journal (GET /admin/health lists such sessions)`,
-    );
-  }
-  if (recovery.unreadable > 0) {
-    logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
-  }
-  const registry = sessions;
+  // The audit trail, and events out: the outbox is the journal, so it is read before recovery
+  // compacts it (records of ended sessions whose events are still owed are kept).
   const auditModule = await import('./audit/audit.js');
   const auditStore = redis
     ? new auditModule.RedisAuditStore(redis, config.redisPrefix)
@@ -165,6 +148,25 @@ export async function createService(config: Config, logger: Logger, options: Ser
     redis,
     ...(ownership ? { instanceId: ownership.instanceId, leaseMs: config.clusterLeaseMs } : {}),
   });
+  // A single instance rebuilds its live sessions on start; in a cluster, sessions are claimed
+  // and rebuilt where they are needed next.
+  const { rebuilt, report: recovery } = cluster ? { rebuilt: [], report: emptyRecovery() } : await recoverSessions(journal, { timing, now: Date.now() });
+  for (const session of rebuilt) sessions.restore(session.id, session.restore);
+  journal.recovery = recovery;
+  if (recovery.records > 0) {
+    const { damaged, ...counts } = recovery;
+    logger.info({ journal: config.journalPath, ...counts, damaged: damaged.length }, `journal replayed: ${recovery.restored} sessions restored, ${recovery.dropped} closed or expired`);
+  }
+  for (const d of recovery.damaged) {
+    logger.warn(
+      { journal: config.journalPath, session_id: d.session, records: d.records },
+      `session '${d.session}' was not restored: ${d.problem}; its readable records are kept in the journal (GET /admin/health lists such sessions)`,
+    );
+  }
+  if (recovery.unreadable > 0) {
+    logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
+  }
+  const registry = sessions;
   const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, audit, events, facts, cluster, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
