@@ -253,6 +253,23 @@ export const OPTIONS = {
     schema: keyList,
     help: "CIDRs webhooks may reach although private, loopback or link-local (127.0.0.1/32, 10.0.0.0/8), comma-separated; '*' turns the guard off",
   },
+  eventsNatsUrl: {
+    env: 'EVENTS_NATS_URL',
+    default: '',
+    schema: z.string(),
+    secret: true,
+    help: 'NATS server(s) to publish every event to, on JetStream subjects motive.<tenant>.<session>.<type> (nats://host:4222, comma-separated)',
+  },
+  eventsNatsStream: { env: 'EVENTS_NATS_STREAM', default: 'MOTIVE_EVENTS', schema: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -'), help: 'the JetStream stream for the events (made when missing, for subjects motive.>)' },
+  eventsAmqpUrl: {
+    env: 'EVENTS_AMQP_URL',
+    default: '',
+    schema: z.string().refine((v) => v === '' || /^amqps?:\/\//.test(v), 'expected amqp:// or amqps://'),
+    secret: true,
+    help: 'RabbitMQ (AMQP 0-9-1) to publish every event to, on a topic exchange with the type as routing key (amqp://user:pass@host:5672/vhost)',
+  },
+  eventsAmqpExchange: { env: 'EVENTS_AMQP_EXCHANGE', default: 'motive.events', schema: z.string().min(1).max(255), help: 'the durable topic exchange the events go to (declared when missing)' },
+  eventsIncludeContent: { env: 'EVENTS_INCLUDE_CONTENT', default: 'false', schema: flag, help: "include message content in the events published to brokers (webhook endpoints choose for themselves)" },
   // For testing the e2e harness only (src/sessions/fault-injection.ts): a deliberately faulty build.
   faultInjection: {
     env: 'FAULT_INJECTION',

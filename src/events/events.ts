@@ -13,7 +13,8 @@ import type { Metrics } from '../telemetry/metrics.js';
 import { FileDeliveryState, MemoryDeliveryState, RedisDeliveryState, type DeliveryState } from './delivery-state.js';
 import { EndpointRegistry, type WebhookEndpoint } from './endpoints.js';
 import { WebhookClient } from './http-post.js';
-import { JournalOutbox, RedisOutbox, type Outbox } from './outbox.js';
+import { amqpTarget, BrokerPublisher, natsTarget, type BrokerTarget } from './brokers.js';
+import { JournalOutbox, RedisOutbox, Sinks, type EventSink, type Outbox } from './outbox.js';
 import { WebhookSender } from './webhooks.js';
 
 export interface Events {
@@ -21,6 +22,8 @@ export interface Events {
   readonly sender: WebhookSender;
   readonly state: DeliveryState;
   readonly outbox: Outbox;
+  /** A publisher per configured broker. */
+  readonly brokers: readonly BrokerPublisher[];
   close(): Promise<void>;
 }
 
@@ -69,18 +72,35 @@ export async function startEvents(options: EventsOptions): Promise<Events> {
     },
     onError: (err) => logger.error({ err }, 'webhook sender failed'),
   });
+  const targets: BrokerTarget[] = [];
+  const warn = (message: string): void => logger.warn(message);
+  if (config.eventsNatsUrl) targets.push(await natsTarget(config.eventsNatsUrl, config.eventsNatsStream, warn));
+  if (config.eventsAmqpUrl) targets.push(await amqpTarget(config.eventsAmqpUrl, config.eventsAmqpExchange, warn));
+  const published = metrics?.enableBrokers();
+  const brokers = targets.map(
+    (target) =>
+      new BrokerPublisher(target, state, {
+        content: config.eventsIncludeContent,
+        onDown: (err) => logger.warn({ err: { message: (err as Error)?.message } }, `events: ${target.name} did not confirm an event (${(err as Error)?.message}); events wait in the outbox and are published when it is back`),
+        onUp: () => logger.info(`events: ${target.name} confirms events again`),
+        onPublished: () => published?.(target.name),
+      }),
+  );
+  const sinks: EventSink = brokers.length === 0 ? sender : new Sinks([sender, ...brokers]);
   const outbox: Outbox = redis
-    ? new RedisOutbox({ redis, prefix: config.redisPrefix, instanceId: options.instanceId ?? 'instance', sender, leaseMs: options.leaseMs ?? 10_000, retryMs, logger })
-    : new JournalOutbox(journal, audit, sender, { retryMs });
+    ? new RedisOutbox({ redis, prefix: config.redisPrefix, instanceId: options.instanceId ?? 'instance', sender: sinks, leaseMs: options.leaseMs ?? 10_000, retryMs, logger })
+    : new JournalOutbox(journal, audit, sinks, { retryMs });
   await outbox.start();
   return {
     endpoints,
     sender,
     state,
     outbox,
+    brokers,
     async close() {
       await outbox.stop();
       client.close();
+      await Promise.all(targets.map((target) => target.close()));
       await state.close();
       await endpoints.close();
     },

@@ -21,7 +21,53 @@ import type { Journal } from '../journal/journal.js';
 import { endsSessionRecord, isReadable, type JournalRecord } from '../journal/records.js';
 import type { Logger } from '../telemetry/logger.js';
 import { eventOfAudit, eventsOfRecord, type ProxyEvent } from './catalogue.js';
-import type { WebhookSender } from './webhooks.js';
+
+/** What reads the outbox: the webhook sender, and a publisher per broker. Each keeps its own marks. */
+export interface EventSink {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  offer(events: readonly ProxyEvent[]): void;
+  /** Whether events of `stream` are still owed (the outbox keeps its records). */
+  owes(stream: string): boolean;
+  /** The outbox position of the oldest event owed (cluster mode). */
+  oldestPosition(): number | null;
+  markedStreams(): Set<string>;
+  forgetStreams(streams: ReadonlySet<string>): Promise<void>;
+}
+
+/** Several sinks read as one. */
+export class Sinks implements EventSink {
+  constructor(readonly all: readonly EventSink[]) {}
+
+  async start(): Promise<void> {
+    for (const sink of this.all) await sink.start();
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.all.map((sink) => sink.stop()));
+  }
+
+  offer(events: readonly ProxyEvent[]): void {
+    if (events.length > 0) for (const sink of this.all) sink.offer(events);
+  }
+
+  owes(stream: string): boolean {
+    return this.all.some((sink) => sink.owes(stream));
+  }
+
+  oldestPosition(): number | null {
+    const positions = this.all.map((sink) => sink.oldestPosition()).filter((p): p is number => p !== null);
+    return positions.length === 0 ? null : Math.min(...positions);
+  }
+
+  markedStreams(): Set<string> {
+    return new Set(this.all.flatMap((sink) => [...sink.markedStreams()]));
+  }
+
+  async forgetStreams(streams: ReadonlySet<string>): Promise<void> {
+    for (const sink of this.all) await sink.forgetStreams(streams);
+  }
+}
 
 /** Something that reads owed events into senders (webhooks now; brokers read the same events). */
 export interface Outbox {
@@ -49,7 +95,7 @@ export class JournalOutbox implements Outbox {
   constructor(
     private readonly journal: Journal,
     private readonly audit: AuditLog,
-    private readonly sender: WebhookSender,
+    private readonly sender: EventSink,
     private readonly options: { readonly retryMs: number; readonly now?: () => number },
   ) {}
 
@@ -115,7 +161,7 @@ export interface RedisOutboxOptions {
   readonly redis: Redis;
   readonly prefix: string;
   readonly instanceId: string;
-  readonly sender: WebhookSender;
+  readonly sender: EventSink;
   readonly leaseMs: number;
   readonly retryMs: number;
   readonly logger: Logger;

@@ -111,6 +111,12 @@ export class Metrics {
     };
   }
 
+  /** Events the brokers confirmed, by broker. */
+  enableBrokers(): (broker: string) => void {
+    const published = new Counter({ name: 'motiveproxy_broker_events_total', help: 'Events a broker confirmed (NATS JetStream PubAck, AMQP publisher confirm), by broker', labelNames: ['broker'], registers: [this.registry] });
+    return (broker) => published.inc({ broker });
+  }
+
   /** Cluster mode's own metrics (registered only in cluster mode). */
   enableCluster(): ClusterMetrics {
     const registers = [this.registry];

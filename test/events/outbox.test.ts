@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { freePort } from '../helpers/net.js';
 import { startReceiver, verify, type Receiver } from '../helpers/webhook-receiver.js';
 import { call } from '../security/support.js';
-import { converse, killAllProcs, launch, SESSION_EVENTS, until } from './support.js';
+import { converse, killAllProcs, launch, SESSION_EVENTS } from './support.js';
 
 const ADMIN = 'admin-key-for-outbox-tests';
 const dirs: string[] = [];
