@@ -34,7 +34,7 @@ afterAll(async () => {
 describe('alert rules and dashboard', () => {
   it('the alert rules pass promtool check and their unit tests', async () => {
     const check = await run(promtool(), ['check', 'rules', 'alerts.yml'], { cwd: `${root}deploy/prometheus` });
-    expect(check.stdout).toMatch(/SUCCESS: 7 rules found/);
+    expect(check.stdout).toMatch(/SUCCESS: 9 rules found/);
     const tests = await run(promtool(), ['test', 'rules', 'alerts.test.yml'], { cwd: `${root}deploy/prometheus` });
     expect(tests.stdout).toMatch(/SUCCESS/);
   }, 60_000);
