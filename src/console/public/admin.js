@@ -1,6 +1,8 @@
-// The console's admin views: managed API keys (#/keys: create, list, rotate, revoke) and the
-// admin API's OpenAPI description (#/api), both through the admin routes with the admin key the
-// person enters (none is needed on this machine when the proxy has no admin key).
+// The console's admin views: managed API keys (#/keys: create, list, rotate, revoke), webhook
+// endpoints (#/webhooks: add, list, enable or disable, rotate, delete, send a test event, their
+// latest attempts and "send again") and the admin API's OpenAPI description (#/api), all through
+// the admin routes with the admin key the person enters (none is needed on this machine when the
+// proxy has no admin key). Whatever the server or a receiver supplies is inserted as text.
 import { $, node, storeAdminKey, storedAdminKey } from './dom.js';
 
 const SCOPES = ['client', 'viewer', 'operator', 'admin', 'global:viewer', 'global:operator', 'global:admin'];
@@ -13,14 +15,14 @@ const LIMITS = [
 
 let shown = null;
 
-/** Shows the admin view `name` ('keys', 'api'), or hides both (null). */
+const LOADERS = { keys: () => loadKeys(), webhooks: () => loadWebhooks(), api: () => loadApi() };
+
+/** Shows the admin view `name` ('keys', 'webhooks', 'api'), or hides them all (null). */
 export function showAdminView(name) {
-  $('keys-view').hidden = name !== 'keys';
-  $('api-view').hidden = name !== 'api';
+  for (const view of Object.keys(LOADERS)) $(`${view}-view`).hidden = name !== view;
   if (name === shown) return;
   shown = name;
-  if (name === 'keys') void loadKeys();
-  if (name === 'api') void loadApi();
+  if (name) void LOADERS[name]();
 }
 
 /** A request to an admin route with the entered admin key; the parsed answer and its status. */
@@ -56,14 +58,13 @@ function refused(view, answer) {
   say(`${view}-notice`, answer.body?.error?.message ?? `The proxy answered ${answer.status}.`);
 }
 
-for (const view of ['keys', 'api']) {
+for (const view of Object.keys(LOADERS)) {
   $(`${view}-key-box`).addEventListener('submit', (event) => {
     event.preventDefault();
     storeAdminKey($(`${view}-admin-key`).value.trim());
     $(`${view}-key-box`).hidden = true;
     say(`${view}-notice`, '');
-    if (view === 'keys') void loadKeys();
-    else void loadApi();
+    void LOADERS[view]();
   });
 }
 
@@ -119,24 +120,30 @@ function actionButton(label, onClick, kind = '') {
   return button;
 }
 
-/** The one time a secret is shown: in a box with a copy button, until dismissed. */
-function showSecret(title, secret) {
-  $('new-key-title').textContent = title;
-  $('new-key-value').value = secret;
-  $('new-key').hidden = false;
-  $('new-key-value').focus();
-  $('new-key-value').select();
+/**
+ * The one time a secret is shown: in a box (`new-key` in the keys view, `new-secret` in the
+ * webhooks view) with a copy button, until dismissed.
+ */
+function showSecret(title, secret, box = 'new-key') {
+  $(`${box}-title`).textContent = title;
+  $(`${box}-value`).value = secret;
+  $(`${box}-copy`).textContent = 'Copy';
+  $(box).hidden = false;
+  $(`${box}-value`).focus();
+  $(`${box}-value`).select();
 }
 
-$('new-key-copy').addEventListener('click', async () => {
-  await navigator.clipboard?.writeText($('new-key-value').value).catch(() => undefined);
-  $('new-key-copy').textContent = 'Copied';
-});
-$('new-key-done').addEventListener('click', () => {
-  $('new-key').hidden = true;
-  $('new-key-value').value = '';
-  $('new-key-copy').textContent = 'Copy';
-});
+for (const box of ['new-key', 'new-secret']) {
+  $(`${box}-copy`).addEventListener('click', async () => {
+    await navigator.clipboard?.writeText($(`${box}-value`).value).catch(() => undefined);
+    $(`${box}-copy`).textContent = 'Copied';
+  });
+  $(`${box}-done`).addEventListener('click', () => {
+    $(box).hidden = true;
+    $(`${box}-value`).value = '';
+    $(`${box}-copy`).textContent = 'Copy';
+  });
+}
 
 $('key-form').addEventListener('submit', async (event) => {
   event.preventDefault();
@@ -191,6 +198,280 @@ function buildKeyForm() {
   );
 }
 buildKeyForm();
+
+// ---------------------------------------------------------------- webhooks
+
+const webhooks = {
+  /** The endpoints as last listed. */
+  list: [],
+  /** The endpoint whose attempts are shown, or null. */
+  selected: null,
+  /** The event catalogue, once read. */
+  types: null,
+};
+
+const whenExact = (iso) => (iso ? new Date(iso).toLocaleString([], { dateStyle: 'short', timeStyle: 'medium' }) : '—');
+
+/**
+ * A refused webhook request. A 404 that names a parameter is about the endpoint or event (gone
+ * meanwhile); any other 401 or 404 is the admin routes' guard asking for the admin key.
+ */
+function webhookRefused(answer, where = 'webhooks-notice') {
+  if (answer.status === 404 && answer.body?.error?.param) {
+    say(where, answer.body.error.message);
+    void loadWebhooks();
+    return;
+  }
+  if (answer.status === 401 || answer.status === 404) return refused('webhooks', answer);
+  say(where, answer.body?.error?.message ?? `The proxy answered ${answer.status}.`);
+}
+
+async function loadWebhooks() {
+  if (webhooks.types === null) void loadEventTypes();
+  const answer = await admin('/admin/webhooks');
+  if (answer.status !== 200) {
+    $('webhooks-table').hidden = true;
+    $('webhook-attempts').hidden = true;
+    return webhookRefused(answer);
+  }
+  $('webhooks-key-box').hidden = true;
+  const { data, sending, pending } = answer.body;
+  $('webhooks-sender').textContent = sending
+    ? `This instance sends the events${pending ? `: ${pending} waiting` : ''}.`
+    : 'Another instance holds the sender lease and sends the events; everything on this page works from any instance.';
+  webhooks.list = data;
+  if (webhooks.selected && !data.some((e) => e.id === webhooks.selected)) webhooks.selected = null;
+  renderWebhooks();
+  if (webhooks.selected) await loadAttempts();
+  else $('webhook-attempts').hidden = true;
+}
+
+/** The event catalogue: buttons that add a type (or a family of them) to the form's types. */
+async function loadEventTypes() {
+  webhooks.types = [];
+  const answer = await admin('/admin/events/types');
+  if (answer.status !== 200) {
+    webhooks.types = null;
+    return;
+  }
+  webhooks.types = answer.body.data;
+  const families = [...new Set(webhooks.types.map((t) => t.type.split('.')[0]))];
+  const choice = (pattern, title) => {
+    const button = node('button', { type: 'button', class: 'chip', text: pattern, title, dataPattern: pattern });
+    button.addEventListener('click', () => {
+      const input = $('webhook-types');
+      const current = input.value.split(/[\s,]+/).filter(Boolean);
+      if (!current.includes(pattern)) input.value = [...current, pattern].join(' ');
+      input.focus();
+    });
+    return button;
+  };
+  $('webhook-type-choices').replaceChildren(
+    choice('*', 'every event'),
+    ...families.map((family) => choice(`${family}.*`, `every ${family} event`)),
+    ...webhooks.types.map((t) => choice(t.type, t.dataschema)),
+  );
+}
+
+function renderWebhooks() {
+  const list = webhooks.list;
+  $('webhooks-empty').hidden = list.length > 0;
+  $('webhooks-table').hidden = list.length === 0;
+  $('webhooks-body').replaceChildren(
+    ...list.map((e) => {
+      const toggle = node('input', { type: 'checkbox', role: 'switch', checked: e.enabled, 'aria-label': `Enabled: ${e.url}` });
+      toggle.addEventListener('change', () => setEnabled(e, toggle));
+      // One element per cell: on a narrow screen each cell is a label and its content, side by side.
+      const status = e.enabled
+        ? node('td', { dataLabel: 'Status' }, node('div', {}, node('span', { class: 'badge webhook-enabled', text: 'enabled' })))
+        : node(
+            'td',
+            { dataLabel: 'Status' },
+            node(
+              'div',
+              {},
+              node('span', { class: 'badge webhook-disabled', text: 'disabled' }),
+              node('span', { class: 'disabled-reason', text: e.disabled?.reason ?? '' }),
+              e.disabled ? node('span', { class: 'muted disabled-at', text: whenExact(e.disabled.at) }) : null,
+            ),
+          );
+      const test = actionButton('Send a test event', () => sendTest(e));
+      if (!e.enabled) {
+        test.disabled = true;
+        test.title = 'Enable the endpoint first';
+      }
+      const attempts = actionButton('Attempts', () => select(e.id), 'subtle');
+      attempts.setAttribute('aria-pressed', String(webhooks.selected === e.id));
+      return node(
+        'tr',
+        { dataEndpoint: e.id, dataEnabled: String(e.enabled), class: webhooks.selected === e.id ? 'selected' : null },
+        node(
+          'th',
+          { scope: 'row', dataLabel: 'URL' },
+          node(
+            'div',
+            {},
+            node('span', { class: 'webhook-url', text: e.url }),
+            e.description ? node('span', { class: 'webhook-description', text: e.description }) : null,
+            node('span', { class: 'muted key-id', text: `${e.id} · ${e.tenant === null ? 'every tenant' : `tenant ${e.tenant}`} · since ${when(e.created)}` }),
+          ),
+        ),
+        node('td', { dataLabel: 'Types', text: e.types.join(' ') }),
+        node('td', { dataLabel: 'Content', text: e.include_content ? 'yes' : 'no' }),
+        status,
+        node('td', { dataLabel: 'Secrets', text: e.secrets.map((s) => (s.expires ? `previous, until ${when(s.expires)}` : `current, from ${when(s.created)}`)).join('; ') || '—' }),
+        node(
+          'td',
+          { dataLabel: 'Actions' },
+          node(
+            'div',
+            { class: 'webhook-actions' },
+            node('label', { class: 'check switch' }, toggle, ' Enabled'),
+            attempts,
+            test,
+            actionButton('Rotate secret', () => rotateWebhook(e)),
+            actionButton('Delete', () => deleteWebhook(e), 'danger'),
+          ),
+        ),
+      );
+    }),
+  );
+}
+
+async function setEnabled(endpoint, toggle) {
+  toggle.disabled = true;
+  const answer = await admin(`/admin/webhooks/${encodeURIComponent(endpoint.id)}`, { method: 'PATCH', body: { enabled: toggle.checked } });
+  if (answer.status !== 200) {
+    toggle.checked = !toggle.checked;
+    toggle.disabled = false;
+    return webhookRefused(answer);
+  }
+  say('webhooks-notice', answer.body.enabled ? `${endpoint.url} is enabled: events that happen from now on are sent to it.` : `${endpoint.url} is disabled: nothing is sent to it until it is enabled again.`);
+  await loadWebhooks();
+}
+
+async function select(id) {
+  webhooks.selected = id;
+  renderWebhooks();
+  await loadAttempts();
+  $('webhook-attempts').scrollIntoView?.({ block: 'nearest' });
+}
+
+async function loadAttempts() {
+  const endpoint = webhooks.list.find((e) => e.id === webhooks.selected);
+  if (!endpoint) {
+    $('webhook-attempts').hidden = true;
+    return;
+  }
+  const answer = await admin(`/admin/webhooks/${encodeURIComponent(endpoint.id)}/attempts?limit=50`);
+  if (answer.status !== 200) return webhookRefused(answer);
+  $('webhook-attempts-url').textContent = endpoint.url;
+  $('webhook-attempts').hidden = false;
+  $('webhook-attempts').dataset.endpoint = endpoint.id;
+  renderAttempts(endpoint, answer.body.data);
+}
+
+/** What each outcome means, as the outcome's tooltip. */
+const OUTCOMES = {
+  delivered: 'the receiver answered 2xx',
+  failed: 'no 2xx answer: an event sent as it happened is tried again later; a test or a send again is not',
+  gave_up: 'still failing when its retry time ran out: not tried again',
+  dropped: 'the receiver answered 410 Gone: the endpoint was disabled and the event is not tried again',
+};
+
+function renderAttempts(endpoint, attempts) {
+  $('webhook-attempts-empty').hidden = attempts.length > 0;
+  $('webhook-attempts-table').hidden = attempts.length === 0;
+  $('webhook-attempts-body').replaceChildren(
+    ...attempts.map((a) => {
+      const again = actionButton('Send again', () => resend(endpoint, a));
+      if (!endpoint.enabled) {
+        again.disabled = true;
+        again.title = 'Enable the endpoint first';
+      }
+      return node(
+        'tr',
+        { dataEvent: a.event, dataOutcome: a.outcome },
+        node('td', { dataLabel: 'Time', text: whenExact(a.at) }),
+        node('td', { dataLabel: 'Event type', text: a.type }),
+        node('td', { dataLabel: 'Event id' }, node('code', { class: 'event-id', text: a.event })),
+        node('td', { dataLabel: 'Attempt', text: `${a.attempt}${a.manual ? ' (manual)' : ''}` }),
+        node('td', { dataLabel: 'Status', text: a.status === null ? 'no answer' : String(a.status) }),
+        node('td', { dataLabel: 'Time taken', text: `${a.ms} ms` }),
+        node('td', { dataLabel: 'Error', class: 'attempt-error', text: a.error ?? '' }),
+        node('td', { dataLabel: 'Outcome' }, node('div', {}, node('span', { class: `badge outcome-${a.outcome}`, title: OUTCOMES[a.outcome] ?? '', text: a.outcome.replace('_', ' ') }))),
+        node('td', { dataLabel: 'Actions', class: 'key-actions' }, node('div', {}, again)),
+      );
+    }),
+  );
+}
+
+/** Says how one manual attempt went. */
+function attemptNotice(what, attempt) {
+  const answered = attempt.status === null ? 'no answer' : `answered ${attempt.status}`;
+  return `${what}: ${attempt.outcome.replace('_', ' ')} (${answered}, ${attempt.ms} ms)${attempt.error ? `: ${attempt.error}` : ''}.`;
+}
+
+async function sendTest(endpoint) {
+  say('webhooks-notice', `Sending a test event to ${endpoint.url}…`);
+  webhooks.selected = endpoint.id;
+  renderWebhooks();
+  const answer = await admin(`/admin/webhooks/${encodeURIComponent(endpoint.id)}/test`, { method: 'POST', body: {} });
+  if (answer.status !== 200) return webhookRefused(answer);
+  say('webhooks-notice', attemptNotice(`Test event ${answer.body.event}`, answer.body));
+  await loadAttempts();
+}
+
+async function resend(endpoint, attempt) {
+  say('webhooks-notice', `Sending ${attempt.event} again…`);
+  const answer = await admin(`/admin/webhooks/${encodeURIComponent(endpoint.id)}/events/${encodeURIComponent(attempt.event)}/resend`, { method: 'POST', body: {} });
+  if (answer.status !== 200) return webhookRefused(answer);
+  say('webhooks-notice', attemptNotice(`${attempt.event} sent again`, answer.body));
+  await loadAttempts();
+}
+
+async function rotateWebhook(endpoint) {
+  const hours = prompt(`Rotate the secret of ${endpoint.url}: for how many hours should the current secret keep signing beside the new one?`, '1');
+  if (hours === null) return;
+  const overlap = Math.min(30 * 24 * 3600, Math.max(0, Math.round(Number(hours) * 3600)) || 0);
+  const answer = await admin(`/admin/webhooks/${encodeURIComponent(endpoint.id)}/rotate`, { method: 'POST', body: { overlap_seconds: overlap } });
+  if (answer.status !== 200) return webhookRefused(answer);
+  showSecret(`New signing secret of ${endpoint.url} (${endpoint.id}): copy it now, it is not shown again`, answer.body.secret, 'new-secret');
+  await loadWebhooks();
+}
+
+async function deleteWebhook(endpoint) {
+  if (!confirm(`Delete the webhook endpoint ${endpoint.url} (${endpoint.id})? Nothing more is sent to it, on every instance.`)) return;
+  const answer = await admin(`/admin/webhooks/${encodeURIComponent(endpoint.id)}`, { method: 'DELETE' });
+  if (answer.status !== 200) return webhookRefused(answer);
+  if (webhooks.selected === endpoint.id) webhooks.selected = null;
+  say('webhooks-notice', `${endpoint.url} is deleted.`);
+  await loadWebhooks();
+}
+
+$('webhook-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const data = new FormData(form);
+  const body = { url: String(data.get('url') ?? '').trim() };
+  const types = String(data.get('types') ?? '')
+    .split(/[\s,]+/)
+    .filter(Boolean);
+  if (types.length) body.types = types;
+  if (data.get('include_content') !== null) body.include_content = true;
+  const description = String(data.get('description') ?? '').trim();
+  if (description) body.description = description;
+  say('webhook-form-error', '');
+  const answer = await admin('/admin/webhooks', { method: 'POST', body });
+  if (answer.status !== 201) return webhookRefused(answer, 'webhook-form-error');
+  say('webhooks-notice', answer.body.warning_durability ?? '');
+  showSecret(`Signing secret of ${answer.body.url} (${answer.body.id}): copy it now, it is not shown again`, answer.body.secret, 'new-secret');
+  form.reset();
+  webhooks.selected = answer.body.id;
+  await loadWebhooks();
+});
+
+$('webhook-attempts-refresh').addEventListener('click', () => void loadWebhooks());
 
 // ---------------------------------------------------------------- the admin API
 

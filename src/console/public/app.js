@@ -183,7 +183,7 @@ function route() {
       id = null;
     }
   }
-  const admin = /^#\/(keys|api)$/.exec(location.hash)?.[1] ?? null;
+  const admin = /^#\/(keys|webhooks|api)$/.exec(location.hash)?.[1] ?? null;
   const next = admin ? { view: admin, id: null } : id ? { view: 'session', id } : { view: 'sessions', id: null };
   const changed = next.view !== ui.route.view || next.id !== ui.route.id;
   ui.route = next;
@@ -830,7 +830,7 @@ async function whoAmI() {
     $('signin-offer').hidden = false;
     return true;
   }
-  for (const id of ['sessions-view', 'conversation-view', 'keys-view', 'api-view']) $(id).hidden = true;
+  for (const id of ['sessions-view', 'conversation-view', 'keys-view', 'webhooks-view', 'api-view']) $(id).hidden = true;
   document.querySelector('.bar-nav').hidden = true;
   $('signin-view').hidden = false;
   $('feed-status').hidden = true;
