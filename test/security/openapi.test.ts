@@ -44,6 +44,16 @@ describe('GET /admin/openapi.json', () => {
         'PUT /admin/tenants/{name}',
         'DELETE /admin/tenants/{name}',
         'GET /admin/audit',
+        'GET /admin/events/types',
+        'GET /admin/webhooks',
+        'POST /admin/webhooks',
+        'GET /admin/webhooks/{id}',
+        'PATCH /admin/webhooks/{id}',
+        'DELETE /admin/webhooks/{id}',
+        'POST /admin/webhooks/{id}/rotate',
+        'GET /admin/webhooks/{id}/attempts',
+        'POST /admin/webhooks/{id}/events/{event}/resend',
+        'POST /admin/webhooks/{id}/test',
       ].sort(),
     );
     for (const [path, methods] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {

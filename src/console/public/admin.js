@@ -475,7 +475,7 @@ $('webhook-attempts-refresh').addEventListener('click', () => void loadWebhooks(
 
 // ---------------------------------------------------------------- the admin API
 
-const METHODS = ['get', 'post', 'put', 'delete'];
+const METHODS = ['get', 'post', 'put', 'patch', 'delete'];
 
 async function loadApi() {
   const answer = await admin('/admin/openapi.json');
