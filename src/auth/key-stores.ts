@@ -4,7 +4,7 @@
  * instance), or in Redis (cluster mode), where a change is published to every instance.
  */
 import { once } from 'node:events';
-import { mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import type { RecordStore } from './keys.js';
@@ -49,7 +49,7 @@ export class FileRecordStore<T extends Identified> implements RecordStore<T> {
   }
 
   async load(): Promise<T[]> {
-    await mkdir(this.directory, { recursive: true });
+    await mkdir(this.directory, { recursive: true, mode: 0o700 });
     let text = '';
     try {
       text = await readFile(this.path, 'utf8');
@@ -73,7 +73,9 @@ export class FileRecordStore<T extends Identified> implements RecordStore<T> {
     // A torn last line (a crash mid-write) is the only expected damage; anything else is reported.
     if (unreadable > 0) this.onWarning(`${unreadable} unreadable line(s) in ${this.path} were skipped`);
     if (this.lines > 2 * keys.size + 16 || unreadable > 0) await this.rewrite([...keys.values()]);
-    this.handle = await open(this.path, 'a');
+    // Records may hold secrets (a webhook endpoint's signing secrets): the file is the owner's alone.
+    this.handle = await open(this.path, 'a', 0o600);
+    await chmod(this.path, 0o600).catch(() => undefined);
     return [...keys.values()];
   }
 
@@ -97,7 +99,7 @@ export class FileRecordStore<T extends Identified> implements RecordStore<T> {
 
   private async rewrite(keys: T[]): Promise<void> {
     const temporary = `${this.path}.tmp`;
-    const handle = await open(temporary, 'w');
+    const handle = await open(temporary, 'w', 0o600);
     try {
       await handle.write(keys.map((k) => `${JSON.stringify(k)}\n`).join(''));
       await handle.datasync();

@@ -102,6 +102,9 @@ export class BrokerPublisher {
     return oldest;
   }
 
+  /** A broker takes every event. */
+  readonly listening = true;
+
   get pending(): number {
     let n = 0;
     for (const stream of this.streams.values()) n += stream.events.length;

@@ -25,8 +25,10 @@ export interface WebhookEndpoint {
   readonly types: readonly string[];
   /** Whether message content is included in the events' data. */
   readonly content: boolean;
-  /** The tenant whose events it receives; null: every tenant's (made by a global admin). */
+  /** The tenant whose events it receives (null: the default tenant), unless `allTenants`. */
   readonly tenant: string | null;
+  /** Every tenant's events (only a global admin makes such an endpoint, and only one manages it). */
+  readonly allTenants?: boolean;
   readonly secrets: readonly EndpointSecret[];
   readonly created: number;
   /** Events that happened before this (its creation, or its latest enabling) are not sent to it. */
@@ -45,6 +47,7 @@ export function endpointView(endpoint: WebhookEndpoint, now = Date.now()): Recor
     types: endpoint.types,
     include_content: endpoint.content,
     tenant: endpoint.tenant,
+    all_tenants: endpoint.allTenants === true,
     created: new Date(endpoint.created).toISOString(),
     enabled: endpoint.disabled === null,
     disabled: endpoint.disabled ? { at: new Date(endpoint.disabled.at).toISOString(), reason: endpoint.disabled.reason } : null,
@@ -80,7 +83,10 @@ export const createEndpointSchema = z
     types: types.default(['*']),
     include_content: z.boolean().default(false),
     description: z.string().max(500).default(''),
-    /** Global admins may make an endpoint for one tenant; a tenant's admins make their own tenant's. */
+    /**
+     * The tenant whose events it receives. A global admin may name any (null: the default
+     * tenant's) or leave it out for every tenant's; a tenant's admin gets its own tenant's.
+     */
     tenant: z.string().min(1).max(64).nullable().optional(),
   })
   .strict();
@@ -133,7 +139,7 @@ export class EndpointRegistry {
     return this.endpoints.get(id);
   }
 
-  async create(input: z.infer<typeof createEndpointSchema>, tenant: string | null): Promise<{ endpoint: WebhookEndpoint; secret: string }> {
+  async create(input: z.infer<typeof createEndpointSchema>, tenant: string | null, allTenants = false): Promise<{ endpoint: WebhookEndpoint; secret: string }> {
     const now = this.now();
     const secret = newSecret();
     const endpoint: WebhookEndpoint = {
@@ -142,7 +148,8 @@ export class EndpointRegistry {
       description: input.description,
       types: [...new Set(input.types)],
       content: input.include_content,
-      tenant,
+      tenant: allTenants ? null : tenant,
+      ...(allTenants ? { allTenants: true } : {}),
       secrets: [{ secret, created: now, expires: null }],
       created: now,
       since: now,

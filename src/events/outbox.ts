@@ -33,11 +33,17 @@ export interface EventSink {
   oldestPosition(): number | null;
   markedStreams(): Set<string>;
   forgetStreams(streams: ReadonlySet<string>): Promise<void>;
+  /** Whether new events would go anywhere (a webhook sender without enabled endpoints: no). */
+  readonly listening: boolean;
 }
 
 /** Several sinks read as one. */
 export class Sinks implements EventSink {
   constructor(readonly all: readonly EventSink[]) {}
+
+  get listening(): boolean {
+    return this.all.some((sink) => sink.listening);
+  }
 
   async start(): Promise<void> {
     for (const sink of this.all) await sink.start();
@@ -108,7 +114,9 @@ export class JournalOutbox implements Outbox {
       if (held) held.push(events);
       else this.sender.offer(events);
     };
-    this.stops.push(this.journal.onDurable((record) => feed(recordEvents(record))));
+    // With nobody listening (no endpoint, no broker) a record makes no events: nothing is owed,
+    // and an endpoint made later receives what happens after it was made.
+    this.stops.push(this.journal.onDurable((record) => this.sender.listening && feed(recordEvents(record))));
     this.stops.push(this.audit.onRecorded((entry) => feed(auditEvents(entry))));
     await this.sender.start();
     const present = new Set<string>();
@@ -302,7 +310,7 @@ export class RedisOutbox implements Outbox {
     const position = Number(id.split('-')[0]);
     this.lastRead = Math.max(this.lastRead, position);
     if (isReadable(record) && endsSessionRecord(record)) this.ended.set(record.session, position);
-    this.options.sender.offer(recordEvents(record, position));
+    if (this.options.sender.listening) this.options.sender.offer(recordEvents(record, position));
   }
 
   /** Drops outbox entries before the oldest owed event, and the marks of sessions wholly gone with them. */

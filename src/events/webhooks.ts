@@ -96,6 +96,11 @@ export class WebhookSender {
     return this.running;
   }
 
+  /** Whether any endpoint is enabled (otherwise new events need not even be made). */
+  get listening(): boolean {
+    return this.options.registry.list().some((e) => e.disabled === null);
+  }
+
   /** Takes events, in their outbox order, into the queues of the endpoints that want them. */
   offer(events: readonly ProxyEvent[]): void {
     if (!this.running || events.length === 0) return;
@@ -252,7 +257,8 @@ export class WebhookSender {
       await this.disable(endpoint, `the receiver answered 410 Gone for event ${event.id}`);
       return;
     }
-    const since = this.failing.get(endpoint.id) ?? now;
+    // The streak starts when its first failed attempt was made (as an event's horizon does).
+    const since = this.failing.get(endpoint.id) ?? attempt.at;
     this.failing.set(endpoint.id, since);
     if (now - since >= this.options.disableAfterMs) {
       await this.disable(endpoint, `no delivery succeeded for ${Math.round((now - since) / 60_000)} minutes (last: ${attempt.error ?? attempt.status})`);
@@ -325,6 +331,6 @@ export class WebhookSender {
 /** Does the endpoint take this event: its type, its tenant, and not from before the endpoint was made or enabled? */
 export function wants(endpoint: WebhookEndpoint, event: ProxyEvent): boolean {
   if (event.at < endpoint.since) return false;
-  if (endpoint.tenant !== null && event.tenant !== endpoint.tenant) return false;
+  if (!endpoint.allTenants && event.tenant !== endpoint.tenant) return false;
   return matchesType(endpoint.types, event.type);
 }

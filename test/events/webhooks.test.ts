@@ -248,3 +248,34 @@ describe('webhooks', () => {
     expect(types.body.data.map((t: any) => t.type)).toContain('request.timed_out');
   });
 });
+
+describe('webhook endpoints and tenants', () => {
+  it('gives a tenant’s admin (the default tenant’s too) its own tenant’s events only, and never an endpoint of every tenant', async () => {
+    const service = await start();
+    const made = async (body: Record<string, unknown>) => (await call(service.url, 'POST', '/admin/keys', ADMIN, body)).body.key as string;
+    const defaultAdmin = await made({ name: 'default admin', scopes: ['admin'] });
+    const studioAdmin = await made({ name: 'studio admin', scopes: ['admin'], tenant: 'studio-b' });
+    const seenByDefault = await receiver();
+    const seenByStudio = await receiver();
+    const seenByAll = await receiver();
+    const mine = await call(service.url, 'POST', '/admin/webhooks', defaultAdmin, { url: seenByDefault.url, types: ['key.*'] });
+    expect(mine.body).toMatchObject({ tenant: null, all_tenants: false });
+    const studio = await call(service.url, 'POST', '/admin/webhooks', studioAdmin, { url: seenByStudio.url, types: ['key.*'] });
+    expect(studio.body).toMatchObject({ tenant: 'studio-b', all_tenants: false });
+    const all = await call(service.url, 'POST', '/admin/webhooks', ADMIN, { url: seenByAll.url, types: ['key.*'] });
+    expect(all.body).toMatchObject({ tenant: null, all_tenants: true });
+    // Naming another tenant is refused; an endpoint of every tenant is not the default tenant's admin's.
+    expect((await call(service.url, 'POST', '/admin/webhooks', defaultAdmin, { url: seenByDefault.url, tenant: 'studio-b' })).status).toBe(403);
+    expect((await call(service.url, 'GET', `/admin/webhooks/${all.body.id}`, defaultAdmin)).status).toBe(404);
+    expect((await call(service.url, 'GET', '/admin/webhooks', defaultAdmin)).body.data.map((e: any) => e.id)).toEqual([mine.body.id]);
+
+    await made({ name: 'a studio key', tenant: 'studio-b' });
+    await made({ name: 'a default key' });
+    await seenByAll.waitFor(2, (r) => r.event.data.name === 'a studio key' || r.event.data.name === 'a default key');
+    await seenByStudio.waitFor(1, (r) => r.event.data.name === 'a studio key');
+    await seenByDefault.waitFor(1, (r) => r.event.data.name === 'a default key');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(seenByDefault.received.every((r) => r.event.tenant === undefined)).toBe(true);
+    expect(seenByStudio.received.every((r) => r.event.tenant === 'studio-b')).toBe(true);
+  });
+});

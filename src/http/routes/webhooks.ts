@@ -19,7 +19,8 @@ import { invalidBody } from './keys.js';
 
 const isGlobalAdmin = (actor: Principal): boolean => holds(actor, 'admin', 'global');
 
-const mayManage = (actor: Principal, endpoint: WebhookEndpoint): boolean => isGlobalAdmin(actor) || endpoint.tenant === actor.tenant;
+/** A global admin manages every endpoint; a tenant's admin (the default tenant's too), its own tenant's, never one of every tenant. */
+const mayManage = (actor: Principal, endpoint: WebhookEndpoint): boolean => isGlobalAdmin(actor) || (endpoint.allTenants !== true && endpoint.tenant === actor.tenant);
 
 /** An attempt as the API shows it; `body` only when asked for one attempt's. */
 const attemptView = (attempt: Attempt): Record<string, unknown> => ({
@@ -79,13 +80,16 @@ export async function webhookRoutes(app: FastifyInstance, { ctx }: { ctx: AppCon
       if (!parsed.success) throw invalidBody(parsed.error);
       const actor = request.actor!;
       let tenant = parsed.data.tenant ?? null;
+      // A global admin's endpoint without a tenant receives every tenant's events.
+      let allTenants = parsed.data.tenant === undefined;
       if (!isGlobalAdmin(actor)) {
         if (parsed.data.tenant !== undefined && parsed.data.tenant !== actor.tenant) {
           throw new ProxyError('admin_only', `This credential administers tenant '${actor.tenant ?? 'default'}' only.`, { param: 'tenant' });
         }
         tenant = actor.tenant;
+        allTenants = false;
       }
-      const { endpoint, secret } = await endpoints.create(parsed.data, tenant);
+      const { endpoint, secret } = await endpoints.create(parsed.data, tenant, allTenants);
       audit(request, 'webhook.created', endpoint, { types: endpoint.types.join(' '), include_content: endpoint.content });
       reply.code(201);
       return { ...endpointView(endpoint), secret, note: 'This is the only time the secret is shown. Verify deliveries with it (docs/events.md).', ...durability };
