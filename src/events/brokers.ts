@@ -102,9 +102,6 @@ export class BrokerPublisher {
     return oldest;
   }
 
-  /** A broker takes every event. */
-  readonly listening = true;
-
   get pending(): number {
     let n = 0;
     for (const stream of this.streams.values()) n += stream.events.length;
@@ -219,7 +216,8 @@ export async function natsTarget(url: string, streamName: string, onWarning: (me
     name: 'nats',
     async publish(event, body) {
       if (failed) throw failed;
-      const nc = await Promise.race([connecting, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('NATS is not connected yet')), 2000))]);
+      let timer: NodeJS.Timeout | undefined;
+      const nc = await Promise.race([connecting, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('NATS is not connected yet')), 2000)))]).finally(() => clearTimeout(timer));
       await ensureStream(nc);
       const h = headers();
       h.set('content-type', 'application/cloudevents+json; charset=utf-8');

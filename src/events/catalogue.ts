@@ -33,10 +33,15 @@ export const DATA_VERSION = 1;
 
 export const dataschemaOf = (type: string): string => `urn:motiveproxy:events:${type}:v${DATA_VERSION}`;
 
+/** The stream of admin events: U+001F cannot be in a session's name, so no session has this id. */
+export const ADMIN_STREAM = '\u001fadmin';
+
 /** Where an event comes from, and where it is in that source's order. */
 export interface EventPlace {
-  /** The ordered stream it belongs to: a session's id (tenant-scoped), or `admin`. */
+  /** The ordered stream it belongs to: a session's id (tenant-scoped), or ADMIN_STREAM. */
   readonly stream: string;
+  /** When the session's incarnation began (its seq 1 record's time), where known: an id used again is another stream. */
+  readonly start?: number;
   /** Its record's seq in the session (admin events: 0). */
   readonly seq: number;
   /** Its index among the events made from that one record, from 0. */
@@ -59,6 +64,8 @@ export interface ProxyEvent extends EventPlace {
   readonly data: Readonly<Record<string, unknown>>;
   /** Whether `data` holds message content (which only subscribers who asked for it receive). */
   readonly hasContent: boolean;
+  /** About an endpoint of every tenant: for endpoints of every tenant only. */
+  readonly allTenants?: boolean;
 }
 
 /** A stable id: the same record and part give the same id on every instance, every time. */
@@ -83,13 +90,21 @@ export const isKnownPattern = (pattern: string): boolean => EVENT_TYPES.some((ty
  * disconnects, shutdown closes and resumes). Side B's first turn both pairs the session and
  * sends its first message: two events, parts 0 and 1.
  */
-export function eventsOfRecord(record: JournalRecord): ProxyEvent[] {
+export function eventsOfRecord(record: JournalRecord, start?: number): ProxyEvent[] {
+  try {
+    return makeEvents(record, start);
+  } catch {
+    return []; // a record of a shape this build does not know (the journal keeps it as it is)
+  }
+}
+
+function makeEvents(record: JournalRecord, start: number | undefined): ProxyEvent[] {
   const type = factTypeOf(record);
   if (type === null) return [];
   const [fact] = factsOf([record]);
   if (!fact) return [];
   const { tenant, name } = splitScoped(record.session);
-  const base = { stream: record.session, seq: record.seq, at: fact.at, session: name, tenant, trace: record.trace ?? null };
+  const base = { stream: record.session, ...(start === undefined ? {} : { start }), seq: record.seq, at: fact.at, session: name, tenant, trace: record.trace ?? null };
   const make = (part: number, eventType: EventType, data: Record<string, unknown>, hasContent = false): ProxyEvent => ({
     ...base,
     part,
@@ -125,8 +140,9 @@ const ADMIN_ACTIONS: ReadonlySet<string> = new Set(ADMIN_EVENT_TYPES);
 export function eventOfAudit(entry: AuditEntry): ProxyEvent | null {
   if (!ADMIN_ACTIONS.has(entry.action) || entry.outcome !== 'ok') return null;
   const at = Date.parse(entry.at);
+  if (!Number.isFinite(at)) return null;
   return {
-    stream: 'admin',
+    stream: ADMIN_STREAM,
     seq: 0,
     part: 0,
     id: eventId('audit', entry.id),
@@ -135,9 +151,15 @@ export function eventOfAudit(entry: AuditEntry): ProxyEvent | null {
     session: null,
     tenant: entry.tenant,
     trace: null,
-    data: { [entry.target.type]: entry.target.id, ...(entry.tenant === null ? {} : { tenant: entry.tenant }), actor: entry.actor.subject, ...(entry.details ?? {}) },
+    data: { [entry.target.type]: entry.target.id, ...(entry.tenant === null ? {} : { tenant: entry.tenant }), actor: entry.actor.subject, ...withoutFlags(entry.details ?? {}) },
     hasContent: false,
+    ...(entry.details?.['all_tenants'] === true ? { allTenants: true } : {}),
   };
+}
+
+function withoutFlags(details: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const { all_tenants: _all, ...rest } = details;
+  return rest;
 }
 
 const CONTENT_FIELDS = ['content', 'handshake'] as const;

@@ -16,6 +16,8 @@ import type { EventPlace } from './catalogue.js';
 
 /** The last event of a stream delivered to an endpoint. */
 export interface Mark {
+  /** The session incarnation's start (its seq 1 record's time), when it was known. */
+  readonly start?: number;
   readonly seq: number;
   readonly part: number;
   readonly at: number;
@@ -27,13 +29,16 @@ export interface Mark {
 export function isAfter(event: EventPlace & { readonly at: number; readonly id: string }, mark: Mark | undefined): boolean {
   if (!mark) return true;
   if (event.seq === 0) return event.at > mark.at || (event.at === mark.at && !(mark.ids ?? []).includes(event.id));
-  if (event.seq !== mark.seq) return event.seq > mark.seq || event.at > mark.at; // a later incarnation of the id starts again at 1
-  return event.part > mark.part;
+  // An id used again after its session closed is another incarnation: the later one is after.
+  if (event.start !== undefined && mark.start !== undefined && event.start !== mark.start) return event.start > mark.start;
+  if (event.seq === mark.seq && event.at === mark.at) return event.part > mark.part;
+  // Without starts: a later incarnation starts again at 1, later than the mark.
+  return event.seq > mark.seq || event.at > mark.at;
 }
 
 /** The mark once `event` is done. */
 export function markOf(event: EventPlace & { readonly at: number; readonly id: string }, previous: Mark | undefined): Mark {
-  if (event.seq !== 0) return { seq: event.seq, part: event.part, at: event.at };
+  if (event.seq !== 0) return { ...(event.start === undefined ? {} : { start: event.start }), seq: event.seq, part: event.part, at: event.at };
   const ids = previous && previous.at === event.at ? [...(previous.ids ?? []), event.id] : [event.id];
   return { seq: 0, part: 0, at: event.at, ids };
 }

@@ -57,6 +57,15 @@ export function endpointView(endpoint: WebhookEndpoint, now = Date.now()): Recor
 
 export const liveSecrets = (endpoint: WebhookEndpoint, now: number): EndpointSecret[] => endpoint.secrets.filter((s) => s.expires === null || s.expires > now);
 
+/** The URL as logs and events show it: its origin only (a path or query may hold a token). */
+export const shownUrl = (url: string): string => {
+  try {
+    return `${new URL(url).origin}/…`;
+  } catch {
+    return '(unreadable URL)';
+  }
+};
+
 /** A Standard Webhooks secret: `whsec_` and 32 random bytes in base64. */
 export const newSecret = (): string => `whsec_${randomBytes(32).toString('base64')}`;
 
@@ -217,9 +226,17 @@ export class EndpointRegistry {
     return endpoint;
   }
 
+  /** Known here from the start of the write, so no event that becomes durable meanwhile misses it; undone if the write fails. */
   private async put(endpoint: WebhookEndpoint): Promise<void> {
-    await this.store.put(endpoint);
+    const before = this.endpoints.get(endpoint.id);
     this.remember(endpoint);
+    try {
+      await this.store.put(endpoint);
+    } catch (err) {
+      if (before) this.endpoints.set(before.id, before);
+      else this.endpoints.delete(endpoint.id);
+      throw err;
+    }
     this.changed();
   }
 

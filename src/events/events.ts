@@ -11,7 +11,7 @@ import type { Journal } from '../journal/journal.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { FileDeliveryState, MemoryDeliveryState, RedisDeliveryState, type DeliveryState } from './delivery-state.js';
-import { EndpointRegistry, type WebhookEndpoint } from './endpoints.js';
+import { EndpointRegistry, shownUrl, type WebhookEndpoint } from './endpoints.js';
 import { WebhookClient } from './http-post.js';
 import { amqpTarget, BrokerPublisher, natsTarget, type BrokerTarget } from './brokers.js';
 import { JournalOutbox, RedisOutbox, Sinks, type EventSink, type Outbox } from './outbox.js';
@@ -63,8 +63,13 @@ export async function startEvents(options: EventsOptions): Promise<Events> {
     retryMs,
     disableAfterMs: config.webhookDisableAfterHours * 3_600_000,
     onDisabled: (endpoint, reason) => {
-      logger.warn({ endpoint: endpoint.id, url: endpoint.url, reason }, `webhook endpoint ${endpoint.id} disabled: ${reason}`);
-      void audit.recordService({ action: 'webhook.disabled', tenant: endpoint.tenant, target: { type: 'endpoint', id: endpoint.id }, details: { url: endpoint.url, reason } });
+      logger.warn({ endpoint: endpoint.id, url: shownUrl(endpoint.url), reason }, `webhook endpoint ${endpoint.id} disabled: ${reason}`);
+      void audit.recordService({
+        action: 'webhook.disabled',
+        tenant: endpoint.tenant,
+        target: { type: 'endpoint', id: endpoint.id },
+        details: { url: shownUrl(endpoint.url), reason, ...(endpoint.allTenants ? { all_tenants: true } : {}) },
+      });
     },
     onAttempt: (attempt) => {
       deliveries?.(attempt.outcome, attempt.ms / 1000);
@@ -98,9 +103,11 @@ export async function startEvents(options: EventsOptions): Promise<Events> {
     outbox,
     brokers,
     async close() {
-      await outbox.stop();
+      // Connections first, so that deliveries in flight end now (their events stay owed) and
+      // the shutdown keeps to its few seconds.
       client.close();
       await Promise.all(targets.map((target) => target.close()));
+      await outbox.stop();
       await state.close();
       await endpoints.close();
     },

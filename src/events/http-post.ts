@@ -46,7 +46,12 @@ export class WebhookClient {
     for (let hop = 0; ; hop++) {
       const result = await this.once(target, headers, body, started);
       if (!('location' in result)) return result;
-      const next = new URL(result.location, target);
+      let next: URL;
+      try {
+        next = new URL(result.location, target);
+      } catch {
+        return { status: result.status, ms: elapsed(started), error: 'redirected to an unreadable Location: webhooks do not follow it', retryAfterMs: null, answer: '' };
+      }
       if (next.origin !== target.origin || (result.status !== 307 && result.status !== 308) || hop >= MAX_REDIRECTS) {
         const why = next.origin !== target.origin ? 'to another origin' : hop >= MAX_REDIRECTS ? 'more than three times' : 'with a method change';
         return { status: result.status, ms: elapsed(started), error: `redirected ${why} (${next.origin}${next.pathname}): webhooks do not follow it`, retryAfterMs: null, answer: '' };
@@ -121,7 +126,8 @@ const elapsed = (started: number): number => Math.round(performance.now() - star
 
 function describe(err: Error & { code?: string }): string {
   // request-filtering-agent's refusal names the address and why it is not allowed.
-  if (/is not allowed/.test(err.message)) return `blocked: ${err.message} (WEBHOOK_ALLOW_NETWORKS allows it)`;
+  // (Without naming the address: a test event must not become a way to resolve internal names.)
+  if (/is not allowed/.test(err.message)) return 'blocked: the address is private, loopback, link-local or reserved (WEBHOOK_ALLOW_NETWORKS can allow it)';
   return err.code ? `${err.code}: ${err.message}` : err.message;
 }
 

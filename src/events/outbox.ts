@@ -20,7 +20,7 @@ import type { AuditEntry, AuditLog } from '../audit/audit.js';
 import type { Journal } from '../journal/journal.js';
 import { endsSessionRecord, isReadable, type JournalRecord } from '../journal/records.js';
 import type { Logger } from '../telemetry/logger.js';
-import { eventOfAudit, eventsOfRecord, type ProxyEvent } from './catalogue.js';
+import { ADMIN_STREAM, eventOfAudit, eventsOfRecord, type ProxyEvent } from './catalogue.js';
 
 /** What reads the outbox: the webhook sender, and a publisher per broker. Each keeps its own marks. */
 export interface EventSink {
@@ -33,17 +33,11 @@ export interface EventSink {
   oldestPosition(): number | null;
   markedStreams(): Set<string>;
   forgetStreams(streams: ReadonlySet<string>): Promise<void>;
-  /** Whether new events would go anywhere (a webhook sender without enabled endpoints: no). */
-  readonly listening: boolean;
 }
 
 /** Several sinks read as one. */
 export class Sinks implements EventSink {
   constructor(readonly all: readonly EventSink[]) {}
-
-  get listening(): boolean {
-    return this.all.some((sink) => sink.listening);
-  }
 
   async start(): Promise<void> {
     for (const sink of this.all) await sink.start();
@@ -88,9 +82,23 @@ const auditEvents = (entry: AuditEntry): ProxyEvent[] => {
   return event ? [event] : [];
 };
 
-const recordEvents = (record: JournalRecord, position?: number): ProxyEvent[] => {
+/** Each session's incarnation start (its latest seq 1 record's time), as records are read in order. */
+class Starts {
+  private readonly starts = new Map<string, number>();
+
+  of(record: JournalRecord): number | undefined {
+    if (record.seq === 1 && typeof record.at === 'number') this.starts.set(record.session, record.at);
+    return this.starts.get(record.session);
+  }
+
+  forget(session: string): void {
+    this.starts.delete(session);
+  }
+}
+
+const recordEvents = (record: JournalRecord, start: number | undefined, position?: number): ProxyEvent[] => {
   if (!isReadable(record)) return [];
-  const events = eventsOfRecord(record);
+  const events = eventsOfRecord(record, start);
   return position === undefined ? events : events.map((event) => ({ ...event, position }));
 };
 
@@ -114,15 +122,15 @@ export class JournalOutbox implements Outbox {
       if (held) held.push(events);
       else this.sender.offer(events);
     };
-    // With nobody listening (no endpoint, no broker) a record makes no events: nothing is owed,
-    // and an endpoint made later receives what happens after it was made.
-    this.stops.push(this.journal.onDurable((record) => this.sender.listening && feed(recordEvents(record))));
+    const starts = new Starts();
+    this.stops.push(this.journal.onDurable((record) => feed(recordEvents(record, starts.of(record)))));
     this.stops.push(this.audit.onRecorded((entry) => feed(auditEvents(entry))));
     await this.sender.start();
     const present = new Set<string>();
+    const backlogStarts = new Starts();
     for await (const record of this.journal.store.read()) {
       present.add(record.session);
-      this.sender.offer(recordEvents(record));
+      this.sender.offer(recordEvents(record, backlogStarts.of(record)));
     }
     const now = (this.options.now ?? Date.now)();
     for await (const entry of this.audit.read(now - this.options.retryMs)) {
@@ -132,7 +140,7 @@ export class JournalOutbox implements Outbox {
     held = null;
     for (const events of backlog) this.sender.offer(events);
     // Marks of sessions no longer in the journal (compacted away) can never matter again.
-    const gone = new Set([...this.sender.markedStreams()].filter((stream) => stream !== 'admin' && !present.has(stream)));
+    const gone = new Set([...this.sender.markedStreams()].filter((stream) => stream !== ADMIN_STREAM && !present.has(stream)));
     await this.sender.forgetStreams(gone);
     this.journal.retainWith((record) => this.sender.owes(record.session));
   }
@@ -186,6 +194,9 @@ export class RedisOutbox implements Outbox {
   private lastTrim = 0;
   /** The position of the last outbox entry read. */
   private lastRead = 0;
+  /** When the lease was last taken or renewed. */
+  private renewedAt = 0;
+  private starts = new Starts();
   private readonly lease: string;
   private readonly outbox: string;
   private readonly auditKey: string;
@@ -221,7 +232,12 @@ export class RedisOutbox implements Outbox {
     const { redis, instanceId, leaseMs, logger } = this.options;
     try {
       if (this.leader) {
-        const renewed = await redis.motiveRenewSender(this.lease, instanceId, leaseMs);
+        const renewed = await redis.motiveRenewSender(this.lease, instanceId, leaseMs).catch((err: unknown) => {
+          // Cut off from Redis for a whole lease: another instance may hold it now.
+          if (Date.now() - this.renewedAt >= leaseMs) return 0;
+          throw err;
+        });
+        if (renewed === 1) this.renewedAt = Date.now();
         if (renewed !== 1) {
           logger.warn('events: another instance holds the sender lease now; this one stops sending');
           await this.stepDown();
@@ -231,7 +247,17 @@ export class RedisOutbox implements Outbox {
         return;
       }
       const taken = await redis.set(this.lease, instanceId, 'PX', leaseMs, 'NX');
-      if (taken === 'OK' && !this.stopped) await this.stepUp();
+      if (taken === 'OK' && !this.stopped) {
+        this.renewedAt = Date.now();
+        try {
+          await this.stepUp();
+        } catch (err) {
+          // Could not read the outbox or the marks: let another instance (or a later tick) try.
+          await this.stepDown();
+          await redis.motiveReleaseSender(this.lease, instanceId).catch(() => undefined);
+          throw err;
+        }
+      }
     } catch (err) {
       logger.warn({ err }, `events: the sender lease could not be checked (${(err as Error).message})`);
     }
@@ -243,6 +269,7 @@ export class RedisOutbox implements Outbox {
     const { sender, redis } = this.options;
     await sender.start();
     this.lastRead = 0;
+    this.starts = new Starts();
     // The whole outbox (it holds only what may still be owed), then the admin actions of the horizon.
     let lastOutbox = '0-0';
     for (;;) {
@@ -310,7 +337,7 @@ export class RedisOutbox implements Outbox {
     const position = Number(id.split('-')[0]);
     this.lastRead = Math.max(this.lastRead, position);
     if (isReadable(record) && endsSessionRecord(record)) this.ended.set(record.session, position);
-    if (this.options.sender.listening) this.options.sender.offer(recordEvents(record, position));
+    this.options.sender.offer(recordEvents(record, this.starts.of(record), position));
   }
 
   /** Drops outbox entries before the oldest owed event, and the marks of sessions wholly gone with them. */
@@ -328,6 +355,7 @@ export class RedisOutbox implements Outbox {
       if (position < cut) {
         gone.add(session);
         this.ended.delete(session);
+        this.starts.forget(session);
       }
     }
     if (gone.size > 0) await sender.forgetStreams(gone);

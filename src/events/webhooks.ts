@@ -53,11 +53,17 @@ interface Queue {
 /** The first retry waits about this long (less when the horizon is short), doubling to the cap. */
 const BASE_DELAY_MS = 5_000;
 const MAX_DELAY_MS = 3_600_000;
+/** Deliveries in flight at once to one endpoint (each of another session). */
+const PER_ENDPOINT = 4;
+/** However soon Retry-After asks, an attempt waits at least this long after a failure. */
+const MIN_DELAY_MS = 1_000;
 
 export class WebhookSender {
   private readonly queues = new Map<string, Queue>();
   private marks = new Map<string, Mark>();
   private inFlight = 0;
+  /** Deliveries in flight per endpoint: one slow receiver never takes every slot. */
+  private readonly inFlightOf = new Map<string, number>();
   private timer: NodeJS.Timeout | null = null;
   private wakeAt = Infinity;
   private running = false;
@@ -96,10 +102,7 @@ export class WebhookSender {
     return this.running;
   }
 
-  /** Whether any endpoint is enabled (otherwise new events need not even be made). */
-  get listening(): boolean {
-    return this.options.registry.list().some((e) => e.disabled === null);
-  }
+
 
   /** Takes events, in their outbox order, into the queues of the endpoints that want them. */
   offer(events: readonly ProxyEvent[]): void {
@@ -190,7 +193,7 @@ export class WebhookSender {
         next = Math.min(next, queue.nextAt);
         continue;
       }
-      if (this.inFlight >= this.concurrency) {
+      if (this.inFlight >= this.concurrency || (this.inFlightOf.get(endpoint.id) ?? 0) >= PER_ENDPOINT) {
         next = Math.min(next, now + 50);
         continue;
       }
@@ -215,15 +218,23 @@ export class WebhookSender {
     const event = queue.events[0]!;
     queue.busy = true;
     this.inFlight++;
+    this.inFlightOf.set(endpoint.id, (this.inFlightOf.get(endpoint.id) ?? 0) + 1);
     const now = this.now();
     if (queue.tries === 0) queue.firstTry = now;
     queue.tries++;
     const body = JSON.stringify(toCloudEvent(event, endpoint.content));
     const work = this.deliverOnce(endpoint, event, body, queue.tries, false, (result) => this.outcome(queue, event, result))
       .then((attempt) => this.after(queue, endpoint, event, attempt))
-      .catch((err: unknown) => this.options.onError?.(err))
+      .catch((err: unknown) => {
+        // Whatever failed (a store, Redis), the event is tried again later, not at once.
+        queue.nextAt = this.now() + Math.min(this.options.retryMs, 30_000);
+        this.options.onError?.(err);
+      })
       .finally(() => {
         this.inFlight--;
+        const left = (this.inFlightOf.get(endpoint.id) ?? 1) - 1;
+        if (left > 0) this.inFlightOf.set(endpoint.id, left);
+        else this.inFlightOf.delete(endpoint.id);
         queue.busy = false;
         this.settled.delete(work);
         this.pump();
@@ -275,7 +286,7 @@ export class WebhookSender {
     const jittered = backoff / 2 + (this.random() * backoff) / 2;
     const left = Math.max(0, firstTry + this.options.retryMs - this.now());
     const asked = attempt.retryAfterMs;
-    return Math.min(asked === null ? jittered : Math.max(asked, 0), left);
+    return Math.min(Math.max(asked === null ? jittered : asked, Math.min(MIN_DELAY_MS, this.options.retryMs / 100)), left);
   }
 
   private async disable(endpoint: WebhookEndpoint, reason: string): Promise<void> {
@@ -331,6 +342,6 @@ export class WebhookSender {
 /** Does the endpoint take this event: its type, its tenant, and not from before the endpoint was made or enabled? */
 export function wants(endpoint: WebhookEndpoint, event: ProxyEvent): boolean {
   if (event.at < endpoint.since) return false;
-  if (!endpoint.allTenants && event.tenant !== endpoint.tenant) return false;
+  if (endpoint.allTenants !== true && (event.allTenants === true || event.tenant !== endpoint.tenant)) return false;
   return matchesType(endpoint.types, event.type);
 }

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Principal } from '../../auth/principal.js';
 import { EVENT_TYPES, dataschemaOf } from '../../events/catalogue.js';
-import { createEndpointSchema, endpointView, EndpointNotFound, rotateSecretSchema, updateEndpointSchema, type WebhookEndpoint } from '../../events/endpoints.js';
+import { createEndpointSchema, endpointView, EndpointNotFound, rotateSecretSchema, shownUrl, updateEndpointSchema, type WebhookEndpoint } from '../../events/endpoints.js';
 import type { Attempt } from '../../events/delivery-state.js';
 import { ProxyError } from '../../protocols/errors.js';
 import type { AppContext } from '../context.js';
@@ -52,7 +52,12 @@ export async function webhookRoutes(app: FastifyInstance, { ctx }: { ctx: AppCon
   type Action = 'webhook.created' | 'webhook.updated' | 'webhook.rotated' | 'webhook.deleted' | 'webhook.resent' | 'webhook.tested';
   const audit = (request: FastifyRequest, action: Action, endpoint: WebhookEndpoint, details: Record<string, string | number | boolean | null> = {}): void => {
     request.turnLog = { ...request.turnLog, admin_action: action, endpoint: endpoint.id, tenant: endpoint.tenant, actor: request.actor?.subject };
-    void ctx.audit.record(request, { action, tenant: endpoint.tenant, target: { type: 'endpoint', id: endpoint.id }, details: { url: endpoint.url, ...details } });
+    void ctx.audit.record(request, {
+      action,
+      tenant: endpoint.tenant,
+      target: { type: 'endpoint', id: endpoint.id },
+      details: { url: shownUrl(endpoint.url), ...details, ...(endpoint.allTenants ? { all_tenants: true } : {}) },
+    });
   };
   const durability =
     ctx.config.journalPath === 'memory' && !ctx.config.redisUrl
