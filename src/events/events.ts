@@ -96,6 +96,7 @@ export async function startEvents(options: EventsOptions): Promise<Events> {
     ? new RedisOutbox({ redis, prefix: config.redisPrefix, instanceId: options.instanceId ?? 'instance', sender: sinks, leaseMs: options.leaseMs ?? 10_000, retryMs, logger })
     : new JournalOutbox(journal, audit, sinks, { retryMs });
   await outbox.start();
+  endpoints.onChange(() => outbox.rescan?.());
   return {
     endpoints,
     sender,

@@ -75,6 +75,8 @@ export interface Outbox {
   stop(): Promise<void>;
   /** Whether this instance is the one sending (always, on one instance). */
   readonly sending: boolean;
+  /** The endpoints changed: offer again what the outbox keeps (cluster mode), so a new one misses nothing. */
+  rescan?(): void;
 }
 
 const auditEvents = (entry: AuditEntry): ProxyEvent[] => {
@@ -151,6 +153,9 @@ export class JournalOutbox implements Outbox {
   }
 }
 
+/** How long the sender keeps outbox entries it no longer owes, for an endpoint another instance made a moment ago. */
+const RESCAN_MS = 30_000;
+
 /** Renews the lease if this instance holds it. KEYS: lease. ARGV: me, ms. */
 const RENEW = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -194,6 +199,9 @@ export class RedisOutbox implements Outbox {
   private lastTrim = 0;
   /** The position of the last outbox entry read. */
   private lastRead = 0;
+  /** Outbox entries read in the last RESCAN_MS: [position, when read]. */
+  private readonly recent: Array<[number, number]> = [];
+  private rescanning = false;
   /** When the lease was last taken or renewed. */
   private renewedAt = 0;
   private starts = new Starts();
@@ -306,8 +314,32 @@ export class RedisOutbox implements Outbox {
     this.ended.clear();
   }
 
+  /**
+   * An endpoint was made or changed, perhaps on another instance a moment ago: the outbox kept
+   * (owed events, and the last RESCAN_MS of entries) is offered again before anything newer, so
+   * that the endpoint gets the events that happened since it was made, though this instance
+   * heard of it later. The sinks skip what they had.
+   */
+  rescan(): void {
+    this.rescanning = true;
+  }
+
   private async follow(reader: Redis, lastOutbox: string, lastAudit: string): Promise<void> {
     while (this.leader && this.reader === reader) {
+      if (this.rescanning) {
+        this.rescanning = false;
+        try {
+          let from = '-';
+          for (;;) {
+            const batch = (await this.options.redis.xrange(this.outbox, from, lastOutbox, 'COUNT', 1000)) as Array<[string, string[]]>;
+            for (const [id, fields] of batch) this.offerEntry(id, fields);
+            if (batch.length < 1000) break;
+            from = `(${batch[batch.length - 1]![0]}`;
+          }
+        } catch {
+          this.rescanning = true; // Redis away: the next round tries again
+        }
+      }
       let answer: Array<[string, Array<[string, string[]]>]> | null;
       try {
         answer = (await reader.xread('COUNT', 1000, 'BLOCK', 1000, 'STREAMS', this.outbox, this.auditKey, lastOutbox, lastAudit)) as typeof answer;
@@ -335,7 +367,10 @@ export class RedisOutbox implements Outbox {
     const record = parseField<JournalRecord>(fields, 'r');
     if (!record) return;
     const position = Number(id.split('-')[0]);
-    this.lastRead = Math.max(this.lastRead, position);
+    if (position > this.lastRead) {
+      this.lastRead = position;
+      this.recent.push([position, Date.now()]);
+    }
     if (isReadable(record) && endsSessionRecord(record)) this.ended.set(record.session, position);
     this.options.sender.offer(recordEvents(record, this.starts.of(record), position));
   }
@@ -347,8 +382,10 @@ export class RedisOutbox implements Outbox {
     this.lastTrim = now;
     const { redis, sender } = this.options;
     const oldest = sender.oldestPosition();
-    // Nothing owed: everything read so far may go (not what was appended since: it is unread).
-    const cut = oldest ?? this.lastRead + 1;
+    // Nothing owed: everything read so far may go (not what was appended since: it is unread),
+    // but the last RESCAN_MS of entries stay for a rescan.
+    while (this.recent.length > 0 && this.recent[0]![1] < now - RESCAN_MS) this.recent.shift();
+    const cut = Math.min(oldest ?? this.lastRead + 1, this.recent[0]?.[0] ?? this.lastRead + 1);
     await redis.xtrim(this.outbox, 'MINID', `${cut}-0`);
     const gone = new Set<string>();
     for (const [session, position] of this.ended) {
