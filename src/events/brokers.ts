@@ -11,7 +11,7 @@
 import type { ChannelModel } from 'amqplib';
 import type { ProxyEvent } from './catalogue.js';
 import { toCloudEvent } from './catalogue.js';
-import { isAfter, markKey, markOf, type DeliveryState, type Mark } from './delivery-state.js';
+import { isAfter, MarkBook, markKey, markOf, type DeliveryState, type Mark } from './delivery-state.js';
 
 /** Publishes one event's body and resolves once the broker confirmed it. */
 export interface BrokerTarget {
@@ -33,7 +33,7 @@ const RETRY_MAX_MS = 30_000;
 /** One broker's queues: per session, in order; a failed publish holds the queue and is tried again. */
 export class BrokerPublisher {
   private readonly streams = new Map<string, Stream>();
-  private marks = new Map<string, Mark>();
+  private readonly marks: MarkBook;
   private running = false;
   private inFlight = 0;
   private retryMs = 0;
@@ -44,7 +44,7 @@ export class BrokerPublisher {
 
   constructor(
     private readonly target: BrokerTarget,
-    private readonly state: DeliveryState,
+    state: DeliveryState,
     private readonly options: {
       readonly content: boolean;
       readonly concurrency?: number;
@@ -54,11 +54,11 @@ export class BrokerPublisher {
     },
   ) {
     this.who = `broker:${target.name}`;
+    this.marks = new MarkBook(state, (key) => key.startsWith(`${this.who}\u0000`));
   }
 
   async start(): Promise<void> {
-    const all = await this.state.loadMarks();
-    this.marks = new Map([...all].filter(([key]) => key.startsWith(`${this.who}\u0000`)));
+    await this.marks.load();
     this.streams.clear();
     this.running = true;
   }
@@ -109,13 +109,11 @@ export class BrokerPublisher {
   }
 
   markedStreams(): Set<string> {
-    return new Set([...this.marks.keys()].map((key) => key.slice(key.indexOf('\u0000') + 1)));
+    return this.marks.streams();
   }
 
-  async forgetStreams(streams: ReadonlySet<string>): Promise<void> {
-    const keys = [...this.marks.keys()].filter((key) => streams.has(key.slice(key.indexOf('\u0000') + 1)));
-    for (const key of keys) this.marks.delete(key);
-    await this.state.dropMarks(keys);
+  forgetStreams(streams: ReadonlySet<string>): Promise<void> {
+    return this.marks.forget(streams);
   }
 
   private pump(): void {
@@ -147,9 +145,7 @@ export class BrokerPublisher {
         this.options.onPublished?.();
         if (this.streams.get(stream.key) !== stream) return;
         stream.events.shift();
-        const mark = markOf(event, this.marks.get(stream.key));
-        this.marks.set(stream.key, mark);
-        await this.state.setMark(stream.key, mark);
+        await this.marks.advance(stream.key, event);
       })
       .catch((error: unknown) => {
         // The broker is away or refused: everything waits (and stays owed) until it is back.

@@ -75,6 +75,47 @@ export interface DeliveryState {
 
 export const markKey = (endpoint: string, stream: string): string => `${endpoint}\u0000${stream}`;
 
+const streamOfKey = (key: string): string => key.slice(key.indexOf('\u0000') + 1);
+
+/** One sink's marks (the webhook sender's, or a broker's): loaded, advanced as events are done, forgotten with their streams. */
+export class MarkBook {
+  private marks = new Map<string, Mark>();
+
+  constructor(
+    private readonly state: DeliveryState,
+    /** Which keys are this sink's. */
+    private readonly owns: (key: string) => boolean,
+  ) {}
+
+  async load(): Promise<void> {
+    const all = await this.state.loadMarks();
+    this.marks = new Map([...all].filter(([key]) => this.owns(key)));
+  }
+
+  get(key: string): Mark | undefined {
+    return this.marks.get(key);
+  }
+
+  /** `event` is done (delivered, confirmed, given up): its stream's mark moves past it. */
+  async advance(key: string, event: EventPlace & { readonly at: number; readonly id: string }): Promise<void> {
+    const mark = markOf(event, this.marks.get(key));
+    this.marks.set(key, mark);
+    await this.state.setMark(key, mark);
+  }
+
+  /** The streams marked. */
+  streams(): Set<string> {
+    return new Set([...this.marks.keys()].map(streamOfKey));
+  }
+
+  /** Forgets the marks of streams whose records are gone from the outbox (they can never be owed again). */
+  async forget(streams: ReadonlySet<string>): Promise<void> {
+    const keys = [...this.marks.keys()].filter((key) => streams.has(streamOfKey(key)));
+    for (const key of keys) this.marks.delete(key);
+    await this.state.dropMarks(keys);
+  }
+}
+
 /** How many attempts are kept per endpoint. */
 export const ATTEMPTS_KEPT = 500;
 

@@ -13,7 +13,7 @@
  */
 import { Webhook } from 'standardwebhooks';
 import { eventId, matchesType, toCloudEvent, type ProxyEvent } from './catalogue.js';
-import { isAfter, markKey, markOf, type Attempt, type DeliveryState, type Mark } from './delivery-state.js';
+import { isAfter, MarkBook, markKey, markOf, type Attempt, type DeliveryState, type Mark } from './delivery-state.js';
 import { liveSecrets, type EndpointRegistry, type WebhookEndpoint } from './endpoints.js';
 import type { PostResult, WebhookClient } from './http-post.js';
 
@@ -60,7 +60,7 @@ const MIN_DELAY_MS = 1_000;
 
 export class WebhookSender {
   private readonly queues = new Map<string, Queue>();
-  private marks = new Map<string, Mark>();
+  private readonly marks: MarkBook;
   private inFlight = 0;
   /** Deliveries in flight per endpoint: one slow receiver never takes every slot. */
   private readonly inFlightOf = new Map<string, number>();
@@ -78,12 +78,14 @@ export class WebhookSender {
     this.now = options.now ?? Date.now;
     this.random = options.random ?? Math.random;
     this.concurrency = options.concurrency ?? 16;
+    // Endpoints' marks (brokers keep theirs under `broker:`).
+    this.marks = new MarkBook(options.state, (key) => !key.startsWith('broker:'));
     options.registry.onChange(() => this.pump());
   }
 
   /** Loads the marks and starts sending (on start, or when this instance becomes the cluster's sender). */
   async start(): Promise<void> {
-    this.marks = await this.options.state.loadMarks();
+    await this.marks.load();
     this.queues.clear();
     this.running = true;
   }
@@ -149,16 +151,12 @@ export class WebhookSender {
     return n;
   }
 
-  /** Forgets the marks of streams whose records are gone from the outbox (they can never be owed again). */
-  async forgetStreams(streams: ReadonlySet<string>): Promise<void> {
-    const keys = [...this.marks.keys()].filter((key) => streams.has(key.slice(key.indexOf('\u0000') + 1)));
-    for (const key of keys) this.marks.delete(key);
-    await this.options.state.dropMarks(keys);
+  forgetStreams(streams: ReadonlySet<string>): Promise<void> {
+    return this.marks.forget(streams);
   }
 
-  /** The streams this sender holds marks for. */
   markedStreams(): Set<string> {
-    return new Set([...this.marks.keys()].map((key) => key.slice(key.indexOf('\u0000') + 1)));
+    return this.marks.streams();
   }
 
   /** Sends a kept attempt's body again, now, once (the console's "send again"): same id, new signature. */
@@ -256,9 +254,7 @@ export class WebhookSender {
       queue.events.shift();
       queue.tries = 0;
       queue.nextAt = 0;
-      const mark = markOf(event, this.marks.get(queue.key));
-      this.marks.set(queue.key, mark);
-      await this.options.state.setMark(queue.key, mark);
+      await this.marks.advance(queue.key, event);
       if (attempt.outcome === 'delivered') {
         this.failing.delete(endpoint.id);
         return;
