@@ -33,6 +33,8 @@ export interface WebhookEndpoint {
   readonly created: number;
   /** Events that happened before this (its creation, or its latest enabling) are not sent to it. */
   readonly since: number;
+  /** Since when every attempt to it failed (null: its latest attempt succeeded); kept, so a restart does not forget a streak. */
+  readonly failingSince?: number | null;
   /** Set when it was disabled, by an admin or for failing too long (with why). */
   readonly disabled: { readonly at: number; readonly reason: string } | null;
   readonly deleted?: boolean;
@@ -50,6 +52,7 @@ export function endpointView(endpoint: WebhookEndpoint, now = Date.now()): Recor
     all_tenants: endpoint.allTenants === true,
     created: new Date(endpoint.created).toISOString(),
     enabled: endpoint.disabled === null,
+    failing_since: endpoint.failingSince ? new Date(endpoint.failingSince).toISOString() : null,
     disabled: endpoint.disabled ? { at: new Date(endpoint.disabled.at).toISOString(), reason: endpoint.disabled.reason } : null,
     secrets: liveSecrets(endpoint, now).map((s) => ({ created: new Date(s.created).toISOString(), expires: s.expires === null ? null : new Date(s.expires).toISOString() })),
   };
@@ -179,7 +182,7 @@ export class EndpointRegistry {
       ...(change.include_content === undefined ? {} : { content: change.include_content }),
       ...(change.description === undefined ? {} : { description: change.description }),
       // Enabled again, it receives what happens from now on.
-      ...(enabling ? { disabled: null, since: now } : {}),
+      ...(enabling ? { disabled: null, since: now, failingSince: null } : {}),
       ...(change.enabled === false && current.disabled === null ? { disabled: { at: now, reason: 'disabled by an admin' } } : {}),
     };
     await this.put(next);
@@ -198,6 +201,13 @@ export class EndpointRegistry {
     const endpoint: WebhookEndpoint = { ...current, secrets: [{ secret, created: now, expires: null }, ...kept] };
     await this.put(endpoint);
     return { endpoint, secret };
+  }
+
+  /** Records the start (a time) or the end (null) of a streak of failed attempts. */
+  async setFailing(id: string, since: number | null): Promise<void> {
+    const current = this.endpoints.get(id);
+    if (!current || (current.failingSince ?? null) === since) return;
+    await this.put({ ...current, failingSince: since });
   }
 
   /** Disabled for a reason (failing too long, 410 Gone); null when it was disabled already or is gone. */

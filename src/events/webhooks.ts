@@ -70,8 +70,6 @@ export class WebhookSender {
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly concurrency: number;
-  /** Endpoints failing since (ms), as this instance saw them. */
-  private readonly failing = new Map<string, number>();
   private readonly settled = new Set<Promise<void>>();
 
   constructor(private readonly options: SenderOptions) {
@@ -256,7 +254,7 @@ export class WebhookSender {
       queue.nextAt = 0;
       await this.marks.advance(queue.key, event);
       if (attempt.outcome === 'delivered') {
-        this.failing.delete(endpoint.id);
+        await this.options.registry.setFailing(endpoint.id, null);
         return;
       }
     }
@@ -264,9 +262,10 @@ export class WebhookSender {
       await this.disable(endpoint, `the receiver answered 410 Gone for event ${event.id}`);
       return;
     }
-    // The streak starts when its first failed attempt was made (as an event's horizon does).
-    const since = this.failing.get(endpoint.id) ?? attempt.at;
-    this.failing.set(endpoint.id, since);
+    // The streak starts when its first failed attempt was made (as an event's horizon does), and
+    // is kept with the endpoint: a restart, or another instance taking over, carries it on.
+    const since = this.options.registry.get(endpoint.id)?.failingSince ?? attempt.at;
+    await this.options.registry.setFailing(endpoint.id, since);
     if (now - since >= this.options.disableAfterMs) {
       await this.disable(endpoint, `no delivery succeeded for ${Math.round((now - since) / 60_000)} minutes (last: ${attempt.error ?? attempt.status})`);
       return;
@@ -287,7 +286,6 @@ export class WebhookSender {
 
   private async disable(endpoint: WebhookEndpoint, reason: string): Promise<void> {
     for (const [key, queue] of this.queues) if (queue.endpoint === endpoint.id) this.queues.delete(key);
-    this.failing.delete(endpoint.id);
     const disabled = await this.options.registry.disable(endpoint.id, reason);
     if (disabled) this.options.onDisabled?.(disabled, reason);
   }

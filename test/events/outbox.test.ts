@@ -40,6 +40,9 @@ describe('the outbox', () => {
     await receiver.waitFor(2);
     const before = receiver.received.map((r) => r.headers['webhook-id']);
     expect(new Set(before).size).toBe(1);
+    // The failure streak is kept with the endpoint, so a restart carries it on.
+    const failing = (await call(first.url, 'GET', `/admin/webhooks/${created.body.id}`, ADMIN)).body.failing_since;
+    expect(Date.parse(failing)).toBeGreaterThan(0);
     await first.kill();
 
     up = true;
@@ -50,6 +53,7 @@ describe('the outbox', () => {
     expect(delivered.map((r) => r.event.type)).toEqual(SESSION_EVENTS);
     expect(delivered[0]!.headers['webhook-id']).toBe(before[0]);
     for (const r of delivered) verify(secret, r);
+    expect((await call(second.url, 'GET', `/admin/webhooks/${created.body.id}`, ADMIN)).body.failing_since).toBeNull();
     // Delivered once each: a restart now sends nothing again.
     await second.kill();
     const count = receiver.received.length;
