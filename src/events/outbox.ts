@@ -79,9 +79,16 @@ export interface Outbox {
   rescan?(): void;
 }
 
-const auditEvents = (entry: AuditEntry): ProxyEvent[] => {
+/**
+ * The events of an audit entry. In cluster mode `streamId` is its entry in the audit stream,
+ * whose time Redis gave: admin events are ordered (and marked) by it, one clock for every
+ * instance, rather than by the clock of the instance that wrote them.
+ */
+const auditEvents = (entry: AuditEntry, streamId?: string): ProxyEvent[] => {
   const event = eventOfAudit(entry);
-  return event ? [event] : [];
+  if (!event) return [];
+  const at = streamId === undefined ? NaN : Number(streamId.split('-')[0]);
+  return [Number.isFinite(at) ? { ...event, at } : event];
 };
 
 /** Each session's incarnation start (its latest seq 1 record's time), as records are read in order. */
@@ -290,9 +297,9 @@ export class RedisOutbox implements Outbox {
     let start = lastAudit;
     for (;;) {
       const batch = (await redis.xrange(this.auditKey, start, '+', 'COUNT', 1000)) as Array<[string, string[]]>;
-      for (const [, fields] of batch) {
+      for (const [id, fields] of batch) {
         const entry = parseField<AuditEntry>(fields, 'e');
-        if (entry) sender.offer(auditEvents(entry));
+        if (entry) sender.offer(auditEvents(entry, id));
       }
       if (batch.length > 0) lastAudit = batch[batch.length - 1]![0];
       if (batch.length < 1000) break;
@@ -356,7 +363,7 @@ export class RedisOutbox implements Outbox {
           } else {
             lastAudit = id;
             const entry = parseField<AuditEntry>(fields, 'e');
-            if (entry) this.options.sender.offer(auditEvents(entry));
+            if (entry) this.options.sender.offer(auditEvents(entry, id));
           }
         }
       }

@@ -66,6 +66,17 @@ describe('webhooks in a cluster', () => {
     expect(receiver.received).toHaveLength(SESSION_EVENTS.length);
     expect(new Set(receiver.received.map((r) => r.headers['webhook-id'])).size).toBe(SESSION_EVENTS.length);
 
+    // Admin events too: a key made on each instance, each event sent once, in the order Redis took them.
+    const keys = await startReceiver();
+    receivers.push(keys);
+    expect((await call(sending.url, 'POST', '/admin/webhooks', ADMIN, { url: keys.url, types: ['key.created'] })).status).toBe(201);
+    expect((await call(other.url, 'POST', '/admin/keys', ADMIN, { name: 'made on one' })).status).toBe(201);
+    expect((await call(sending.url, 'POST', '/admin/keys', ADMIN, { name: 'made on the other' })).status).toBe(201);
+    const made = await keys.waitFor(2);
+    expect(made.map((r) => r.event.data.name)).toEqual(['made on one', 'made on the other']);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(keys.received).toHaveLength(2);
+
     // The receiver goes down; a second session's events are owed when the sender dies.
     let up = false;
     receiver.answer = () => (up ? { status: 200 } : { status: 503 });
