@@ -64,3 +64,21 @@ describe('the outbox', () => {
     expect(attempts.body.data.filter((a: any) => a.outcome === 'delivered')).toHaveLength(SESSION_EVENTS.length);
   });
 });
+
+describe('events and traces', () => {
+  it('carries the trace id of the request an event concerns when tracing is on', async () => {
+    const otlp = await startReceiver(); // takes the spans (any POST answered 204)
+    const receiver = await startReceiver();
+    receivers.push(otlp, receiver);
+    const port = await freePort();
+    const service = await launch(port, { JOURNAL_PATH: 'memory', ADMIN_API_KEY: ADMIN, WEBHOOK_ALLOW_NETWORKS: '127.0.0.1/32', OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
+    expect((await call(service.url, 'POST', '/admin/webhooks', ADMIN, { url: receiver.url, types: ['message.*', 'session.created'] })).status).toBe(201);
+    await converse([service.url], ADMIN, 'npc-traced');
+    const events = await receiver.waitFor(5);
+    for (const r of events) expect(r.event.traceid, r.event.type).toMatch(/^[0-9a-f]{32}$/);
+    // A message and its delivery concern different requests: their traces differ.
+    const sent = events.find((r) => r.event.type === 'message.sent')!;
+    const delivered = events.find((r) => r.event.type === 'message.delivered')!;
+    expect(sent.event.traceid).not.toBe(delivered.event.traceid);
+  });
+});
