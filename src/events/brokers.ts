@@ -11,7 +11,7 @@
 import type { ChannelModel } from 'amqplib';
 import type { ProxyEvent } from './catalogue.js';
 import { toCloudEvent } from './catalogue.js';
-import { isAfter, MarkBook, markKey, markOf, type DeliveryState, type Mark } from './delivery-state.js';
+import { countPending, isAfter, MarkBook, oldestPosition, markKey, markOf, type DeliveryState, type Mark } from './delivery-state.js';
 
 /** Publishes one event's body and resolves once the broker confirmed it. */
 export interface BrokerTarget {
@@ -94,18 +94,11 @@ export class BrokerPublisher {
   }
 
   oldestPosition(): number | null {
-    let oldest: number | null = null;
-    for (const stream of this.streams.values()) {
-      const position = stream.events[0]?.position;
-      if (position !== undefined && (oldest === null || position < oldest)) oldest = position;
-    }
-    return oldest;
+    return oldestPosition(this.streams.values());
   }
 
   get pending(): number {
-    let n = 0;
-    for (const stream of this.streams.values()) n += stream.events.length;
-    return n;
+    return countPending(this.streams.values());
   }
 
   markedStreams(): Set<string> {

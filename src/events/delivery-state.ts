@@ -73,6 +73,23 @@ export interface DeliveryState {
   close(): Promise<void>;
 }
 
+/** The smallest outbox position of an event still owed in `queues` (each queue's head is its oldest). */
+export function oldestPosition(queues: Iterable<{ readonly events: readonly EventPlace[] }>): number | null {
+  let oldest: number | null = null;
+  for (const queue of queues) {
+    const position = queue.events[0]?.position;
+    if (position !== undefined && (oldest === null || position < oldest)) oldest = position;
+  }
+  return oldest;
+}
+
+/** Events waiting across `queues`. */
+export function countPending(queues: Iterable<{ readonly events: readonly unknown[] }>): number {
+  let n = 0;
+  for (const queue of queues) n += queue.events.length;
+  return n;
+}
+
 export const markKey = (endpoint: string, stream: string): string => `${endpoint}\u0000${stream}`;
 
 const streamOfKey = (key: string): string => key.slice(key.indexOf('\u0000') + 1);

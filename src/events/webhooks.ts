@@ -13,7 +13,7 @@
  */
 import { Webhook } from 'standardwebhooks';
 import { eventId, matchesType, toCloudEvent, type ProxyEvent } from './catalogue.js';
-import { isAfter, MarkBook, markKey, markOf, type Attempt, type DeliveryState, type Mark } from './delivery-state.js';
+import { countPending, isAfter, MarkBook, oldestPosition, markKey, markOf, type Attempt, type DeliveryState, type Mark } from './delivery-state.js';
 import { liveSecrets, type EndpointRegistry, type WebhookEndpoint } from './endpoints.js';
 import type { PostResult, WebhookClient } from './http-post.js';
 
@@ -134,19 +134,12 @@ export class WebhookSender {
 
   /** The smallest outbox position of an event still owed (cluster mode trims the outbox before it). */
   oldestPosition(): number | null {
-    let oldest: number | null = null;
-    for (const queue of this.queues.values()) {
-      const position = queue.events[0]?.position;
-      if (position !== undefined && (oldest === null || position < oldest)) oldest = position;
-    }
-    return oldest;
+    return oldestPosition(this.queues.values());
   }
 
   /** Events waiting, across every queue. */
   get pending(): number {
-    let n = 0;
-    for (const queue of this.queues.values()) n += queue.events.length;
-    return n;
+    return countPending(this.queues.values());
   }
 
   forgetStreams(streams: ReadonlySet<string>): Promise<void> {

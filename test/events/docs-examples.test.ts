@@ -11,32 +11,16 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EVENT_TYPES } from '../../src/events/catalogue.js';
 import type { Service } from '../../src/server.js';
-import { startReceiver, verify, type Receiver, type Received } from '../helpers/webhook-receiver.js';
+import { useReceivers, verify, type Received } from '../helpers/webhook-receiver.js';
 import { call, useServices } from '../security/support.js';
+import { converse, until } from './support.js';
 
 const ADMIN = 'admin-key-for-the-event-docs';
 const services = useServices(ADMIN);
-const receivers: Receiver[] = [];
-afterEach(async () => {
-  await Promise.all(receivers.splice(0).map((r) => r.close()));
-});
-
-async function receiver(): Promise<Receiver> {
-  const r = await startReceiver();
-  receivers.push(r);
-  return r;
-}
-
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const receiver = useReceivers();
 
 async function admin(service: Service, method: string, path: string, body?: unknown, expected = 200) {
   const answer = await call(service.url, method, path, ADMIN, body);
@@ -46,23 +30,6 @@ async function admin(service: Service, method: string, path: string, body?: unkn
 
 const held = (service: Service, model: string, side: 'A' | 'B') => service.ctx.sessions.get(model)?.context.sides[side].held != null;
 const user = (content: string) => ({ role: 'user' as const, content });
-
-/** A's handshake, B's first prompt, A's answer, then the session is ended (DELETE): seven events. */
-async function converse(service: Service, model: string): Promise<void> {
-  const sdk = (key: string) => new OpenAI({ baseURL: `${service.url}/v1`, apiKey: key, maxRetries: 0 });
-  const a = sdk('key-a');
-  const b = sdk('key-b');
-  const handshake = a.chat.completions.create({ model, messages: [user('ping')] });
-  await until(() => held(service, model, 'A'), 'A is held');
-  const bFirst = b.chat.completions.create({ model, messages: [user('Halt! Who goes there?')] });
-  expect((await handshake).choices[0]!.message.content).toBe('Halt! Who goes there?');
-  await until(() => held(service, model, 'B'), 'B is held');
-  const aTurn = a.chat.completions.create({ model, messages: [user('ping'), { role: 'assistant', content: 'Halt! Who goes there?' }, user('A friend.')] });
-  expect((await bFirst).choices[0]!.message.content).toBe('A friend.');
-  await until(() => held(service, model, 'A'), 'A is held again');
-  await admin(service, 'DELETE', `/admin/sessions/${model}`);
-  await aTurn.catch(() => undefined);
-}
 
 /** B speaks first and A never answers: B's request times out (408), then the idle session expires. */
 async function leaveIdle(service: Service, model: string): Promise<void> {
@@ -125,7 +92,7 @@ describe('docs/events.md', () => {
     const plainEp = await admin(service, 'POST', '/admin/webhooks', { url: plain.url, types: ['*'] }, 201);
     const goneEp = await admin(service, 'POST', '/admin/webhooks', { url: gone.url, types: ['key.created'] }, 201);
 
-    await converse(service, 'npc-guard');
+    await converse([service.url], ADMIN, 'npc-guard');
     await leaveIdle(service, 'npc-idle');
 
     const key = await admin(service, 'POST', '/admin/keys', { name: 'tavern-bot', tenant: 'studio-a', scopes: ['client'] }, 201);

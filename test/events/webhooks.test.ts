@@ -4,24 +4,15 @@
  * that fails, is slow, redirects, answers 410; rotation, test events, sending again, and the
  * guard against loopback addresses.
  */
-import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Service } from '../../src/server.js';
-import { startReceiver, verify, type Receiver } from '../helpers/webhook-receiver.js';
+import { useReceivers, verify } from '../helpers/webhook-receiver.js';
 import { call, useServices } from '../security/support.js';
+import { converse, until } from './support.js';
 
 const ADMIN = 'admin-key-for-webhook-tests';
 const services = useServices(ADMIN);
-const receivers: Receiver[] = [];
-afterEach(async () => {
-  await Promise.all(receivers.splice(0).map((r) => r.close()));
-});
-
-async function receiver(): Promise<Receiver> {
-  const r = await startReceiver();
-  receivers.push(r);
-  return r;
-}
+const receiver = useReceivers();
 
 /** A service whose webhooks may reach the loopback receivers (the guard is tested on its own). */
 const start = (settings: Record<string, string> = {}): Promise<Service> => services.start({ requireApiKey: 'false', webhookAllowNetworks: '127.0.0.1/32', ...settings });
@@ -33,38 +24,6 @@ async function endpoint(service: Service, body: Record<string, unknown>): Promis
   return { id: created.body.id, secret: created.body.secret };
 }
 
-/** A short conversation: A's handshake, B's first prompt, A's answer; then the session is ended. */
-async function converse(service: Service, model: string): Promise<void> {
-  const client = (key: string) => new OpenAI({ baseURL: `${service.url}/v1`, apiKey: key, maxRetries: 0 });
-  const a = client('key-a');
-  const b = client('key-b');
-  const handshake = a.chat.completions.create({ model, messages: [{ role: 'user', content: 'ping' }] });
-  await until(() => service.ctx.sessions.get(model)?.context.sides.A.held != null);
-  const bFirst = b.chat.completions.create({ model, messages: [{ role: 'user', content: 'Who goes there?' }] });
-  expect((await handshake).choices[0]!.message.content).toBe('Who goes there?');
-  await until(() => service.ctx.sessions.get(model)?.context.sides.B.held != null);
-  const aTurn = a.chat.completions.create({
-    model,
-    messages: [
-      { role: 'user', content: 'ping' },
-      { role: 'assistant', content: 'Who goes there?' },
-      { role: 'user', content: 'A friend.' },
-    ],
-  });
-  expect((await bFirst).choices[0]!.message.content).toBe('A friend.');
-  const deleted = await call(service.url, 'DELETE', `/admin/sessions/${model}`, ADMIN);
-  expect(deleted.status, deleted.text).toBe(200);
-  await aTurn.catch(() => undefined);
-}
-
-async function until(check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 describe('webhooks', () => {
   it('sends a session’s events in order, signed as Standard Webhooks says, as CloudEvents without content unless asked', async () => {
     const service = await start();
@@ -72,7 +31,7 @@ describe('webhooks', () => {
     const full = await receiver();
     const a = await endpoint(service, { url: `${plain.url}/hooks`, types: ['session.*', 'message.*'] });
     const b = await endpoint(service, { url: full.url, types: ['message.sent'], include_content: true });
-    await converse(service, 'npc-guard');
+    await converse([service.url], ADMIN, 'npc-guard');
 
     const events = await plain.waitFor(6);
     expect(events.map((r) => r.event.type)).toEqual(['session.created', 'session.paired', 'message.sent', 'message.delivered', 'message.sent', 'message.delivered', 'session.closed'].slice(0, events.length));
@@ -118,7 +77,7 @@ describe('webhooks', () => {
       return { status: 200 };
     };
     const ep = await endpoint(service, { url: r.url, types: ['session.created', 'session.paired'] });
-    await converse(service, 'npc-retry');
+    await converse([service.url], ADMIN, 'npc-retry');
     const got = await r.waitFor(4);
     expect(got.map((x) => x.event.type)).toEqual(['session.created', 'session.created', 'session.created', 'session.paired']);
     expect(new Set(got.slice(0, 3).map((x) => x.headers['webhook-id'])).size).toBe(1);
@@ -140,7 +99,7 @@ describe('webhooks', () => {
     const watcher = await receiver();
     const failing = await endpoint(service, { url: down.url, types: ['session.created'] });
     await endpoint(service, { url: watcher.url, types: ['webhook.*'] });
-    await converse(service, 'npc-down');
+    await converse([service.url], ADMIN, 'npc-down');
     const [disabled] = await watcher.waitFor(1);
     expect(disabled!.event).toMatchObject({ type: 'webhook.disabled', source: '/motiveproxy/admin', data: { endpoint: failing.id } });
     expect(disabled!.event.data.reason).toMatch(/no delivery succeeded/);
@@ -154,9 +113,9 @@ describe('webhooks', () => {
     const gone = await receiver();
     gone.answer = () => ({ status: 410 });
     const ep = await endpoint(service, { url: gone.url });
-    await converse(service, 'npc-gone');
+    await converse([service.url], ADMIN, 'npc-gone');
     await gone.waitFor(1);
-    await until(() => service.ctx.events.endpoints.get(ep.id)?.disabled != null);
+    await until(() => service.ctx.events.endpoints.get(ep.id)?.disabled != null, 'the endpoint is disabled');
     expect(service.ctx.events.endpoints.get(ep.id)!.disabled!.reason).toMatch(/410/);
     await new Promise((r) => setTimeout(r, 300));
     expect(gone.received).toHaveLength(1);

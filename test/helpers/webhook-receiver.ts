@@ -7,6 +7,7 @@
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Webhook } from 'standardwebhooks';
+import { afterEach } from 'vitest';
 
 export interface Received {
   readonly path: string;
@@ -98,4 +99,17 @@ export function verify(secret: string, request: Received): unknown {
     'webhook-timestamp': String(request.headers['webhook-timestamp']),
     'webhook-signature': String(request.headers['webhook-signature']),
   });
+}
+
+/** `receiver()` starts a receiver that is closed after the test (an afterEach registered here). */
+export function useReceivers(): () => Promise<Receiver> {
+  const open: Receiver[] = [];
+  afterEach(async () => {
+    await Promise.all(open.splice(0).map((r) => r.close()));
+  });
+  return async () => {
+    const r = await startReceiver();
+    open.push(r);
+    return r;
+  };
 }
