@@ -37,6 +37,14 @@ export function consoleUrlOf(host: string, url: string): string | null {
   return null;
 }
 
+/** The listening URL as this machine reaches it: a wildcard host is reached on loopback. */
+export function loopbackUrlOf(host: string, url: string): string {
+  const { port, protocol } = new URL(url);
+  if (host === '0.0.0.0' || host === '') return `${protocol}//127.0.0.1:${port}`;
+  if (host === '::') return `${protocol}//[::1]:${port}`;
+  return url;
+}
+
 export interface Service {
   readonly app: FastifyInstance;
   readonly ctx: AppContext;
@@ -148,6 +156,15 @@ export async function createService(config: Config, logger: Logger, options: Ser
     redis,
     ...(ownership ? { instanceId: ownership.instanceId, leaseMs: config.clusterLeaseMs } : {}),
   });
+  // Bridges (email, SMS, Discord): each off unless configured, and none loaded when off.
+  const bridges = await (await import('./bridges/bridges.js')).openBridges({
+    config,
+    logger,
+    metrics,
+    redis,
+    keysRequired: access.keysRequired,
+    ...(ownership ? { instanceId: ownership.instanceId, leaseMs: config.clusterLeaseMs, addressOf: (instance: string) => ownership.addressOf(instance) } : {}),
+  });
   // A single instance rebuilds its live sessions on start; in a cluster, sessions are claimed
   // and rebuilt where they are needed next.
   const { rebuilt, report: recovery } = cluster ? { rebuilt: [], report: emptyRecovery() } : await recoverSessions(journal, { timing, now: Date.now() });
@@ -167,7 +184,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger.warn({ journal: config.journalPath, unreadable: recovery.unreadable }, `the journal held ${recovery.unreadable} unreadable line(s), now kept in journal.quarantine.jsonl beside it`);
   }
   const registry = sessions;
-  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, audit, events, facts, cluster, startedAt: Date.now(), shuttingDown: false };
+  const ctx: AppContext = { config, sessions: registry, metrics, journal, tracing, access, audit, events, bridges, facts, cluster, startedAt: Date.now(), shuttingDown: false };
   const app = await buildApp(ctx, logger);
 
   let url = '';
@@ -179,6 +196,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
       cluster?.startSweeping();
       logger.info({ instance: ownership.instanceId, address: ownership.address, lease_ms: ownership.leaseMs }, `cluster mode: instance '${ownership.instanceId}' joined the cluster at ${redactRedisUrl(config.redisUrl)}`);
     }
+    // Bridged sides speak to this service's own /v1/realtime, on loopback when it listens there too.
+    await bridges?.start(loopbackUrlOf(config.host, url));
     if (!isLoopbackHost(config.host) && !access.keysRequired) {
       logger.warn(
         { host: config.host },
@@ -197,6 +216,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       // written before closing, so that their connections are idle when the server closes.
       await journal.durable().catch(() => undefined);
       await new Promise((resolve) => setImmediate(resolve));
+      await bridges?.close();
       await app.close();
       await events.close();
       await journal.close();

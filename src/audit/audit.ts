@@ -33,7 +33,8 @@ export type AuditAction =
   | 'webhook.deleted'
   | 'webhook.disabled'
   | 'webhook.resent'
-  | 'webhook.tested';
+  | 'webhook.tested'
+  | 'bridge.conversation_ended';
 
 export interface AuditEntry {
   readonly id: string;
@@ -47,7 +48,7 @@ export interface AuditEntry {
   /** The tenant acted on (null: the default tenant). */
   readonly tenant: string | null;
   /** What: a key id, a session name, a route. */
-  readonly target: { readonly type: 'key' | 'tenant' | 'session' | 'route' | 'console' | 'endpoint'; readonly id: string };
+  readonly target: { readonly type: 'key' | 'tenant' | 'session' | 'route' | 'console' | 'endpoint' | 'bridge_conversation'; readonly id: string };
   readonly details?: Readonly<Record<string, string | number | boolean | null>>;
 }
 

@@ -23,6 +23,7 @@ import { tenantRoutes } from './routes/tenants.js';
 import { packageVersion, registerOpenApi } from './openapi.js';
 import { auditRoutes } from './routes/audit.js';
 import { webhookRoutes } from './routes/webhooks.js';
+import { bridgeRoutes } from './routes/bridges.js';
 import { createKeyLimits, rateHeaders, requestsAreLimited } from './key-limits.js';
 import { adminRoutes } from './routes/admin.js';
 import { chatRoutes } from './routes/chat.js';
@@ -227,6 +228,8 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(tenantRoutes, { ctx });
   await app.register(auditRoutes, { ctx });
   await app.register(webhookRoutes, { ctx });
+  await app.register(bridgeRoutes, { ctx });
+  if (ctx.bridges) await app.register(async (scope) => ctx.bridges!.routes(scope));
   await app.register(consoleRoutes, { ctx });
   if (ctx.metrics) await app.register(metricsRoutes, { ctx });
   return app;

@@ -10,6 +10,7 @@ import type { FactStream } from '../sessions/fact-stream.js';
 import type { Cluster } from '../cluster/cluster.js';
 import type { AuditLog } from '../audit/audit.js';
 import type { Events } from '../events/events.js';
+import type { Bridges } from '../bridges/bridges.js';
 
 export interface AppContext {
   readonly config: Config;
@@ -28,6 +29,8 @@ export interface AppContext {
   readonly audit: AuditLog;
   /** Webhooks: endpoints, the sender and its attempts. */
   readonly events: Events;
+  /** Bridges (email, SMS, Discord) when any is configured. */
+  readonly bridges: Bridges | null;
   /** Set when the service begins to shut down: new requests are refused. */
   shuttingDown: boolean;
 }

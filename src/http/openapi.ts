@@ -28,7 +28,7 @@ const errorBody = {
 };
 
 export interface AdminDoc {
-  readonly tag: 'sessions' | 'keys' | 'tenants' | 'audit' | 'webhooks' | 'service';
+  readonly tag: 'sessions' | 'keys' | 'tenants' | 'audit' | 'webhooks' | 'bridges' | 'service';
   readonly summary: string;
   readonly description?: string;
   readonly body?: z.ZodType;
@@ -91,6 +91,7 @@ export async function registerOpenApi(app: FastifyInstance, version: string): Pr
         { name: 'tenants', description: "Tenants' limits" },
         { name: 'audit', description: 'The audit trail' },
         { name: 'webhooks', description: 'Webhook endpoints, their deliveries, and the event catalogue (docs/events.md)' },
+        { name: 'bridges', description: 'Bridges to email, SMS and Discord: health and conversations (docs/bridges.md)' },
         { name: 'service', description: 'The service itself' },
       ],
     },

@@ -117,6 +117,36 @@ export class Metrics {
     return (broker) => published.inc({ broker });
   }
 
+  /** The bridges' metrics (registered only when a bridge is configured). */
+  enableBridges(health: () => ReadonlyArray<{ readonly bridge: string; readonly connected: boolean; readonly queueDepth: number }>): { message(bridge: string, direction: 'in' | 'out', outcome: string): void } {
+    const registers = [this.registry];
+    const messages = new Counter({
+      name: 'motiveproxy_bridge_messages_total',
+      help: 'Bridge messages: in (turn, duplicate, refused_<code>, ignored_<reason>) and out (sent, retried, failed), by bridge',
+      labelNames: ['bridge', 'direction', 'outcome'],
+      registers,
+    });
+    new Gauge({
+      name: 'motiveproxy_bridge_queue_depth',
+      help: 'Deliveries a bridge owes (queued, not yet accepted by its service), by bridge',
+      labelNames: ['bridge'],
+      registers,
+      collect() {
+        for (const h of health()) this.set({ bridge: h.bridge }, h.queueDepth);
+      },
+    });
+    new Gauge({
+      name: 'motiveproxy_bridge_connected',
+      help: "1 when a bridge is connected to its service (IMAP IDLE, the Discord gateway; Twilio: configured), by bridge",
+      labelNames: ['bridge'],
+      registers,
+      collect() {
+        for (const h of health()) this.set({ bridge: h.bridge }, h.connected ? 1 : 0);
+      },
+    });
+    return { message: (bridge, direction, outcome) => messages.inc({ bridge, direction, outcome }) };
+  }
+
   /** Cluster mode's own metrics (registered only in cluster mode). */
   enableCluster(): ClusterMetrics {
     const registers = [this.registry];

@@ -23,6 +23,14 @@ function publicRecovery(ctx: AppContext) {
   return { ...counts, damaged: damaged.length };
 }
 
+/** Each bridge's health, without addresses or errors' details (this route answers anyone): GET /admin/bridges has those. */
+function bridgeHealth(ctx: AppContext): Record<string, unknown> {
+  const bridges = ctx.bridges!;
+  const host = bridges.host;
+  if (!host) return Object.fromEntries(bridges.names.map((name) => [name, { running_on: bridges.heldBy }]));
+  return Object.fromEntries(host.health().map((h) => [h.bridge, { connected: h.connected, last_error: h.lastError === null ? null : h.lastErrorAt, queue_depth: h.queueDepth, conversations: h.conversations }]));
+}
+
 export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppContext }): Promise<void> {
   // For load balancers: no key, no rate limit.
   app.get('/health', { config: { access: 'public', rateLimit: false } }, async (_request, reply) => {
@@ -50,6 +58,7 @@ export async function healthRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
             },
           }
         : {}),
+      ...(ctx.bridges ? { bridges: bridgeHealth(ctx) } : {}),
       settings: timerSettings(ctx.config),
     };
   });
