@@ -14,7 +14,7 @@ const QUOTE_HEADERS: readonly RegExp[] = [
   // Gmail, Apple Mail, Thunderbird: "On Tue, 3 Dec 2026 at 10:00, Alice <a@x> wrote:" (the line may wrap once)
   /^\s*On\b.{0,300}\bwrote:\s*$/i,
   // The same in a few languages clients ship with
-  /^\s*(Le|Am|El|Il|Em|Op|Den|På)\b.{0,300}\b(a écrit|schrieb|escribió|ha scritto|escreveu|schreef|skrev)\s*:\s*$/i,
+  /^\s*(Le|Am|El|Il|Em|Op|Den|På)\b.{0,300}\b(a écrit|schrieb|escribió|ha scritto|escreveu|schreef|skrev)\b.{0,200}:\s*$/i,
   // Outlook and Exchange
   /^\s*-{2,}\s*Original Message\s*-{2,}\s*$/i,
   /^\s*_{10,}\s*$/,

@@ -102,16 +102,16 @@ export function automatic(mail: ParsedMail, from: string): string | null {
     const value = mail.headers.get(name);
     if (value === undefined || value === null) return '';
     if (typeof value === 'string') return value;
+    // Address headers come parsed, with their text; structured ones (Content-Type) with a value.
+    if (typeof value === 'object' && 'text' in value) return String((value as { text: unknown }).text);
     if (typeof value === 'object' && 'value' in value) return String((value as { value: unknown }).value);
     return String(value);
   };
   const type = mail.headers.get('content-type') as { value?: string; params?: Record<string, string> } | undefined;
   if (type?.value?.toLowerCase() === 'multipart/report') return 'bounce';
   if (SYSTEM_SENDERS.test(from)) return 'bounce';
-  if (/^<\s*>$/.test(header('return-path').trim()) || header('return-path').trim() === '') {
-    // An empty Return-Path is how bounces and auto-replies are sent; absent, it says nothing.
-    if (mail.headers.has('return-path')) return 'bounce';
-  }
+  // An empty Return-Path (`<>`) is how bounces are sent; an absent one says nothing.
+  if (mail.headers.has('return-path') && /^(<\s*>)?$/.test(header('return-path').trim())) return 'bounce';
   const auto = header('auto-submitted').trim().toLowerCase();
   if (auto !== '' && !auto.startsWith('no')) return 'auto-reply';
   if (mail.headers.has('x-autoreply') || mail.headers.has('x-autorespond') || mail.headers.has('x-autoresponse')) return 'auto-reply';

@@ -177,6 +177,7 @@ export class BridgeHost {
     const existing = this.conversations.get(opening.id);
     if (existing && existing.ended === null && existing.session === opening.session && existing.tenant === opening.tenant) return existing;
     if (existing && existing.ended === null) await this.end(existing, 'moved to another session');
+    if (existing) await this.archive(existing);
     const conversation: Conversation = {
       id: opening.id,
       bridge,
@@ -197,6 +198,22 @@ export class BridgeHost {
     this.options.logger.info({ bridge, conversation: conversation.id, session_id: conversation.session, side: conversation.side }, `bridge ${bridge}: ${conversation.peer} plays side ${conversation.side} of session '${conversation.session}'`);
     this.play(conversation);
     return conversation;
+  }
+
+  /**
+   * An ended conversation whose id is wanted again (the same thread or phone, a new session): it
+   * is kept under an id of its own (`<id>~<opened ms>`), and its sender goes on with what it
+   * still owes under that id.
+   */
+  private async archive(ended: Conversation): Promise<void> {
+    const old = ended.id;
+    (ended as { id: string }).id = `${old}~${Date.parse(ended.opened)}`;
+    this.conversations.delete(old);
+    this.conversations.set(ended.id, ended);
+    const sender = this.senders.get(old);
+    this.senders.delete(old);
+    if (sender) this.senders.set(ended.id, sender);
+    await this.options.store.put(ended);
   }
 
   /** Connects the conversation's side and sends what it owes. */

@@ -162,6 +162,15 @@ describe('the email bridge', () => {
     expect((await mail.inbox(STRANGER)).length).toBe(0);
   }, 60_000);
 
+  it('reconnects to the mailbox when the IMAP server restarts, and takes what arrived meanwhile', async () => {
+    const model = 'npc-restart';
+    const handshake = game.chat.completions.create({ model, messages: [{ role: 'user', content: 'begin' }] });
+    await mail.restartImap();
+    await mail.send({ from: PLAYER, to: BRIDGE, subject: `[session:${model}] Still there?`, text: 'Knock knock.' });
+    expect((await handshake).choices[0]!.message.content).toBe('Knock knock.');
+    await until(async () => (await admin(server, '/admin/bridges')).body.data[0]?.connected === true, 'the bridge is connected again');
+  }, 60_000);
+
   it('takes mail sent straight to the proxy for <session>@domain on its SMTP listener', async () => {
     const model = 'npc-smith';
     const handshake = game.chat.completions.create({ model, messages: [{ role: 'user', content: 'begin' }] });
