@@ -535,7 +535,7 @@ class Sender {
 }
 
 /** At most `perMinute` sends a minute, spread evenly (a token bucket of one minute's worth). */
-class RateLimiter {
+export class RateLimiter {
   private tokens: number;
   private last: number;
 
