@@ -72,6 +72,8 @@ export class BridgeHost {
   private readonly senders = new Map<string, Sender>();
   private readonly limiters = new Map<BridgeName, RateLimiter>();
   private readonly channels = new Map<BridgeName, Channel>();
+  /** Inbound messages being taken now, by conversation and provider id. */
+  private readonly taking = new Map<string, Promise<Received>>();
   private closing = false;
   private readonly now: () => number;
 
@@ -256,6 +258,20 @@ export class BridgeHost {
   }
 
   async receive(inbound: Inbound): Promise<Received> {
+    // A copy that arrives while the first is still being taken (a webhook retried before it was
+    // answered) waits for it: then it is a duplicate, or, if the first was refused, it is tried.
+    const key = `${inbound.conversation.id}\n${inbound.messageId}`;
+    for (let pending = this.taking.get(key); pending; pending = this.taking.get(key)) await pending.catch(() => undefined);
+    const taking = this.take(inbound);
+    this.taking.set(key, taking);
+    try {
+      return await taking;
+    } finally {
+      if (this.taking.get(key) === taking) this.taking.delete(key);
+    }
+  }
+
+  private async take(inbound: Inbound): Promise<Received> {
     const { conversation } = inbound;
     const bridge = conversation.bridge;
     if (conversation.seen.includes(inbound.messageId)) {
