@@ -1,8 +1,9 @@
 // The console's admin views: managed API keys (#/keys: create, list, rotate, revoke), webhook
 // endpoints (#/webhooks: add, list, enable or disable, rotate, delete, send a test event, their
-// latest attempts and "send again") and the admin API's OpenAPI description (#/api), all through
-// the admin routes with the admin key the person enters (none is needed on this machine when the
-// proxy has no admin key). Whatever the server or a receiver supplies is inserted as text.
+// latest attempts and "send again"), bridges (#/bridges: each bridge's health, its conversations,
+// ending one) and the admin API's OpenAPI description (#/api), all through the admin routes with
+// the admin key the person enters (none is needed on this machine when the proxy has no admin
+// key). Whatever the server, a receiver or a bridge's peer supplies is inserted as text.
 import { $, node, storeAdminKey, storedAdminKey } from './dom.js';
 
 const SCOPES = ['client', 'viewer', 'operator', 'admin', 'global:viewer', 'global:operator', 'global:admin'];
@@ -15,13 +16,14 @@ const LIMITS = [
 
 let shown = null;
 
-const LOADERS = { keys: () => loadKeys(), webhooks: () => loadWebhooks(), api: () => loadApi() };
+const LOADERS = { keys: () => loadKeys(), webhooks: () => loadWebhooks(), bridges: () => loadBridges(), api: () => loadApi() };
 
-/** Shows the admin view `name` ('keys', 'webhooks', 'api'), or hides them all (null). */
+/** Shows the admin view `name` ('keys', 'webhooks', 'bridges', 'api'), or hides them all (null). */
 export function showAdminView(name) {
   for (const view of Object.keys(LOADERS)) $(`${view}-view`).hidden = name !== view;
   if (name === shown) return;
   shown = name;
+  pollBridges(name === 'bridges');
   if (name) void LOADERS[name]();
 }
 
@@ -472,6 +474,216 @@ $('webhook-form').addEventListener('submit', async (event) => {
 });
 
 $('webhook-attempts-refresh').addEventListener('click', () => void loadWebhooks());
+
+// ---------------------------------------------------------------- bridges
+
+/**
+ * A bridge's health and queue change without anything the page does (a mailbox drops, a send
+ * fails and is retried), so the view reads its lists again on this period while it is shown.
+ */
+const BRIDGES_EVERY_MS = 5_000;
+
+const bridgeView = {
+  timer: null,
+  /** Counts loads, so that a slow answer never replaces a newer one (a filter changed meanwhile). */
+  seq: 0,
+  loading: false,
+  /** What was last drawn: an answer that has not changed is not drawn again (a selection or focus in the tables stays). */
+  drawn: '',
+  /** Whether the notice line holds a failed load's message, to be cleared by the next good one. */
+  failing: false,
+};
+
+/** Starts or stops reading the bridges view again every few seconds. */
+function pollBridges(on) {
+  clearInterval(bridgeView.timer);
+  bridgeView.timer = null;
+  if (!on) return;
+  bridgeView.timer = setInterval(() => {
+    // Not while the page waits for the admin key (each read would only be refused again), nor
+    // while the tab is in the background, nor on top of a read still under way.
+    if (bridgeView.loading || document.hidden || !$('bridges-key-box').hidden) return;
+    void loadBridges();
+  }, BRIDGES_EVERY_MS);
+}
+
+/** A session's id as the console's routes name it: the name, after its tenant's and U+001F when it has one. */
+const sessionIdOf = (c) => (c.tenant ? `${c.tenant}\u001f${c.session}` : c.session);
+/** A session as people read it: `tenant/name`, or the name in the default tenant. */
+const sessionLabel = (c) => (c.tenant ? `${c.tenant}/${c.session}` : c.session);
+
+/**
+ * A refused request: the admin key is asked for, or what went wrong is said. A 404 that names a
+ * parameter is about the conversation (gone meanwhile), not the admin routes' guard.
+ */
+function bridgeRefused(answer) {
+  if (answer.status === 404 && answer.body?.error?.param) {
+    say('bridges-notice', answer.body.error.message);
+    void loadBridges();
+    return;
+  }
+  refused('bridges', answer);
+}
+
+/** A read that failed: nothing stale stays on the page, and the next good read clears the message. */
+function loadFailed(answer) {
+  $('bridges-table').hidden = true;
+  $('bridge-conversations').hidden = true;
+  $('bridges-empty').hidden = true;
+  bridgeView.drawn = '';
+  bridgeView.failing = !(answer.status === 401 || answer.status === 404);
+  refused('bridges', answer);
+}
+
+async function loadBridges() {
+  const seq = ++bridgeView.seq;
+  bridgeView.loading = true;
+  const state = $('bridge-conversations-state').value;
+  const [health, conversations] = await Promise.all([admin('/admin/bridges'), admin(`/admin/bridges/conversations?state=${encodeURIComponent(state)}`)]).finally(() => {
+    if (seq === bridgeView.seq) bridgeView.loading = false;
+  });
+  if (seq !== bridgeView.seq) return;
+  if (health.status !== 200) return loadFailed(health);
+  if (conversations.status !== 200) return loadFailed(conversations);
+  $('bridges-key-box').hidden = true;
+  if (bridgeView.failing) {
+    bridgeView.failing = false;
+    say('bridges-notice', '');
+  }
+  const drawn = JSON.stringify([state, health.body, conversations.body]);
+  if (drawn === bridgeView.drawn) return;
+  bridgeView.drawn = drawn;
+  renderBridges(health.body);
+  renderConversations(conversations.body.data, state);
+}
+
+/**
+ * What a bridge adds about itself (the SMTP listener, the mailbox, the bot, SMS status counts),
+ * on one line: scalars as they are, a table of counts as `name n` pairs.
+ */
+function detailsText(details) {
+  const value = (v) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v)
+      ? Object.entries(v)
+          .filter(([, n]) => typeof n !== 'object')
+          .map(([k, n]) => `${k} ${n}`)
+          .join(', ') || null
+      : typeof v === 'object' ? null : String(v);
+  return Object.entries(details ?? {})
+    .map(([k, v]) => [k, value(v)])
+    .filter(([, v]) => v !== null)
+    .map(([k, v]) => `${k.replace(/_/g, ' ')}: ${v}`)
+    .join(' · ');
+}
+
+function renderBridges({ data, note }) {
+  // No bridge configured: the API says so and where to read how; there are no conversations either.
+  $('bridges-empty').textContent = note ?? 'No bridge is configured.';
+  $('bridges-empty').hidden = data.length > 0;
+  $('bridges-table').hidden = data.length === 0;
+  $('bridge-conversations').hidden = data.length === 0;
+  $('bridges-body').replaceChildren(
+    ...data.map((b) => {
+      // On a cluster instance that does not run the bridges (and none does this moment), only where they run is known.
+      const standby = 'running_on' in b;
+      const details = detailsText(b.details);
+      return node(
+        'tr',
+        { dataBridge: b.bridge, dataConnected: String(b.connected) },
+        node('th', { scope: 'row', dataLabel: 'Bridge' }, node('div', {}, node('span', { text: b.bridge }), details ? node('span', { class: 'muted bridge-details', text: details }) : null)),
+        node(
+          'td',
+          { dataLabel: 'Status' },
+          node(
+            'div',
+            {},
+            node('span', { class: `badge bridge-${b.connected ? 'connected' : 'disconnected'}`, text: b.connected ? 'connected' : 'disconnected' }),
+            standby ? node('span', { class: 'muted bridge-standby', text: b.running_on ? `runs on instance ${b.running_on}` : 'no instance runs the bridges this moment' }) : null,
+          ),
+        ),
+        node(
+          'td',
+          { dataLabel: 'Last error' },
+          node('div', {}, node('span', { class: 'bridge-error', text: b.last_error ?? '—' }), b.last_error_at ? node('span', { class: 'muted bridge-error-at', text: whenExact(b.last_error_at) }) : null),
+        ),
+        node('td', { dataLabel: 'Queue depth', text: standby ? '—' : String(b.queue_depth) }),
+        node('td', { dataLabel: 'Open conversations', text: standby ? '—' : String(b.conversations) }),
+      );
+    }),
+  );
+}
+
+const EMPTY_CONVERSATIONS = {
+  open: 'No open conversations. One opens when a person writes to a bridge (docs/bridges.md).',
+  ended: 'No ended conversations.',
+  all: 'No conversations yet.',
+};
+
+function renderConversations(list, state) {
+  const body = $('bridge-conversations-body');
+  // The table is drawn anew on each read: keep the keyboard where it was (the same row's link or button).
+  const focused = document.activeElement;
+  const focusedRow = body.contains(focused) ? focused.closest('tr')?.dataset.conversation : undefined;
+  const focusedWhat = focused?.tagName === 'A' ? 'a' : 'button';
+  $('bridge-conversations-empty').textContent = EMPTY_CONVERSATIONS[state] ?? EMPTY_CONVERSATIONS.all;
+  $('bridge-conversations-empty').hidden = list.length > 0;
+  $('bridge-conversations-table').hidden = list.length === 0;
+  body.replaceChildren(
+    ...list.map((c) => {
+      const open = c.ended === null;
+      const status = open
+        ? node(
+            'div',
+            {},
+            node('span', { class: 'badge conversation-open', text: 'open' }),
+            // Its side reconnects by itself (a restart, the session moving); this says it is not there now.
+            c.connected ? null : node('span', { class: 'muted', text: 'not connected to the session now' }),
+          )
+        : node(
+            'div',
+            {},
+            node('span', { class: 'badge conversation-ended', text: 'ended' }),
+            node('span', { class: 'muted', text: whenExact(c.ended) }),
+            c.ended_because ? node('span', { class: 'ended-because', text: c.ended_because }) : null,
+          );
+      const error = c.last_error
+        ? node(
+            'div',
+            {},
+            node('span', { class: 'conversation-error', text: c.last_error }),
+            node('span', { class: 'muted', text: `${c.attempts} attempt${c.attempts === 1 ? '' : 's'}${c.next_attempt ? `; next ${whenExact(c.next_attempt)}` : ''}` }),
+          )
+        : node('div', {}, node('span', { class: 'muted', text: '—' }));
+      return node(
+        'tr',
+        { dataConversation: c.id, dataState: open ? 'open' : 'ended' },
+        node('th', { scope: 'row', dataLabel: 'Bridge' }, node('div', {}, node('span', { text: c.bridge }), node('span', { class: 'muted key-id', text: c.id }))),
+        node('td', { dataLabel: 'Session' }, node('a', { href: `#/s/${encodeURIComponent(sessionIdOf(c))}`, class: 'session-link', text: sessionLabel(c) })),
+        node('td', { dataLabel: 'Side', text: c.side }),
+        node('td', { dataLabel: 'Peer' }, node('span', { class: 'bridge-peer', text: c.peer })),
+        node('td', { dataLabel: 'Opened', text: whenExact(c.opened) }),
+        node('td', { dataLabel: 'Received', title: 'Deliveries of the session to this side, taken into the queue', text: String(c.deliveries_received) }),
+        node('td', { dataLabel: 'Sent', title: 'Deliveries the bridge’s service accepted', text: String(c.deliveries_sent) }),
+        node('td', { dataLabel: 'Queue depth', text: String(c.queue_depth) }),
+        node('td', { dataLabel: 'Last error', class: 'conversation-error-cell' }, error),
+        node('td', { dataLabel: 'State' }, status),
+        node('td', { dataLabel: 'Actions', class: 'key-actions' }, open ? node('div', {}, actionButton('End', () => endConversation(c), 'danger')) : null),
+      );
+    }),
+  );
+  if (focusedRow !== undefined) body.querySelector(`tr[data-conversation="${CSS.escape(focusedRow)}"] ${focusedWhat}`)?.focus();
+}
+
+async function endConversation(c) {
+  const owed = c.queue_depth > 0 ? ` The ${c.queue_depth} ${c.queue_depth === 1 ? 'delivery' : 'deliveries'} it still owes ${c.queue_depth === 1 ? 'is' : 'are'} sent first.` : '';
+  if (!confirm(`End the ${c.bridge} conversation with ${c.peer} (session ${sessionLabel(c)}, side ${c.side})? The bridge stops playing the side.${owed}`)) return;
+  const answer = await admin(`/admin/bridges/conversations/${encodeURIComponent(c.id)}`, { method: 'DELETE' });
+  if (answer.status !== 200) return bridgeRefused(answer);
+  say('bridges-notice', `The ${c.bridge} conversation with ${c.peer} (session ${sessionLabel(c)}) is ended.`);
+  await loadBridges();
+}
+
+$('bridge-conversations-state').addEventListener('change', () => void loadBridges());
 
 // ---------------------------------------------------------------- the admin API
 
