@@ -128,6 +128,12 @@ async function main(): Promise<void> {
     const tracing = tracingRequested(process.env) ? await Tracing.start(process.env) : null;
     service = await createService(config, logger, { tracing });
   } catch (err) {
+    // Settings that only make sense together (found while assembling): a usage error like any other.
+    if (err instanceof ConfigError) {
+      process.stderr.write(`motive-proxy: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     logger.fatal({ err }, `cannot start: ${(err as Error).message}`);
     process.exitCode = 1;
     return;

@@ -417,8 +417,46 @@ export function loadConfig(flags: Partial<Record<OptionName, string>>, env: Node
   if (c.oidcClientId && !c.oidcIssuer) problems.push('OIDC_CLIENT_ID (console sign-in) needs OIDC_ISSUER: the provider people sign in at');
   if (c.oidcClientId && !c.publicUrl) problems.push('OIDC_CLIENT_ID (console sign-in) needs PUBLIC_URL: where the identity provider sends people back (PUBLIC_URL/console/callback)');
   if (c.jwksUrl && !c.jwtIssuer) problems.push("JWT_ISSUER is required with JWKS_URL: the iss your tokens carry, so that tokens from another issuer are refused");
+  problems.push(...bridgeProblems(c));
   if (problems.length > 0) throw new ConfigError(problems.join('\n'));
   return { config: config as Config, sources, raw };
+}
+
+/** `key=session` pairs, comma-separated (BRIDGE_SMS_NUMBERS, BRIDGE_DISCORD_CHANNELS); throws naming the bad entry. */
+export function sessionPairs(raw: string, what: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const entry of raw.split(',').map((e) => e.trim()).filter(Boolean)) {
+    const eq = entry.indexOf('=');
+    if (eq <= 0 || eq === entry.length - 1) throw new ConfigError(`${what}: '${entry}' is not <key>=<session>`);
+    out[entry.slice(0, eq).trim()] = entry.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+/** What a configured bridge lacks: each missing setting, named. */
+function bridgeProblems(c: Config): string[] {
+  const problems: string[] = [];
+  const pairsOf = (raw: string, what: string, key: RegExp, keyIs: string): void => {
+    try {
+      for (const k of Object.keys(sessionPairs(raw, what))) if (!key.test(k)) problems.push(`${what}: '${k}' is not ${keyIs}`);
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  };
+  if (c.bridgeEmailSmtpUrl) {
+    if (!c.bridgeEmailAddress) problems.push('the email bridge (BRIDGE_EMAIL_SMTP_URL) needs BRIDGE_EMAIL_ADDRESS: the address its replies come from');
+    if (!c.bridgeEmailImapUrl && !c.bridgeEmailSmtpListen) problems.push('the email bridge (BRIDGE_EMAIL_SMTP_URL) needs BRIDGE_EMAIL_IMAP_URL or BRIDGE_EMAIL_SMTP_LISTEN: where mail comes in');
+  } else if (c.bridgeEmailImapUrl || c.bridgeEmailSmtpListen) {
+    problems.push('the email bridge needs BRIDGE_EMAIL_SMTP_URL: where its replies are sent');
+  }
+  if (c.bridgeSmsAccountSid) {
+    if (!c.bridgeSmsAuthToken) problems.push('the SMS bridge (BRIDGE_SMS_ACCOUNT_SID) needs BRIDGE_SMS_AUTH_TOKEN');
+    if (!c.bridgeSmsFrom) problems.push('the SMS bridge (BRIDGE_SMS_ACCOUNT_SID) needs BRIDGE_SMS_FROM: the number or Messaging Service messages are sent from');
+    if (!c.publicUrl) problems.push("the SMS bridge (BRIDGE_SMS_ACCOUNT_SID) needs PUBLIC_URL: the address Twilio calls the service at, which its webhook signatures cover");
+  }
+  pairsOf(c.bridgeSmsNumbers, 'BRIDGE_SMS_NUMBERS', /^\+[1-9]\d{6,14}$/, 'an E.164 phone number (+15551234567)');
+  pairsOf(c.bridgeDiscordChannels, 'BRIDGE_DISCORD_CHANNELS', /^\d{5,25}$/, 'a Discord channel id (digits)');
+  return problems;
 }
 
 export function timingOf(config: Config) {

@@ -92,6 +92,32 @@ describe('motive-proxy --help', () => {
     expect(missing.stderr).toContain("'--port' needs a value");
   });
 
+  it('exits 2 naming every setting a configured bridge lacks', async () => {
+    const email = await run([], { JOURNAL_PATH: 'memory', BRIDGE_EMAIL_SMTP_URL: 'smtp://127.0.0.1:9' });
+    expect(email.code).toBe(2);
+    expect(email.stderr).toContain('needs BRIDGE_EMAIL_ADDRESS');
+    expect(email.stderr).toContain('needs BRIDGE_EMAIL_IMAP_URL or BRIDGE_EMAIL_SMTP_LISTEN');
+
+    const sms = await run([], { JOURNAL_PATH: 'memory', BRIDGE_SMS_ACCOUNT_SID: `AC${'0'.repeat(32)}`, BRIDGE_SMS_NUMBERS: '5551234=npc-guard' });
+    expect(sms.code).toBe(2);
+    expect(sms.stderr).toContain('needs BRIDGE_SMS_AUTH_TOKEN');
+    expect(sms.stderr).toContain('needs PUBLIC_URL');
+    expect(sms.stderr).toContain("BRIDGE_SMS_NUMBERS: '5551234' is not an E.164 phone number");
+
+    // Keys required: the bridges are clients and need one of their own.
+    const keyless = await run([], {
+      JOURNAL_PATH: 'memory',
+      PORT: '0',
+      API_KEYS: 'client-key',
+      BRIDGE_EMAIL_SMTP_URL: 'smtp://127.0.0.1:9',
+      BRIDGE_EMAIL_ADDRESS: 'npc@game.test',
+      BRIDGE_EMAIL_SMTP_LISTEN: `127.0.0.1:${await freePort()}`,
+    });
+    expect(keyless.code).toBe(2);
+    expect(keyless.stderr).toContain('need: BRIDGE_API_KEY');
+    expect(keyless.stderr).not.toMatch(/\bat .*\.js:\d+/);
+  });
+
   it('prints the chart for the visualizer', async () => {
     const { code, stdout } = await run(['chart']);
     expect(code).toBe(0);

@@ -12,7 +12,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { FileRecordStore, MemoryRecordStore, RedisRecordStore } from '../auth/key-stores.js';
-import type { Config } from '../config.js';
+import { ConfigError, sessionPairs, type Config } from '../config.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { Lease } from '../cluster/lease.js';
@@ -62,31 +62,9 @@ export function configuredBridges(config: Config): BridgeName[] {
   return names;
 }
 
-/** `key=session` pairs, comma-separated (BRIDGE_SMS_NUMBERS, BRIDGE_DISCORD_CHANNELS). */
-export function pairs(raw: string, what: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const entry of raw.split(',').map((e) => e.trim()).filter(Boolean)) {
-    const eq = entry.indexOf('=');
-    if (eq <= 0 || eq === entry.length - 1) throw new Error(`${what}: '${entry}' is not <key>=<session>`);
-    out[entry.slice(0, eq).trim()] = entry.slice(eq + 1).trim();
-  }
-  return out;
-}
-
-/** Settings a configured bridge cannot run without, as one message naming them. */
-function missingSettings(config: Config, names: readonly BridgeName[], keysRequired: boolean): string[] {
-  const missing: string[] = [];
-  if (keysRequired && !config.bridgeApiKey) missing.push('BRIDGE_API_KEY (the service requires client keys, and bridged sides are clients)');
-  if (names.includes('email')) {
-    if (!config.bridgeEmailAddress) missing.push('BRIDGE_EMAIL_ADDRESS');
-    if (!config.bridgeEmailImapUrl && !config.bridgeEmailSmtpListen) missing.push('BRIDGE_EMAIL_IMAP_URL or BRIDGE_EMAIL_SMTP_LISTEN (where mail comes in)');
-  }
-  if (names.includes('sms')) {
-    if (!config.bridgeSmsAuthToken) missing.push('BRIDGE_SMS_AUTH_TOKEN');
-    if (!config.bridgeSmsFrom) missing.push('BRIDGE_SMS_FROM');
-    if (!config.publicUrl) missing.push("PUBLIC_URL (the address Twilio calls the service at, which its webhook signatures cover)");
-  }
-  return missing;
+/** Settings a configured bridge cannot run without that the configuration alone cannot tell (config.ts checks the rest). */
+function missingSettings(config: Config, keysRequired: boolean): string[] {
+  return keysRequired && !config.bridgeApiKey ? ['BRIDGE_API_KEY (the service requires client keys, and bridged sides are clients)'] : [];
 }
 
 async function channelsOf(config: Config, names: readonly BridgeName[], logger: Logger): Promise<Channel[]> {
@@ -121,7 +99,7 @@ async function channelsOf(config: Config, names: readonly BridgeName[], logger: 
           from: config.bridgeSmsFrom,
           publicUrl: config.publicUrl.replace(/\/+$/, ''),
           side: config.bridgeSmsSide,
-          numbers: pairs(config.bridgeSmsNumbers, 'BRIDGE_SMS_NUMBERS'),
+          numbers: sessionPairs(config.bridgeSmsNumbers, 'BRIDGE_SMS_NUMBERS'),
           joinKeyword: config.bridgeSmsJoinKeyword,
           tenant,
           ...(config.bridgeSmsApiUrl ? { apiBaseUrl: config.bridgeSmsApiUrl } : {}),
@@ -136,7 +114,7 @@ async function channelsOf(config: Config, names: readonly BridgeName[], logger: 
           token: config.bridgeDiscordToken,
           ...(config.bridgeDiscordApplicationId ? { applicationId: config.bridgeDiscordApplicationId } : {}),
           side: config.bridgeDiscordSide,
-          channels: pairs(config.bridgeDiscordChannels, 'BRIDGE_DISCORD_CHANNELS'),
+          channels: sessionPairs(config.bridgeDiscordChannels, 'BRIDGE_DISCORD_CHANNELS'),
           ...(config.bridgeDiscordMember ? { member: config.bridgeDiscordMember } : {}),
           tenant,
           ...(config.bridgeDiscordApiUrl ? { apiBaseUrl: config.bridgeDiscordApiUrl } : {}),
@@ -153,8 +131,8 @@ export async function openBridges(options: BridgesOptions): Promise<Bridges | nu
   const { config, logger, metrics, redis } = options;
   const names = configuredBridges(config);
   if (names.length === 0) return null;
-  const missing = missingSettings(config, names, options.keysRequired);
-  if (missing.length > 0) throw new Error(`bridges (${names.join(', ')}) need: ${missing.join('; ')}`);
+  const missing = missingSettings(config, options.keysRequired);
+  if (missing.length > 0) throw new ConfigError(`bridges (${names.join(', ')}) need: ${missing.join('; ')}`);
   const counters = metrics?.enableBridges(() => host?.health() ?? []);
   const store = () =>
     redis
