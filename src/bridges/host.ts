@@ -108,7 +108,8 @@ export class BridgeHost {
         this.options.logger.error({ err, bridge: name }, `bridge ${name} could not start: ${(err as Error)?.message ?? String(err)}`);
       });
     }
-    for (const conversation of this.conversations.values()) if (conversation.ended === null) this.play(conversation);
+    // A channel's start may have opened conversations (Discord's configured channels): those play already.
+    for (const conversation of this.conversations.values()) if (conversation.ended === null && !this.links.has(conversation.id)) this.play(conversation);
   }
 
   async close(): Promise<void> {
