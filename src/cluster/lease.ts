@@ -29,6 +29,12 @@ declare module 'ioredis' {
   }
 }
 
+/** Defines the lease scripts on a connection (the events sender's lease uses them too). */
+export function defineLeaseCommands(redis: Redis): void {
+  redis.defineCommand('motiveLeaseRenew', { numberOfKeys: 1, lua: RENEW });
+  redis.defineCommand('motiveLeaseRelease', { numberOfKeys: 1, lua: RELEASE });
+}
+
 export interface LeaseOptions {
   readonly redis: Redis;
   readonly key: string;
@@ -57,8 +63,7 @@ export class Lease {
   heldBy: string | null = null;
 
   constructor(private readonly options: LeaseOptions) {
-    options.redis.defineCommand('motiveLeaseRenew', { numberOfKeys: 1, lua: RENEW });
-    options.redis.defineCommand('motiveLeaseRelease', { numberOfKeys: 1, lua: RELEASE });
+    defineLeaseCommands(options.redis);
   }
 
   get holding(): boolean {

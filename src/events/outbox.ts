@@ -15,11 +15,12 @@
  * from the marks in Redis: an event is sent by one instance, and again only if the one sending
  * it died before its mark was written.
  */
-import type { Redis, Result } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { AuditEntry, AuditLog } from '../audit/audit.js';
 import type { Journal } from '../journal/journal.js';
 import { endsSessionRecord, isReadable, type JournalRecord } from '../journal/records.js';
 import type { Logger } from '../telemetry/logger.js';
+import { defineLeaseCommands } from '../cluster/lease.js';
 import { ADMIN_STREAM, eventOfAudit, eventsOfRecord, type ProxyEvent } from './catalogue.js';
 
 /** What reads the outbox: the webhook sender, and a publisher per broker. Each keeps its own marks. */
@@ -163,28 +164,6 @@ export class JournalOutbox implements Outbox {
 /** How long the sender keeps outbox entries it no longer owes, for an endpoint another instance made a moment ago. */
 const RESCAN_MS = 30_000;
 
-/** Renews the lease if this instance holds it. KEYS: lease. ARGV: me, ms. */
-const RENEW = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
-`;
-
-/** Lets go of the lease if this instance holds it. KEYS: lease. ARGV: me. */
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-`;
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    motiveRenewSender(lease: string, me: string, ms: number): Result<number, Context>;
-    motiveReleaseSender(lease: string, me: string): Result<number, Context>;
-  }
-}
-
 export interface RedisOutboxOptions {
   readonly redis: Redis;
   readonly prefix: string;
@@ -220,8 +199,7 @@ export class RedisOutbox implements Outbox {
     this.lease = `${options.prefix}:events:sender`;
     this.outbox = `${options.prefix}:outbox`;
     this.auditKey = `${options.prefix}:audit`;
-    options.redis.defineCommand('motiveRenewSender', { numberOfKeys: 1, lua: RENEW });
-    options.redis.defineCommand('motiveReleaseSender', { numberOfKeys: 1, lua: RELEASE });
+    defineLeaseCommands(options.redis);
   }
 
   get sending(): boolean {
@@ -238,7 +216,7 @@ export class RedisOutbox implements Outbox {
     this.stopped = true;
     if (this.ticker) clearInterval(this.ticker);
     await this.stepDown();
-    await this.options.redis.motiveReleaseSender(this.lease, this.options.instanceId).catch(() => undefined);
+    await this.options.redis.motiveLeaseRelease(this.lease, this.options.instanceId).catch(() => undefined);
   }
 
   /** Takes the lease when it is free, renews it when held, steps down when it was lost. */
@@ -247,7 +225,7 @@ export class RedisOutbox implements Outbox {
     const { redis, instanceId, leaseMs, logger } = this.options;
     try {
       if (this.leader) {
-        const renewed = await redis.motiveRenewSender(this.lease, instanceId, leaseMs).catch((err: unknown) => {
+        const renewed = await redis.motiveLeaseRenew(this.lease, instanceId, leaseMs).catch((err: unknown) => {
           // Cut off from Redis for a whole lease: another instance may hold it now.
           if (Date.now() - this.renewedAt >= leaseMs) return 0;
           throw err;
@@ -269,7 +247,7 @@ export class RedisOutbox implements Outbox {
         } catch (err) {
           // Could not read the outbox or the marks: let another instance (or a later tick) try.
           await this.stepDown();
-          await redis.motiveReleaseSender(this.lease, instanceId).catch(() => undefined);
+          await redis.motiveLeaseRelease(this.lease, instanceId).catch(() => undefined);
           throw err;
         }
       }
