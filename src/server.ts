@@ -162,7 +162,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
     metrics,
     redis,
-    keysRequired: access.keysRequired,
+    access,
     ...(ownership ? { instanceId: ownership.instanceId, leaseMs: config.clusterLeaseMs, addressOf: (instance: string) => ownership.addressOf(instance) } : {}),
   });
   // A single instance rebuilds its live sessions on start; in a cluster, sessions are claimed

@@ -115,6 +115,18 @@ describe('motive-proxy --help', () => {
     });
     expect(keyless.code).toBe(2);
     expect(keyless.stderr).toContain('need: BRIDGE_API_KEY');
+    const wrongKey = await run([], {
+      JOURNAL_PATH: 'memory',
+      PORT: '0',
+      API_KEYS: 'client-key',
+      BRIDGE_API_KEY: 'not-a-key-of-this-service',
+      BRIDGE_EMAIL_SMTP_URL: 'smtp://127.0.0.1:9',
+      BRIDGE_EMAIL_ADDRESS: 'npc@game.test',
+      BRIDGE_EMAIL_SMTP_LISTEN: `127.0.0.1:${await freePort()}`,
+    });
+    expect(wrongKey.code).toBe(2);
+    expect(wrongKey.stderr).toContain('BRIDGE_API_KEY is not a client key this service takes');
+    expect(wrongKey.stderr).not.toContain('not-a-key-of-this-service');
     expect(keyless.stderr).not.toMatch(/\bat .*\.js:\d+/);
   });
 

@@ -13,6 +13,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import { FileRecordStore, MemoryRecordStore, RedisRecordStore } from '../auth/key-stores.js';
 import { ConfigError, sessionPairs, type Config } from '../config.js';
+import { isRefusal, type AccessControl } from '../http/access.js';
 import type { Logger } from '../telemetry/logger.js';
 import type { Metrics } from '../telemetry/metrics.js';
 import { Lease } from '../cluster/lease.js';
@@ -49,8 +50,8 @@ export interface BridgesOptions {
   readonly leaseMs?: number;
   /** Cluster mode: the address of a live instance (its heartbeat's), to pass webhooks on to the one running the bridges. */
   readonly addressOf?: (instance: string) => Promise<string | null>;
-  /** Whether the service requires client keys (then BRIDGE_API_KEY must be set). */
-  readonly keysRequired: boolean;
+  /** Who may call: BRIDGE_API_KEY must be a client key it takes when it requires keys, and its tenant is the bridges'. */
+  readonly access: AccessControl;
 }
 
 /** Which bridges the settings turn on. */
@@ -67,9 +68,22 @@ function missingSettings(config: Config, keysRequired: boolean): string[] {
   return keysRequired && !config.bridgeApiKey ? ['BRIDGE_API_KEY (the service requires client keys, and bridged sides are clients)'] : [];
 }
 
-async function channelsOf(config: Config, names: readonly BridgeName[], logger: Logger): Promise<Channel[]> {
+/**
+ * The tenant the bridges play in: BRIDGE_API_KEY's (null, the default tenant, without one). A key
+ * the service does not take stops the start, rather than every bridged message failing later.
+ */
+async function tenantOfKey(key: string, access: AccessControl): Promise<string | null> {
+  if (!key) return null;
+  const principal = await Promise.resolve(access.authenticate(key));
+  if (principal === null || isRefusal(principal)) {
+    if (isRefusal(principal) && principal.unavailable) throw new Error(`BRIDGE_API_KEY could not be checked: ${principal.refused}`);
+    throw new ConfigError(`BRIDGE_API_KEY is not a client key this service takes${isRefusal(principal) ? ` (${principal.refused})` : ''}: use one of API_KEYS, or a managed key with the 'client' scope`);
+  }
+  return principal.tenant;
+}
+
+async function channelsOf(config: Config, names: readonly BridgeName[], logger: Logger, tenant: string | null): Promise<Channel[]> {
   const channels: Channel[] = [];
-  const tenant = null;
   for (const name of names) {
     const log = logger.child({ bridge: name });
     if (name === 'email') {
@@ -131,8 +145,9 @@ export async function openBridges(options: BridgesOptions): Promise<Bridges | nu
   const { config, logger, metrics, redis } = options;
   const names = configuredBridges(config);
   if (names.length === 0) return null;
-  const missing = missingSettings(config, options.keysRequired);
+  const missing = missingSettings(config, options.access.keysRequired);
   if (missing.length > 0) throw new ConfigError(`bridges (${names.join(', ')}) need: ${missing.join('; ')}`);
+  const tenant = await tenantOfKey(config.bridgeApiKey, options.access);
   const counters = metrics?.enableBridges(() => host?.health() ?? []);
   const store = () =>
     redis
@@ -141,7 +156,7 @@ export async function openBridges(options: BridgesOptions): Promise<Bridges | nu
         ? new MemoryRecordStore<Conversation>()
         : new FileRecordStore<Conversation>(config.journalPath, 'bridges.jsonl', (message) => logger.warn(message));
   // The channels are made once: their routes are registered before the app listens.
-  const channels = await channelsOf(config, names, logger);
+  const channels = await channelsOf(config, names, logger, tenant);
   let host: BridgeHost | null = null;
   let serviceUrl = '';
   const makeHost = (): BridgeHost =>

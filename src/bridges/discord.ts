@@ -238,6 +238,8 @@ export class DiscordChannel implements Channel {
 
   async start(host: ChannelHost): Promise<void> {
     if (this.client) throw new Error('the discord bridge is started already');
+    // Started again after a close (in a cluster, this instance took the bridges back).
+    this.closed = false;
     this.host = host;
     const client = new Client({
       intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessages, GatewayIntentBits.MessageContent],

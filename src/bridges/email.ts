@@ -145,6 +145,8 @@ export class EmailChannel implements Channel {
   }
 
   async start(host: ChannelHost): Promise<void> {
+    // Started again after a close (in a cluster, this instance took the bridges back).
+    this.closed = false;
     this.host = host;
     const nodemailer = await import('nodemailer');
     this.transport = nodemailer.createTransport(this.options.smtpUrl);
