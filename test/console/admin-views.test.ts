@@ -82,14 +82,14 @@ describe('the console admin views', () => {
       const create = page.locator('details[data-operation="POST /admin/keys"]');
       await create.waitFor();
       expect(await page.locator('#api-intro').innerText()).toMatch(/MotiveProxy admin API .* \(OpenAPI 3\.1\.0\)/);
-      expect(await page.locator('.api-tag h2').allInnerTexts()).toEqual(['Sessions', 'Keys', 'Tenants', 'Audit', 'Webhooks', 'Service']);
+      expect(await page.locator('.api-tag h2').allInnerTexts()).toEqual(['Sessions', 'Keys', 'Tenants', 'Audit', 'Webhooks', 'Bridges', 'Service']);
       await create.locator('summary').click();
       expect(await create.locator('.api-body code').innerText()).toContain('"max_live_sessions"');
       expect(await create.locator('.api-responses').innerText()).toMatch(/201 The new key/);
       const audit = page.locator('details[data-operation="GET /admin/audit"]');
       await audit.locator('summary').click();
       expect(await audit.locator('.api-params').innerText()).toMatch(/since\s+query/);
-      expect(await page.locator('details.api-op').count()).toBe(25);
+      expect(await page.locator('details.api-op').count()).toBe(29);
     },
     LONG,
   );

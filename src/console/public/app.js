@@ -183,7 +183,7 @@ function route() {
       id = null;
     }
   }
-  const admin = /^#\/(keys|webhooks|api)$/.exec(location.hash)?.[1] ?? null;
+  const admin = /^#\/(keys|webhooks|bridges|api)$/.exec(location.hash)?.[1] ?? null;
   const next = admin ? { view: admin, id: null } : id ? { view: 'session', id } : { view: 'sessions', id: null };
   const changed = next.view !== ui.route.view || next.id !== ui.route.id;
   ui.route = next;
