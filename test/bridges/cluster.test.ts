@@ -12,6 +12,7 @@ import { killAll, startCluster, type Instance } from '../cluster/instances.js';
 import { startMailSystem, type MailSystem } from '../helpers/mail-servers.js';
 import { startRedis, type PrivateRedis } from '../helpers/redis.js';
 import { call } from '../security/support.js';
+import { until } from './support.js';
 
 const ADMIN = 'admin-key-for-cluster-bridges';
 const BRIDGE = 'bridge@game.test';
@@ -31,14 +32,6 @@ afterAll(async () => {
   await redis?.destroy();
 });
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** The instance whose /health says it runs the email bridge. */
 async function runnerOf(instances: Instance[]): Promise<Instance> {
   let found: Instance | undefined;
@@ -52,7 +45,7 @@ async function runnerOf(instances: Instance[]): Promise<Instance> {
       }
     }
     return false;
-  }, 'an instance runs the email bridge');
+  }, 'an instance runs the email bridge', 20_000);
   return found!;
 }
 

@@ -18,7 +18,6 @@
  * (discord.com's REST, its gateway, the CDN) slips through.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -27,48 +26,15 @@ import { WebSocket } from 'ws';
 import { deliveryNonce } from '../../src/bridges/discord.js';
 import { DiscordDouble, snowflake } from '../helpers/discord-double.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { adminApi, gameIn, metric, stays, until, watchConnections, type ConnectionWatch } from './support.js';
 
 const ADMIN_KEY = 'admin-key-for-the-discord-bridge-test';
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Checks that `check` stays true for `ms` (polling), for things that must not happen. */
-async function stays(check: () => boolean | Promise<boolean>, what: string, ms = 1_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!(await check())) throw new Error(`no longer true: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 const asAdmin = { authorization: `Bearer ${ADMIN_KEY}` };
 
-async function get(server: TestServer, path: string): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${server.url}${path}`, { headers: asAdmin });
-  return { status: response.status, body: await response.json() };
-}
-
-/** A counter's value in /metrics (0 when the series is not there yet). */
-async function metric(server: TestServer, series: string): Promise<number> {
-  const response = await fetch(`${server.url}/metrics`);
-  expect(response.status).toBe(200);
-  const line = (await response.text()).split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
+const { get, sessionSides } = adminApi(asAdmin);
 
 const discordMessages = (direction: 'in' | 'out', outcome: string): string => `motiveproxy_bridge_messages_total{bridge="discord",direction="${direction}",outcome="${outcome}"}`;
-
-/** A session's admin view: whether each side waits, what it was given and what it still has queued. */
-async function sessionSides(server: TestServer, model: string): Promise<{ A: { waiting: boolean; deliveries: number; queued: number }; B: { waiting: boolean; deliveries: number; queued: number } } | null> {
-  const { status, body } = await get(server, `/admin/sessions/${model}`);
-  return status === 200 ? body.sides : null;
-}
 
 async function conversation(server: TestServer, channelId: string): Promise<any> {
   const { status, body } = await get(server, `/admin/bridges/conversations/discord:${channelId}`);
@@ -92,27 +58,6 @@ function discordSettings(double: DiscordDouble, journal: string, channels: Recor
     turnTimeoutSeconds: '60',
     logLevel: process.env['BRIDGE_TEST_LOG'] ?? 'silent',
   } as const;
-}
-
-/**
- * The game (side A) on the official SDK, playing `model`: each request carries the whole
- * history, as a chat client's does, and is held until the channel's next message.
- */
-function gameIn(server: () => TestServer, model: string) {
-  const messages: Array<{ role: 'system' | 'user' | 'assistant'; content: string }> = [
-    { role: 'system', content: 'You are a character in a game.' },
-    { role: 'user', content: 'begin' },
-  ];
-  return {
-    /** A's first request (the handshake), or its next line. */
-    say: async (line?: string): Promise<OpenAI.ChatCompletion> => {
-      if (line !== undefined) messages.push({ role: 'user', content: line });
-      const client = new OpenAI({ baseURL: `${server().url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
-      const completion = await client.chat.completions.create({ model, messages: [...messages] });
-      messages.push({ role: 'assistant', content: completion.choices[0]!.message.content ?? '' });
-      return completion;
-    },
-  };
 }
 
 /** What the bot posted in a channel or thread (its messages created there, not nonce repeats), in order. */
@@ -151,24 +96,17 @@ class RealtimeSide {
 }
 
 // Where every socket of this process connects to (a host name, an address, or a pipe's path).
-const destinations: string[] = [];
-const connect = Socket.prototype.connect;
+let connections: ConnectionWatch;
 
 beforeAll(() => {
-  Socket.prototype.connect = function (this: Socket, ...args: unknown[]) {
-    // net.connect() passes its normalized arguments as one array; a direct call passes them as they are.
-    const first = Array.isArray(args[0]) ? (args[0] as unknown[])[0] : args[0];
-    const target = typeof first === 'object' && first !== null ? (first as { host?: string; path?: string }) : { host: typeof args[1] === 'string' ? args[1] : 'localhost' };
-    destinations.push(target.host ?? target.path ?? 'localhost');
-    return (connect as (...a: unknown[]) => Socket).apply(this, args);
-  } as typeof connect;
+  connections = watchConnections();
 });
 
 afterAll(() => {
-  Socket.prototype.connect = connect;
+  connections.restore();
   // Nothing left the machine: the gateway, Discord's REST, /v1/realtime and the SDK all went to loopback.
-  expect(destinations.length).toBeGreaterThan(0);
-  expect(new Set(destinations)).toEqual(new Set(['127.0.0.1']));
+  expect(connections.destinations.length).toBeGreaterThan(0);
+  expect(new Set(connections.destinations)).toEqual(new Set(['127.0.0.1']));
 });
 
 describe('the Discord bridge through the service', () => {

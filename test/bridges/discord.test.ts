@@ -9,72 +9,19 @@
  * net.Socket): none may go anywhere but the loopback address, so no default of discord.js
  * (discord.com's REST, its gateway, the CDN) slips through.
  */
-import { Socket } from 'node:net';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChannelError, type ChannelHost, type Conversation, type Inbound, type Opening, type QueuedDelivery, type Received } from '../../src/bridges/channel.js';
+import { ChannelError, type Conversation, type QueuedDelivery } from '../../src/bridges/channel.js';
 import { DISCORD_MAX_CHARS, DiscordChannel, deliveryNonce, splitMessage, toChannelError, TYPING_EVERY_MS, type DiscordOptions } from '../../src/bridges/discord.js';
 import { DiscordDouble, snowflake, waitFor } from '../helpers/discord-double.js';
+import { conversationOf, RecordingHost, watchConnections, type ConnectionWatch } from './support.js';
 
 // DISCORD_TEST_LOG=debug shows the channel's log when a test needs looking into.
 const logger = pino({ level: process.env.DISCORD_TEST_LOG ?? 'silent' });
 
-/** Records what the channel asks of its host; conversations are kept as the real host keeps them. */
-class RecordingHost implements ChannelHost {
-  readonly conversations = new Map<string, Conversation>();
-  readonly opened: Opening[] = [];
-  readonly received: Inbound[] = [];
-  readonly ignoredMessages: { reason: string; details: Record<string, unknown> }[] = [];
-  readonly ends: { id: string; reason: string }[] = [];
-  answer: (inbound: Inbound) => Received = () => ({ ok: true, duplicate: false });
-
-  conversation(id: string): Conversation | undefined {
-    return this.conversations.get(id);
-  }
-
-  async open(opening: Opening): Promise<Conversation> {
-    const existing = this.conversations.get(opening.id);
-    if (existing && existing.ended === null && existing.session === opening.session && existing.tenant === opening.tenant) return existing;
-    this.opened.push(opening);
-    const conversation: Conversation = {
-      id: opening.id,
-      bridge: 'discord',
-      session: opening.session,
-      tenant: opening.tenant,
-      side: opening.side,
-      peer: opening.peer,
-      data: { ...(opening.data ?? {}) },
-      opened: new Date().toISOString(),
-      ended: null,
-      received: 0,
-      sent: 0,
-      queue: [],
-      seen: [],
-    };
-    this.conversations.set(conversation.id, conversation);
-    return conversation;
-  }
-
-  async save(): Promise<void> {}
-
-  async end(conversation: Conversation, reason: string): Promise<void> {
-    conversation.ended = new Date().toISOString();
-    this.ends.push({ id: conversation.id, reason });
-  }
-
-  async receive(inbound: Inbound): Promise<Received> {
-    this.received.push(inbound);
-    return this.answer(inbound);
-  }
-
-  ignored(reason: string, details: Record<string, unknown>): void {
-    this.ignoredMessages.push({ reason, details });
-  }
-}
-
 /** A conversation as the host would hand it to send(), for a channel the host did not open. */
 function conversationFor(peer: string, session = 'direct'): Conversation {
-  return { id: `discord:${peer}`, bridge: 'discord', session, tenant: null, side: 'B', peer, data: {}, opened: new Date().toISOString(), ended: null, received: 0, sent: 0, queue: [], seen: [] };
+  return conversationOf('discord', { id: `discord:${peer}`, session, tenant: null, side: 'B', peer });
 }
 
 const delivery = (index: number, content: string, parts?: number): QueuedDelivery => ({ index, content, attempts: 0, notBefore: 0, ...(parts === undefined ? {} : { parts }) });
@@ -97,25 +44,14 @@ async function sendError(promise: Promise<unknown>): Promise<ChannelError> {
   return error as ChannelError;
 }
 
-// Where every socket of this process connects to (a host name, an address, or a pipe's path).
-const destinations: string[] = [];
-const connect = Socket.prototype.connect;
-function watchConnections(): void {
-  Socket.prototype.connect = function (this: Socket, ...args: unknown[]) {
-    // net.connect() passes its normalized arguments as one array; a direct call passes them as they are.
-    const first = Array.isArray(args[0]) ? (args[0] as unknown[])[0] : args[0];
-    const target = typeof first === 'object' && first !== null ? (first as { host?: string; path?: string }) : { host: typeof args[1] === 'string' ? args[1] : 'localhost' };
-    destinations.push(target.host ?? target.path ?? 'localhost');
-    return (connect as (...a: unknown[]) => Socket).apply(this, args);
-  } as typeof connect;
-}
-
 describe('Discord channel', () => {
   let double: DiscordDouble;
   let host: RecordingHost;
   let channel: DiscordChannel;
   let clock = 1_000_000;
   const started: DiscordChannel[] = [];
+  // Where every socket of this process connects to (a host name, an address, or a pipe's path).
+  let connections: ConnectionWatch;
 
   const options = (overrides: Partial<DiscordOptions> = {}): DiscordOptions => ({
     token: double.token,
@@ -129,9 +65,9 @@ describe('Discord channel', () => {
   });
 
   beforeAll(async () => {
-    watchConnections();
+    connections = watchConnections();
     double = await DiscordDouble.start({ heartbeatIntervalMs: 1_000 });
-    host = new RecordingHost();
+    host = new RecordingHost('discord');
     channel = new DiscordChannel(options({ now: () => clock }));
     started.push(channel);
     await channel.start(host);
@@ -140,10 +76,10 @@ describe('Discord channel', () => {
   afterAll(async () => {
     await Promise.all(started.map((c) => c.close()));
     await double?.close();
-    Socket.prototype.connect = connect;
+    connections.restore();
     // Nothing left the machine: every connection (REST and gateway alike) went to the double.
-    expect(destinations.length).toBeGreaterThan(0);
-    expect(new Set(destinations)).toEqual(new Set(['127.0.0.1']));
+    expect(connections.destinations.length).toBeGreaterThan(0);
+    expect(new Set(connections.destinations)).toEqual(new Set(['127.0.0.1']));
   });
 
   describe('login', () => {
@@ -175,7 +111,7 @@ describe('Discord channel', () => {
     it('rejects a bad token clearly, without trying the gateway', async () => {
       const identifies = double.identifies.length;
       const refused = new DiscordChannel(options({ token: 'not-the-token' }));
-      await expect(refused.start(new RecordingHost())).rejects.toThrow(/Discord refused the bot token \(401 Unauthorized\)/);
+      await expect(refused.start(new RecordingHost('discord'))).rejects.toThrow(/Discord refused the bot token \(401 Unauthorized\)/);
       expect(double.identifies.length).toBe(identifies);
       expect(refused.health()).toMatchObject({ connected: false, lastError: expect.stringMatching(/refused the bot token/) });
     });
@@ -183,7 +119,7 @@ describe('Discord channel', () => {
     it('rejects clearly when the gateway closes 4004 (authentication failed)', async () => {
       double.closeNextIdentify(4004, 'Authentication failed.');
       const refused = new DiscordChannel(options());
-      await expect(refused.start(new RecordingHost())).rejects.toThrow(/gateway close 4004/);
+      await expect(refused.start(new RecordingHost('discord'))).rejects.toThrow(/gateway close 4004/);
       expect(refused.health().connected).toBe(false);
     });
 
@@ -191,7 +127,7 @@ describe('Discord channel', () => {
       const strict = await DiscordDouble.start({ messageContentIntent: false });
       try {
         const refused = new DiscordChannel({ ...options(), token: strict.token, apiBaseUrl: strict.apiBaseUrl, channels: {} });
-        await expect(refused.start(new RecordingHost())).rejects.toThrow(/Message Content Intent/);
+        await expect(refused.start(new RecordingHost('discord'))).rejects.toThrow(/Message Content Intent/);
       } finally {
         await strict.close();
       }
@@ -211,12 +147,12 @@ describe('Discord channel', () => {
       // Handled in order: the bot's message and the other channel's came first and made nothing.
       expect(host.received.map((r) => r.text)).not.toContain('the bot speaks');
       expect(host.received.map((r) => r.text)).not.toContain('chatter elsewhere');
-      expect(host.ignoredMessages.filter((i) => i.details.conversation === `discord:${double.lobby}`)).toEqual([]);
+      expect(host.ignoredCalls.filter((i) => i.details.conversation === `discord:${double.lobby}`)).toEqual([]);
     });
 
     it('counts another bot\'s message as ignored', async () => {
       const other = double.postMessage(double.general, snowflake(), 'beep', { bot: true });
-      const ignored = await waitFor(() => host.ignoredMessages.find((i) => i.details.message === other.id), 'the ignored bot message');
+      const ignored = await waitFor(() => host.ignoredCalls.find((i) => i.details.message === other.id), 'the ignored bot message');
       expect(ignored.reason).toBe('bot_author');
       expect(host.received.find((r) => r.messageId === other.id)).toBeUndefined();
     });
@@ -249,7 +185,7 @@ describe('Discord channel', () => {
       const member = double.person(snowflake(), 'grace');
       const stranger = double.person(snowflake(), 'mallory');
       const ghost = snowflake();
-      const cellar = new RecordingHost();
+      const cellar = new RecordingHost('discord');
       const filtered = new DiscordChannel(options({ member: member.id, channels: { [double.lobby]: 'cellar', [ghost]: 'ghost' } }));
       try {
         await filtered.start(cellar);
@@ -260,7 +196,7 @@ describe('Discord channel', () => {
         const own = double.postMessage(double.lobby, member.id, 'it is me');
         await waitFor(() => cellar.received.find((r) => r.messageId === own.id), 'the member\'s message');
         expect(cellar.received.map((r) => r.text)).toEqual(['it is me']);
-        expect(cellar.ignoredMessages).toContainEqual({ reason: 'not_allowed', details: { conversation: `discord:${double.lobby}`, message: foreign.id, author: stranger.id } });
+        expect(cellar.ignoredCalls).toContainEqual({ reason: 'not_allowed', details: { conversation: `discord:${double.lobby}`, message: foreign.id, author: stranger.id } });
       } finally {
         await filtered.close();
       }
@@ -288,7 +224,7 @@ describe('Discord channel', () => {
 
       const leave = double.invokeCommand(thread.id, person.id, 'leave');
       await waitFor(() => leave.original?.edited_timestamp, 'the answer to /motive leave');
-      expect(host.ends).toContainEqual({ id: `discord:${thread.id}`, reason: 'left' });
+      expect(host.endings).toContainEqual({ id: `discord:${thread.id}`, reason: 'left' });
       expect(leave.original!.content).toContain('Left session **dragon**');
     });
 
@@ -300,8 +236,8 @@ describe('Discord channel', () => {
       // A moderator deletes the thread (the same REST call Discord's client makes).
       const deleted = await fetch(`${double.apiBaseUrl}/v10/channels/${thread.id}`, { method: 'DELETE', headers: { authorization: `Bot ${double.token}` } });
       expect(deleted.status).toBe(200);
-      await waitFor(() => host.ends.find((e) => e.id === `discord:${thread.id}`), 'the end of the conversation');
-      expect(host.ends).toContainEqual({ id: `discord:${thread.id}`, reason: 'thread deleted' });
+      await waitFor(() => host.endings.find((e) => e.id === `discord:${thread.id}`), 'the end of the conversation');
+      expect(host.endings).toContainEqual({ id: `discord:${thread.id}`, reason: 'thread deleted' });
     });
 
     it('join in a thread is refused, only to the person who asked', async () => {

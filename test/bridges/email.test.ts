@@ -16,23 +16,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startMailSystem, type InboxMail, type MailSystem } from '../helpers/mail-servers.js';
 import { freePort } from '../helpers/net.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { adminApi, until } from './support.js';
 
 const BRIDGE = 'bridge@game.test';
 const PLAYER = 'player@example.test';
 const STRANGER = 'stranger@elsewhere.test';
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function admin(server: TestServer, path: string): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${server.url}${path}`);
-  return { status: response.status, body: await response.json() };
-}
+const { get: admin } = adminApi();
 
 describe('the email bridge', () => {
   let mail: MailSystem;
@@ -213,10 +203,13 @@ describe('the email bridge', () => {
       bridgeEmailSmtpListen: `127.0.0.1:${await freePort()}`,
       bridgeEmailAllow: PLAYER,
       bridgeEmailSession: 'npc-retry',
+      // Keys required: the bridge speaks with its own, and each side is bound to its key.
+      apiKeys: 'game-key,bridge-key',
+      bridgeApiKey: 'bridge-key',
     });
     try {
       const listen = (await admin(other, '/admin/bridges')).body.data[0].details.smtp_listener as string;
-      const client = new OpenAI({ baseURL: `${other.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
+      const client = new OpenAI({ baseURL: `${other.url}/v1`, apiKey: 'game-key', maxRetries: 0, timeout: 60_000 });
       const handshake = client.chat.completions.create({ model: 'npc-retry', messages: [{ role: 'user', content: 'begin' }] });
       const transport = nodemailer.createTransport({ host: '127.0.0.1', port: Number(listen.split(':')[1]), secure: false, ignoreTLS: true });
       const first = (await transport.sendMail({ from: PLAYER, to: 'other@game.test', subject: 'Retry', text: 'Hello there.' })).messageId;

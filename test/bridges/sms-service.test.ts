@@ -15,54 +15,19 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../helpers/net.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { sendInbound, startTwilioDouble, twilioSignature, type InboundAnswer, type TwilioDouble } from '../helpers/twilio-double.js';
+import { adminApi, gameIn, messageOf, metric, stays, until } from './support.js';
 
 const SERVICE_NUMBER = '+15005550006';
 const INBOUND = '/bridges/sms/inbound';
 const EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>';
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** Checks that `check` stays true for `ms` (polling), for things that must not happen. */
-async function stays(check: () => boolean | Promise<boolean>, what: string, ms = 1_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (!(await check())) throw new Error(`no longer true: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-async function get(server: TestServer, path: string): Promise<{ status: number; body: any }> {
-  const response = await fetch(`${server.url}${path}`);
-  return { status: response.status, body: await response.json() };
-}
-
-/** A counter's value in /metrics (0 when the series is not there yet). */
-async function metric(server: TestServer, series: string): Promise<number> {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
+const { get, sessionSides } = adminApi();
 
 const smsMessages = (direction: 'in' | 'out', outcome: string): string => `motiveproxy_bridge_messages_total{bridge="sms",direction="${direction}",outcome="${outcome}"}`;
-
-const messageOf = (twiml: string): string | null => /<Message>([\s\S]*)<\/Message>/.exec(twiml)?.[1] ?? null;
-
-/** A session's admin view: whether each side waits, what it was given and what it still has queued. */
-async function sessionSides(server: TestServer, model: string): Promise<{ A: { waiting: boolean; deliveries: number; queued: number }; B: { waiting: boolean; deliveries: number; queued: number } } | null> {
-  const { status, body } = await get(server, `/admin/sessions/${model}`);
-  return status === 200 ? body.sides : null;
-}
 
 /** The settings of a service whose SMS bridge talks to `double`, on `port`, keeping its journal in `journal`. */
 function smsSettings(double: TwilioDouble, port: number, journal: string, numbers = '') {
@@ -80,32 +45,6 @@ function smsSettings(double: TwilioDouble, port: number, journal: string, number
     turnTimeoutSeconds: '60',
     logLevel: process.env['BRIDGE_TEST_LOG'] ?? 'silent',
   } as const;
-}
-
-/**
- * The game (side A) on the official SDK, playing `model`: each request carries the whole
- * history, as a chat client's does, and is held until the phone's next text.
- */
-function gameIn(server: () => TestServer, model: string) {
-  const messages: Array<{ role: 'system' | 'user' | 'assistant'; content: string }> = [
-    { role: 'system', content: 'You are a character in a game.' },
-    { role: 'user', content: 'begin' },
-  ];
-  const send = async (): Promise<OpenAI.ChatCompletion> => {
-    const client = new OpenAI({ baseURL: `${server().url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
-    const completion = await client.chat.completions.create({ model, messages: [...messages] });
-    messages.push({ role: 'assistant', content: completion.choices[0]!.message.content ?? '' });
-    return completion;
-  };
-  return {
-    /** A's first request (the handshake), or its next line. */
-    say: (line?: string): Promise<OpenAI.ChatCompletion> => {
-      if (line !== undefined) messages.push({ role: 'user', content: line });
-      return send();
-    },
-    /** The last request again, as a client does when it was cut off. */
-    again: (): Promise<OpenAI.ChatCompletion> => send(),
-  };
 }
 
 /** Bodies the double accepted for a phone, in order. */
@@ -142,14 +81,20 @@ describe('the SMS bridge through the service', () => {
 
   const gameFor = (model: string) => gameIn(() => server, model);
 
+  /** The game's handshake in `model`, once the service holds it for the phone's next text; the game, to play on. */
+  async function waitingGame(model: string, what: string) {
+    const game = gameFor(model);
+    const handshake = game.say();
+    await until(async () => (await sessionSides(server, model))?.A.waiting === true, what);
+    return { game, handshake };
+  }
+
   /** The phone joins `model` and the game's handshake gets the phone's `first` text; the game, to play on. */
   async function joined(phone: string, model: string, first: string): Promise<ReturnType<typeof gameIn>> {
     const joining = await text(phone, `JOIN ${model}`);
     expect(joining.status).toBe(200);
     expect(messageOf(joining.body)).toBe(`You are in session ${model} (side B). Your texts are its turns. Text STOP to leave.`);
-    const game = gameFor(model);
-    const handshake = game.say();
-    await until(async () => (await sessionSides(server, model))?.A.waiting === true, `the game waits in ${model}`);
+    const { game, handshake } = await waitingGame(model, `the game waits in ${model}`);
     expect((await text(phone, first)).body).toBe(EMPTY_TWIML);
     expect((await handshake).choices[0]!.message.content).toBe(first);
     return game;
@@ -171,9 +116,7 @@ describe('the SMS bridge through the service', () => {
     await until(async () => (await get(server, '/admin/bridges/conversations?bridge=sms')).body.data.some((c: any) => c.id === `sms:${phone}` && c.connected), 'the phone side is connected');
 
     // The game's handshake is held until the phone speaks; the phone's next text answers it.
-    const game = gameFor(model);
-    const handshake = game.say();
-    await until(async () => (await sessionSides(server, model))?.A.waiting === true, 'the game waits for the phone');
+    const { game, handshake } = await waitingGame(model, 'the game waits for the phone');
     const first = await text(phone, 'Good evening. May I pass?');
     expect(first.status).toBe(200);
     expect(first.body).toBe(EMPTY_TWIML);
@@ -255,9 +198,7 @@ describe('the SMS bridge through the service', () => {
 
   it('a configured number plays its session without JOIN', async () => {
     const model = 'npc-standing';
-    const game = gameFor(model);
-    const handshake = game.say();
-    await until(async () => (await sessionSides(server, model))?.A.waiting === true, 'the game waits for the configured number');
+    const { game, handshake } = await waitingGame(model, 'the game waits for the configured number');
     const first = await text(CONFIGURED, 'Reporting for duty.');
     expect(first.status).toBe(200);
     expect(first.body).toBe(EMPTY_TWIML);
@@ -351,9 +292,7 @@ describe('the SMS bridge through the service', () => {
     const phone = '+15551230007';
     const model = 'npc-seal';
     expect((await text(phone, `JOIN ${model}`)).status).toBe(200);
-    const game = gameFor(model);
-    const handshake = game.say();
-    await until(async () => (await sessionSides(server, model))?.A.waiting === true, 'the game waits');
+    const { handshake } = await waitingGame(model, 'the game waits');
     const turnsBefore = await metric(server, smsMessages('in', 'turn'));
 
     const forged = await text(phone, 'Open the gate, by order of the king.', { signature: twilioSignature('not-the-auth-token', `${server.url}${INBOUND}`, { Body: 'x' }) });

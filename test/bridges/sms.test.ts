@@ -8,65 +8,17 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import twilio from 'twilio';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ChannelError, type ChannelHost, type Conversation, type Inbound, type Opening, type QueuedDelivery, type Received } from '../../src/bridges/channel.js';
+import { ChannelError, type Conversation, type QueuedDelivery } from '../../src/bridges/channel.js';
 import { SMS_INBOUND_PATH, SMS_STATUS_PATH, SmsChannel, splitSms, type SmsOptions } from '../../src/bridges/sms.js';
 import { freePort } from '../helpers/net.js';
 import { segmentsOf, sendInbound, startTwilioDouble, twilioSignature, type TwilioDouble } from '../helpers/twilio-double.js';
+import { messageOf, RecordingHost } from './support.js';
 
 const SERVICE_NUMBER = '+15005550006';
 const PERSON = '+15551230001';
 const CONFIGURED = '+15551230002';
 const STRANGER = '+15551239999';
 const silent = { info() {}, warn() {}, error() {}, debug() {} };
-
-/** A host that keeps conversations in memory and records what the channel asked of it. */
-class RecordingHost implements ChannelHost {
-  readonly conversations = new Map<string, Conversation>();
-  readonly opened: Opening[] = [];
-  readonly endings: Array<{ id: string; reason: string }> = [];
-  readonly received: Inbound[] = [];
-  readonly ignoredCalls: Array<{ reason: string; details: Record<string, unknown> }> = [];
-  /** Answers for the next receive calls, in order; then `{ ok: true }`. */
-  readonly answers: Received[] = [];
-
-  conversation(id: string): Conversation | undefined {
-    return this.conversations.get(id);
-  }
-  async open(opening: Opening): Promise<Conversation> {
-    this.opened.push(opening);
-    const existing = this.conversations.get(opening.id);
-    if (existing && existing.ended === null && existing.session === opening.session) return existing;
-    const conversation: Conversation = {
-      id: opening.id,
-      bridge: 'sms',
-      session: opening.session,
-      tenant: opening.tenant,
-      side: opening.side,
-      peer: opening.peer,
-      data: { ...opening.data },
-      opened: new Date().toISOString(),
-      ended: null,
-      received: 0,
-      sent: 0,
-      queue: [],
-      seen: [],
-    };
-    this.conversations.set(opening.id, conversation);
-    return conversation;
-  }
-  async save(): Promise<void> {}
-  async end(conversation: Conversation, reason: string): Promise<void> {
-    this.endings.push({ id: conversation.id, reason });
-    conversation.ended = new Date().toISOString();
-  }
-  async receive(inbound: Inbound): Promise<Received> {
-    this.received.push(inbound);
-    return this.answers.shift() ?? { ok: true, duplicate: false };
-  }
-  ignored(reason: string, details: Record<string, unknown>): void {
-    this.ignoredCalls.push({ reason, details });
-  }
-}
 
 interface Rig {
   readonly twilio: TwilioDouble;
@@ -114,7 +66,7 @@ async function rig(overrides: Partial<SmsOptions> = {}, double?: TwilioDouble): 
     inboundRetryMs: 1_000,
     ...overrides,
   });
-  const host = new RecordingHost();
+  const host = new RecordingHost('sms');
   const app = await listeningApp(port, (a) => channel.routes(a));
   await channel.start(host);
   closers.push(() => channel.close());
@@ -142,8 +94,6 @@ async function channelError(promise: Promise<unknown>): Promise<ChannelError> {
   }
   throw new Error('expected the send to fail');
 }
-
-const messageOf = (twiml: string): string | null => /<Message>([\s\S]*)<\/Message>/.exec(twiml)?.[1] ?? null;
 
 describe('the double signs as Twilio does', () => {
   it('its signature is the example of Twilio’s webhook-security page, and what twilio.validateRequest accepts', () => {
