@@ -54,6 +54,10 @@ describe('GET /admin/openapi.json', () => {
         'GET /admin/webhooks/{id}/attempts',
         'POST /admin/webhooks/{id}/events/{event}/resend',
         'POST /admin/webhooks/{id}/test',
+        'GET /admin/bridges',
+        'GET /admin/bridges/conversations',
+        'GET /admin/bridges/conversations/{id}',
+        'DELETE /admin/bridges/conversations/{id}',
       ].sort(),
     );
     for (const [path, methods] of Object.entries(doc.paths as Record<string, Record<string, any>>)) {

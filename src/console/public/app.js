@@ -541,6 +541,9 @@ function join(side) {
   const ws = new WebSocket(url);
   const play = { ws, session: id, side, ready: false, pending: null, streamed: '', lastValue: '', awaitingSince: null, otherHeldSeen: false, ended: null, idle: null };
   ui.play = play;
+  // A fresh composer for this side; what the person types while the connection opens is kept.
+  $('composer-label').textContent = 'Your reply';
+  $('composer').value = '';
   ui.playEnded = { session: id, text: `Joining as ${side}…` };
   renderJoin();
   ws.addEventListener('message', (event) => {
@@ -587,7 +590,6 @@ function onPlayFrame(play, frame) {
       play.ready = true;
       ui.playEnded = null;
       $('composer-label').textContent = `Your reply as ${play.side}`;
-      $('composer').value = '';
       renderSession();
       $('composer').focus();
       break;

@@ -74,7 +74,7 @@ export async function bridgeRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
 
   app.get(
     '/admin/bridges/conversations',
-    adminDoc({ tag: 'bridges', summary: 'Bridge conversations', description: 'Open conversations (or `state=ended`, `state=all`), optionally of one bridge or session.', responses: { 200: 'The conversations' } }),
+    adminDoc({ tag: 'bridges', summary: 'Bridge conversations', description: 'Open conversations (or `state=ended`, `state=all`), optionally of one bridge or session.', querystring: listQuery, responses: { 200: 'The conversations', 400: 'A filter is not valid' } }),
     async (request) => {
       const query = listQuery.safeParse(request.query);
       if (!query.success) throw new ProxyError('invalid_request', query.error.issues[0]!.message, { param: String(query.error.issues[0]!.path[0] ?? '') });
@@ -90,13 +90,13 @@ export async function bridgeRoutes(app: FastifyInstance, { ctx }: { ctx: AppCont
 
   app.get<{ Params: { id: string } }>(
     '/admin/bridges/conversations/:id',
-    adminDoc({ tag: 'bridges', summary: 'One bridge conversation', responses: { 200: 'The conversation', 404: 'No such conversation' } }),
+    adminDoc({ tag: 'bridges', summary: 'One bridge conversation', params: { id: 'The conversation id (`email:<message id>`, `sms:<number>`, `discord:<channel id>`)' }, responses: { 200: 'The conversation', 404: 'No such conversation' } }),
     async (request) => conversationView(found(request.params.id), host()?.linked(request.params.id) ?? false),
   );
 
   app.delete<{ Params: { id: string } }>(
     '/admin/bridges/conversations/:id',
-    adminDoc({ tag: 'bridges', summary: 'End a bridge conversation', description: 'The channel stops playing the session: its side lets go, and what it still owed is sent first.', responses: { 200: 'Ended', 404: 'No such conversation' } }),
+    adminDoc({ tag: 'bridges', summary: 'End a bridge conversation', description: 'The channel stops playing the session: its side lets go, and what it still owed is sent first.', params: { id: 'The conversation id' }, responses: { 200: 'Ended', 404: 'No such conversation' } }),
     async (request) => {
       const conversation = found(request.params.id);
       await host()!.end(conversation, 'ended by an admin');
