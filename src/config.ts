@@ -313,6 +313,7 @@ export const OPTIONS = {
   bridgeSmsAuthToken: { env: 'BRIDGE_SMS_AUTH_TOKEN', default: '', schema: z.string(), secret: true, help: "SMS bridge: the Twilio auth token (sends messages, and checks X-Twilio-Signature on Twilio's webhooks)" },
   bridgeSmsFrom: { env: 'BRIDGE_SMS_FROM', default: '', schema: z.string().refine((v) => v === '' || /^(\+[1-9]\d{6,14}|MG[0-9a-fA-F]{32})$/.test(v), 'expected an E.164 number (+15551234567) or a Messaging Service SID (MG…)'), help: 'SMS bridge: the number (E.164) or Messaging Service SID messages are sent from' },
   bridgeSmsNumbers: { env: 'BRIDGE_SMS_NUMBERS', default: '', schema: z.string(), help: 'SMS bridge: phone numbers that play a session without JOIN, +15551234567=npc-guard, comma-separated' },
+  bridgeSmsAllow: { env: 'BRIDGE_SMS_ALLOW', default: '', schema: keyList, help: "SMS bridge: phone numbers that may JOIN a session besides BRIDGE_SMS_NUMBERS, comma-separated; '*' for any phone (empty: only the configured numbers play)" },
   bridgeSmsSide: { env: 'BRIDGE_SMS_SIDE', default: 'B', schema: z.enum(['A', 'B']), help: 'SMS bridge: the side a phone plays' },
   bridgeSmsJoinKeyword: { env: 'BRIDGE_SMS_JOIN_KEYWORD', default: 'JOIN', schema: z.string().regex(/^[A-Za-z]{2,20}$/, 'letters only'), help: "SMS bridge: the keyword that joins a session ('JOIN npc-guard')" },
   bridgeSmsPerMinute: { env: 'BRIDGE_SMS_PER_MINUTE', default: '60', schema: perMinute, help: "SMS bridge: messages sent a minute at most (a long code's rate is about one a second); 0: no limit" },

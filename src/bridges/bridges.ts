@@ -114,6 +114,7 @@ async function channelsOf(config: Config, names: readonly BridgeName[], logger: 
           publicUrl: config.publicUrl.replace(/\/+$/, ''),
           side: config.bridgeSmsSide,
           numbers: sessionPairs(config.bridgeSmsNumbers, 'BRIDGE_SMS_NUMBERS'),
+          allow: config.bridgeSmsAllow,
           joinKeyword: config.bridgeSmsJoinKeyword,
           tenant,
           ...(config.bridgeSmsApiUrl ? { apiBaseUrl: config.bridgeSmsApiUrl } : {}),

@@ -262,7 +262,7 @@ export class EmailChannel implements Channel {
       const client = new ImapFlow({ host: where.host, port: where.port, secure: where.secure, auth: { user: where.user, pass: where.pass }, logger: false, autoIdleDelay: 500 });
       this.imap = client;
       client.on('error', (err: Error) => this.failed(err, 'IMAP'));
-      const gone = once(client, 'close');
+      const gone = once(client, 'close').catch(() => undefined);
       try {
         await client.connect();
         await client.mailboxOpen(where.mailbox);
@@ -327,6 +327,8 @@ export class EmailChannel implements Channel {
       authOptional: true,
       disabledCommands: ['AUTH', 'STARTTLS'],
       size: this.options.maxBytes,
+      // Mail from the internet: a bounded number of senders at once.
+      maxClients: 50,
       banner: 'MotiveProxy email bridge',
       logger: false,
       onRcptTo: (address, _session, callback) => {
@@ -335,7 +337,7 @@ export class EmailChannel implements Channel {
         callback(err);
       },
       onData: (stream, session, callback) => {
-        readAll(stream)
+        readAll(stream, this.options.maxBytes)
           .then(async (raw) => {
             if ((stream as Readable & { sizeExceeded?: boolean }).sizeExceeded) {
               return callback(Object.assign(new Error(`message larger than ${this.options.maxBytes} bytes`), { responseCode: 552 }));
@@ -378,7 +380,7 @@ export class EmailChannel implements Channel {
       host.ignored(auto === 'bounce' ? 'bounce' : 'auto_reply', { from, message_id: messageId, subject: mail.subject ?? '' });
       return 'ignored';
     }
-    const replyTo = mail.replyTo?.value[0]?.address ?? from;
+    const asked = mail.replyTo?.value[0]?.address?.toLowerCase();
     const threadIds = [...(mail.inReplyTo ? [mail.inReplyTo] : []), ...[...asList(mail.references)].reverse()].map(bare);
     let conversation = this.threadOf(threadIds);
     let routed: Routed = conversation ? { session: conversation.session, how: 'thread' } : this.route(mail, envelopeTo);
@@ -396,6 +398,8 @@ export class EmailChannel implements Channel {
       host.ignored('not_allowed', { from, session: routed.session, message_id: messageId });
       return 'ignored';
     }
+    // Replies go to Reply-To only when it may play too: a forged From must not send the session elsewhere.
+    const replyTo = asked && this.allowed(routed.session, asked) ? asked : from;
     const text = stripReply(mail.text ?? '');
     if (text === '') {
       host.ignored('empty', { from, message_id: messageId });
@@ -492,8 +496,13 @@ function splitHostPort(listen: string): [string, number] {
   return [host, Number(i >= 0 ? listen.slice(i + 1) : listen)];
 }
 
-async function readAll(stream: Readable): Promise<Buffer> {
+/** The message, up to `max` bytes: beyond it the rest is read and dropped (the sender gets 552). */
+async function readAll(stream: Readable, max: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  let bytes = 0;
+  for await (const chunk of stream) {
+    bytes += (chunk as Buffer).length;
+    if (bytes <= max) chunks.push(chunk as Buffer);
+  }
   return Buffer.concat(chunks);
 }

@@ -225,7 +225,8 @@ export class BridgeHost {
     const link = new SideLink(conversation, this.options, {
       delivery: (index, content) => this.queued(conversation, index, content),
       typing: () => this.channels.get(conversation.bridge)?.typing?.(conversation),
-      closed: (reason) => void this.sessionEnded(conversation, reason),
+      closed: (reason) =>
+        void this.sessionEnded(conversation, reason).catch((err: unknown) => this.options.logger.error({ err, conversation: conversation.id }, `bridge ${conversation.bridge}: could not record that the session ended`)),
     });
     this.links.set(conversation.id, link);
     link.connect();
@@ -484,9 +485,15 @@ class Sender {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    this.running = this.drain().finally(() => {
-      this.running = null;
-    });
+    this.running = this.drain()
+      .catch((err: unknown) => {
+        // The queue could not be saved: what is unsent stays owed, and is tried again shortly.
+        this.options.logger.error({ err, conversation: this.conversation.id }, `bridge ${this.conversation.bridge}: the queue could not be saved; trying again shortly`);
+        this.later(BACKOFF_FIRST_MS);
+      })
+      .finally(() => {
+        this.running = null;
+      });
   }
 
   stop(): void {

@@ -39,6 +39,8 @@ export interface SmsOptions {
   readonly side: Side;
   /** Configured numbers (E.164) and the session each one plays, without a JOIN. */
   readonly numbers: Readonly<Record<string, string>>;
+  /** Numbers (E.164) that may JOIN a session besides the configured ones; `*` for any phone. */
+  readonly allow?: readonly string[];
   /** The word that joins a session: `JOIN <session>` (any case). */
   readonly joinKeyword: string;
   readonly tenant: string | null;
@@ -466,6 +468,12 @@ export class SmsChannel implements Channel {
     if (join) {
       const session = (join[1] ?? '').trim();
       if (!session) return { status: 200, reply: this.help(open) };
+      // Only the numbers the operator named may take a side: a stranger's JOIN would lock the session's real player out.
+      const allow = this.options.allow ?? [];
+      if (!allow.includes('*') && !allow.includes(from) && this.options.numbers[from] === undefined) {
+        host.ignored('not_allowed', { from, session });
+        return { status: 200, reply: 'This number may not join sessions here.' };
+      }
       try {
         if (open && (open.session !== session || open.tenant !== this.options.tenant)) await host.end(open, 'joined another session');
         const conversation = await host.open({ id, session, tenant: this.options.tenant, side: this.options.side, peer: from });

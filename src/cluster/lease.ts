@@ -59,6 +59,8 @@ export class Lease {
   private renewedAt = 0;
   private job: LeaseJob | null = null;
   private ticking: Promise<void> = Promise.resolve();
+  /** The job's start, while it runs (stepping down waits for it, so that down follows up). */
+  private starting: Promise<void> = Promise.resolve();
   /** The instance holding the lease as last seen (this one's id when it does). */
   heldBy: string | null = null;
 
@@ -73,6 +75,7 @@ export class Lease {
   async start(job: LeaseJob): Promise<void> {
     this.job = job;
     await this.tick();
+    await this.starting;
     this.ticker = setInterval(() => {
       this.ticking = this.ticking.then(() => this.tick());
     }, Math.max(100, Math.floor(this.options.leaseMs / 3)));
@@ -113,13 +116,14 @@ export class Lease {
       this.held = true;
       this.heldBy = holder;
       this.renewedAt = Date.now();
-      try {
-        await this.job?.up();
-      } catch (err) {
+      // Starting the job may take longer than the lease (a gateway login): it runs beside the
+      // renewals, never in their way, so the lease cannot lapse while it starts.
+      this.starting = Promise.resolve(this.job?.up()).catch(async (err: unknown) => {
+        logger.warn({ err }, `${what}: could not start (${(err as Error)?.message ?? String(err)}); letting the lease go`);
+        if (!this.held) return;
         await this.stepDown();
         await redis.motiveLeaseRelease(key, holder).catch(() => undefined);
-        throw err;
-      }
+      });
     } catch (err) {
       logger.warn({ err }, `${what}: the lease could not be checked (${(err as Error).message})`);
     }
@@ -128,6 +132,7 @@ export class Lease {
   private async stepDown(): Promise<void> {
     this.held = false;
     this.heldBy = null;
+    await this.starting;
     await this.job?.down().catch((err: unknown) => this.options.logger.error({ err }, `${this.options.what}: stopping failed`));
   }
 }

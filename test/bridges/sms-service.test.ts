@@ -42,6 +42,7 @@ function smsSettings(double: TwilioDouble, port: number, journal: string, number
     bridgeSmsFrom: SERVICE_NUMBER,
     bridgeSmsApiUrl: double.url,
     bridgeSmsNumbers: numbers,
+    bridgeSmsAllow: '*',
     turnTimeoutSeconds: '60',
     logLevel: process.env['BRIDGE_TEST_LOG'] ?? 'silent',
   } as const;

@@ -58,6 +58,7 @@ async function rig(overrides: Partial<SmsOptions> = {}, double?: TwilioDouble): 
     publicUrl,
     side: 'B',
     numbers: { [CONFIGURED]: 'standing-order' },
+    allow: ['*'],
     joinKeyword: 'JOIN',
     tenant: null,
     apiBaseUrl: twilioDouble.url,
@@ -189,6 +190,18 @@ describe('webhook signatures', () => {
 });
 
 describe('inbound texts', () => {
+  it('refuses JOIN from a number neither configured nor allowed, and opens nothing', async () => {
+    const { inbound, host } = await rig({ allow: [] });
+    const refused = await inbound(PERSON, 'JOIN night-shift');
+    expect(refused.status).toBe(200);
+    expect(messageOf(refused.body)).toBe('This number may not join sessions here.');
+    expect(host.opened).toEqual([]);
+    expect(host.ignoredCalls).toEqual([expect.objectContaining({ reason: 'not_allowed' })]);
+    // A configured number still plays its session.
+    const configured = await inbound(CONFIGURED, 'JOIN standing-order');
+    expect(messageOf(configured.body)).toMatch(/session standing-order/);
+  });
+
   it('JOIN <session> opens the conversation and confirms; later texts are turns; JOIN of another session ends the first', async () => {
     const { inbound, host } = await rig();
     const joined = await inbound(PERSON, 'join  night-shift');
@@ -303,6 +316,7 @@ describe('inbound texts', () => {
       publicUrl: running.publicUrl, // one public URL for the cluster, behind its load balancer
       side: 'B',
       numbers: {},
+      allow: ['*'],
       joinKeyword: 'JOIN',
       tenant: null,
       logger: silent,
