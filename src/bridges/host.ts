@@ -552,8 +552,9 @@ class Sender {
       }
       conversation.queue.shift();
       conversation.sent = head.index + 1;
-      await options.store.put(conversation);
+      // Counted as the service accepted it, before the mark is saved (a view of the conversation may show the mark at once).
       options.counters?.message(conversation.bridge, 'out', 'sent');
+      await options.store.put(conversation);
     }
   }
 }
