@@ -181,21 +181,7 @@ export class BridgeHost {
     if (existing && existing.ended === null && existing.session === opening.session && existing.tenant === opening.tenant) return existing;
     if (existing && existing.ended === null) await this.end(existing, 'moved to another session');
     if (existing) await this.archive(existing);
-    const conversation: Conversation = {
-      id: opening.id,
-      bridge,
-      session: opening.session,
-      tenant: opening.tenant,
-      side: opening.side,
-      peer: opening.peer,
-      data: { ...(opening.data ?? {}) },
-      opened: new Date(this.now()).toISOString(),
-      ended: null,
-      received: 0,
-      sent: 0,
-      queue: [],
-      seen: existing?.seen ?? [],
-    };
+    const conversation = newConversation(bridge, opening, new Date(this.now()).toISOString(), existing?.seen ?? []);
     await this.options.store.put(conversation);
     this.conversations.set(conversation.id, conversation);
     this.options.logger.info({ bridge, conversation: conversation.id, session_id: conversation.session, side: conversation.side }, `bridge ${bridge}: ${conversation.peer} plays side ${conversation.side} of session '${conversation.session}'`);
@@ -296,6 +282,25 @@ export class BridgeHost {
     this.options.counters?.message(bridge, 'in', `refused_${code}`);
     return { ok: false, code, message, retryable };
   }
+}
+
+/** A conversation as it starts: nothing received, sent or queued yet (`seen` carries over from an earlier one of the same id). */
+export function newConversation(bridge: BridgeName, opening: Opening, opened: string, seen: string[] = []): Conversation {
+  return {
+    id: opening.id,
+    bridge,
+    session: opening.session,
+    tenant: opening.tenant,
+    side: opening.side,
+    peer: opening.peer,
+    data: { ...(opening.data ?? {}) },
+    opened,
+    ended: null,
+    received: 0,
+    sent: 0,
+    queue: [],
+    seen,
+  };
 }
 
 interface LinkEvents {

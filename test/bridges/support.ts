@@ -8,6 +8,7 @@ import { Socket } from 'node:net';
 import OpenAI from 'openai';
 import { expect } from 'vitest';
 import type { BridgeName, ChannelHost, Conversation, Inbound, Opening, Received } from '../../src/bridges/channel.js';
+import { newConversation } from '../../src/bridges/host.js';
 
 /** A running service, as far as these helpers need it. */
 export interface Served {
@@ -95,21 +96,7 @@ export const messageOf = (twiml: string): string | null => /<Message>([\s\S]*)<\
 
 /** A new conversation of `bridge` for `opening`, as the host makes one: nothing received, sent or queued yet. */
 export function conversationOf(bridge: BridgeName, opening: Opening): Conversation {
-  return {
-    id: opening.id,
-    bridge,
-    session: opening.session,
-    tenant: opening.tenant,
-    side: opening.side,
-    peer: opening.peer,
-    data: { ...(opening.data ?? {}) },
-    opened: new Date().toISOString(),
-    ended: null,
-    received: 0,
-    sent: 0,
-    queue: [],
-    seen: [],
-  };
+  return newConversation(bridge, opening, new Date().toISOString());
 }
 
 /**
