@@ -223,6 +223,11 @@ export const anyJoined = (ctx: SessionContext): boolean => ctx.sides.A.joined ||
 export const heldSide = (ctx: SessionContext, requestId: string): Side | null =>
   ctx.sides.A.held?.requestId === requestId ? 'A' : ctx.sides.B.held?.requestId === requestId ? 'B' : null;
 
+/*
+ * Lists in a context grow by `concat`, never by `[...list, item]`: a spread leaves the new
+ * array room for 16 more items, and a held session keeps several of these arrays.
+ */
+
 /** Mutable working copy of one step; the step's result is frozen into a new context. */
 class Draft {
   private readonly sides: Record<Side, SideState>;
@@ -311,7 +316,7 @@ function flush(d: Draft, side: Side): void {
   d.effects.push({ type: 'disarm', requestId: state.held.requestId });
   d.effects.push({ type: 'reply', side, requestId: state.held.requestId, content, delivery, repeat: false });
   d.update(side, {
-    deliveries: [...state.deliveries, content],
+    deliveries: state.deliveries.concat(content),
     queue: [],
     held: null,
     lastTurn: { ...state.lastTurn, answer: delivery },
@@ -362,7 +367,7 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
     handshake,
     answer: null,
   };
-  const recent = state.recent.length < RECENT_TURNS ? [...state.recent, latest] : [...state.recent.slice(1 - RECENT_TURNS), latest];
+  const recent = (state.recent.length < RECENT_TURNS ? state.recent : state.recent.slice(1 - RECENT_TURNS)).concat(latest);
   d.update(side, {
     joined: true,
     client: state.joined ? state.client : (turn.client ?? null),
@@ -374,7 +379,7 @@ export function receiveTurn(ctx: SessionContext, side: Side, turn: TurnPayload):
   d.setLatest(side);
   if (!handshake) {
     const peer = otherSide(side);
-    d.update(peer, { queue: [...d.side(peer).queue, turn.content] });
+    d.update(peer, { queue: d.side(peer).queue.concat(turn.content) });
     flush(d, peer);
   }
   const given = d.side(side).deliveries;

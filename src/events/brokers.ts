@@ -71,6 +71,10 @@ export class BrokerPublisher {
     await Promise.allSettled([...this.settled]);
   }
 
+  wantsEvents(): boolean {
+    return this.running;
+  }
+
   offer(events: readonly ProxyEvent[]): void {
     if (!this.running) return;
     for (const event of events) {

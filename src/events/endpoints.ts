@@ -147,6 +147,11 @@ export class EndpointRegistry {
     return [...this.endpoints.values()];
   }
 
+  /** How many endpoints there are (disabled ones included). */
+  get size(): number {
+    return this.endpoints.size;
+  }
+
   get(id: string): WebhookEndpoint | undefined {
     return this.endpoints.get(id);
   }

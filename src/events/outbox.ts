@@ -28,6 +28,11 @@ export interface EventSink {
   start(): Promise<void>;
   stop(): Promise<void>;
   offer(events: readonly ProxyEvent[]): void;
+  /**
+   * Whether an event offered now could be sent anywhere. The outbox makes a record's events
+   * only when one could: with no webhook endpoint and no broker, a turn makes none.
+   */
+  wantsEvents(): boolean;
   /** Whether events of `stream` are still owed (the outbox keeps its records). */
   owes(stream: string): boolean;
   /** The outbox position of the oldest event owed (cluster mode). */
@@ -46,6 +51,10 @@ export class Sinks implements EventSink {
 
   async stop(): Promise<void> {
     await Promise.all(this.all.map((sink) => sink.stop()));
+  }
+
+  wantsEvents(): boolean {
+    return this.all.some((sink) => sink.wantsEvents());
   }
 
   offer(events: readonly ProxyEvent[]): void {
@@ -133,7 +142,13 @@ export class JournalOutbox implements Outbox {
       else this.sender.offer(events);
     };
     const starts = new Starts();
-    this.stops.push(this.journal.onDurable((record) => feed(recordEvents(record, starts.of(record)))));
+    this.stops.push(
+      this.journal.onDurable((record) => {
+        const start = starts.of(record);
+        if (held === null && !this.sender.wantsEvents()) return; // nobody to send them to (yet)
+        feed(recordEvents(record, start));
+      }),
+    );
     this.stops.push(this.audit.onRecorded((entry) => feed(auditEvents(entry))));
     await this.sender.start();
     const present = new Set<string>();

@@ -31,17 +31,21 @@ export type RegistrySubmitResult = SubmitResult | { readonly error: 'max_session
  *
  * The root is transition logic, not a machine: a machine memoizes its transitions per event
  * type, and every session's end reaches the root as an event type of its own
- * (xstate.done.actor.<id>). A failed session actor (xstate.error.actor.<id>) is rethrown, so
- * that the failure is not silent.
+ * (xstate.done.actor.<id>), which is how the registry learns of it (a completion listener on
+ * every session would cost each a set of observers). A failed session actor
+ * (xstate.error.actor.<id>) is rethrown, so that the failure is not silent.
  */
-const sessionSystem = fromTransition((state: null, event: { type: string; error?: unknown }) => {
-  if (event.type.startsWith('xstate.error.actor')) throw event.error;
-  return state;
-}, null);
+const DONE = 'xstate.done.actor.';
+const sessionSystem = (ended: (sessionId: string) => void) =>
+  fromTransition((state: null, event: { type: string; error?: unknown }) => {
+    if (event.type.startsWith(DONE)) ended(event.type.slice(DONE.length));
+    else if (event.type.startsWith('xstate.error.actor')) throw event.error;
+    return state;
+  }, null);
 const SESSIONS_PER_SYSTEM = 256;
 
 interface ActorSystem {
-  readonly root: AnyActorRef;
+  root: AnyActorRef;
   live: number;
 }
 
@@ -55,12 +59,14 @@ export class SessionRegistry {
   private systemWithRoom(): ActorSystem {
     let system = this.systems.find((s) => s.live < SESSIONS_PER_SYSTEM);
     if (!system) {
-      const root = createActor(sessionSystem, {
+      const created: ActorSystem = { root: null!, live: 0 };
+      const root = createActor(sessionSystem((id) => this.ended(created, id)), {
         ...(this.options.clock ? { clock: this.options.clock } : {}),
         ...(this.options.inspect ? { inspect: this.options.inspect } : {}),
       });
+      created.root = root;
       root.start();
-      system = { root, live: 0 };
+      system = created;
       this.systems.push(system);
     }
     system.live++;
@@ -68,11 +74,14 @@ export class SessionRegistry {
   }
 
   /** A session of `system` reached CLOSED; an empty system other than the first is stopped. */
-  private leave(system: ActorSystem): void {
+  private ended(system: ActorSystem, sessionId: string): void {
+    const session = this.sessions.get(sessionId);
+    if (session?.closed) this.sessions.delete(sessionId);
     system.live--;
     if (system.live > 0 || this.systems.length === 1) return;
     this.systems.splice(this.systems.indexOf(system), 1);
-    system.root.stop();
+    // Not from inside its own step (this runs as the root takes the session's end).
+    queueMicrotask(() => system.root.stop());
   }
 
   get size(): number {
@@ -147,11 +156,6 @@ export class SessionRegistry {
       ...(this.options.durable ? { durable: this.options.durable } : {}),
       ...(this.options.now ? { now: this.options.now } : {}),
       ...(this.options.maxQueuedBytesPerSide ? { maxQueuedBytes: this.options.maxQueuedBytesPerSide } : {}),
-      onClosed: (closed) => {
-        this.leave(system);
-        if (this.sessions.get(closed.id) !== closed) return;
-        this.sessions.delete(closed.id);
-      },
     });
     this.sessions.set(sessionId, session);
     return session;

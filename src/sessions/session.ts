@@ -55,7 +55,6 @@ export interface SessionOptions {
   /** Bytes of messages kept queued for a side that is not reading; a turn beyond is refused (none: no cap). */
   readonly maxQueuedBytes?: number;
   readonly now?: () => number;
-  readonly onClosed: (session: Session) => void;
 }
 
 /** A request waiting for its outcome, and who sees the other side's live typing meanwhile. */
@@ -89,9 +88,9 @@ export class Session {
       ...(options.restore ? { snapshot: sessionMachine.resolveState({ value: options.restore.state, context: options.restore.context }) } : {}),
       parent: options.parent,
     });
-    this.actor.on('reply', (e) => this.settle(e));
-    this.actor.on('reject', (e) => this.settle(e));
-    this.actor.subscribe({ complete: () => options.onClosed(this) });
+    // One listener for both emitted events (a reply, a reject): each listener costs the actor
+    // a set of its own. Its end reaches the parent (the registry's system root), not a listener.
+    this.actor.on('*', (e) => this.settle(e));
     this.actor.start();
     // A restored session re-enters its idle state, whose TTL runs on from its last activity.
     if (options.restore) this.actor.send({ type: 'RESUMED', at: this.now() });
