@@ -9,7 +9,7 @@ import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import underPressure from '@fastify/under-pressure';
 import websocket from '@fastify/websocket';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { ProxyError } from '../protocols/errors.js';
 import type { Logger } from '../telemetry/logger.js';
 import { identifyClient, loggableUrl, type Client } from './access.js';
@@ -149,9 +149,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
 
   // A managed key's (and its tenant's) own request rate, with the RateLimit headers on every answer to it.
   const keyLimits = createKeyLimits(app, ctx);
-  app.addHook('onRequest', async (request, reply) => {
-    // A request another instance forwarded was counted there.
-    if (!requestsAreLimited(ctx, request) || ctx.cluster?.isForwarded(request)) return undefined;
+  const refuseOverRate = async (request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
     const rate = await keyLimits.requests(request);
     if (rate === null) return undefined;
     reply.headers(rateHeaders(rate));
@@ -161,6 +159,15 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
       request,
       reply,
       new ProxyError('rate_limited', `Rate limit reached: ${rate.max} ${rate.what}. Retry in ${rate.resetSeconds} s.`, { retryAfterSeconds: rate.resetSeconds }),
+    );
+  };
+  // Callback-style: a request without limits of its own (almost all) costs no promise here.
+  app.addHook('onRequest', (request, reply, done) => {
+    // A request another instance forwarded was counted there.
+    if (!requestsAreLimited(ctx, request) || ctx.cluster?.isForwarded(request)) return done();
+    refuseOverRate(request, reply).then(
+      (sent) => (sent === undefined ? done() : undefined),
+      (err: Error) => done(err),
     );
   });
 

@@ -273,12 +273,10 @@ export class ConsoleFeed {
       }, PUSH_INTERVAL_MS);
       this.relayTimer.unref();
     }
-    this.dirty.add(sessionId);
     this.listDirty = true;
-    if (this.timer || this.viewers.size === 0) {
-      if (this.viewers.size === 0) this.dirty.clear();
-      return;
-    }
+    if (this.viewers.size === 0) return; // nobody to tell (a page that connects gets the whole list)
+    this.dirty.add(sessionId);
+    if (this.timer) return;
     this.timer = setTimeout(() => this.flush(), PUSH_INTERVAL_MS);
     this.timer.unref();
   }

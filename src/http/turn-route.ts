@@ -117,7 +117,26 @@ type Waiting = {
   readonly toolCall?: ToolCall;
 };
 
-async function respond(
+function respond(
+  adapter: ProtocolAdapter,
+  turn: RenderTurn,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  waiting: Waiting,
+  keepAliveMs: number,
+): Promise<unknown> {
+  if (turn.stream) return respondStreaming(adapter, turn, request, reply, waiting, keepAliveMs);
+  // A plain request waits on one reaction, not a suspended async function (it may wait long).
+  return waiting.outcome.then((outcome) => {
+    if (outcome.type === 'reply') {
+      return reply.send(adapter.renderReply(turn, { content: outcome.content, side: waiting.side, delivery: outcome.delivery, ...(waiting.toolCall ? { toolCall: waiting.toolCall } : {}) }));
+    }
+    if (outcome.type === 'reject') throw waitError(outcome.code);
+    return reply; // the client is gone; there is nobody to answer
+  });
+}
+
+async function respondStreaming(
   adapter: ProtocolAdapter,
   turn: RenderTurn,
   request: FastifyRequest,
@@ -126,13 +145,6 @@ async function respond(
   keepAliveMs: number,
 ): Promise<unknown> {
   const { side, outcome: pending } = waiting;
-  if (!turn.stream) {
-    const outcome = await pending;
-    if (outcome.type === 'reply') return reply.send(adapter.renderReply(turn, { content: outcome.content, side, delivery: outcome.delivery, ...(waiting.toolCall ? { toolCall: waiting.toolCall } : {}) }));
-    if (outcome.type === 'reject') throw waitError(outcome.code);
-    return reply; // the client is gone; there is nobody to answer
-  }
-
   // Streaming: headers go out at once so clients never hit a header timeout while held, with the
   // first keep-alive, since some clients (SillyTavern) show nothing until a body byte arrives.
   // Node decides the Connection header: a client that sent `Connection: close` is told so, and

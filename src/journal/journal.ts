@@ -103,41 +103,35 @@ export class Journal {
       fenceOf && fence === undefined
         ? Promise.reject(new JournalError('fenced', `Session '${record.session}' is not owned by this instance: its append was not made.`))
         : this.store.append(record, fence === undefined ? { expectedSeq: seq - 1 } : { expectedSeq: seq - 1, fence });
-    const observe = this.options.onAppended;
-    if (observe) {
-      const started = performance.now();
-      written.then(() => observe((performance.now() - started) / 1000), () => undefined);
-    }
-    written.catch((err: Error & { code?: string }) => {
-      if (err.code === 'fenced') {
-        this.seqs.delete(record.session);
-        this.logger.warn({ session_id: record.session }, `journal append refused: ${err.message}`);
-        this.options.onFenced?.(record.session);
-        return;
-      }
-      this.logger.error({ err, session_id: record.session }, `journal append failed: ${err.message}`);
-    });
-    if (this.written.length > 0) {
-      written.then(
-        () => {
-          for (const listener of this.written) {
-            try {
-              listener(record);
-            } catch (err) {
-              this.logger.error({ err, session_id: record.session }, 'a reader of the journal failed');
-            }
-          }
-        },
-        () => undefined,
-      );
-    }
-    this.last = written;
     const session = record.session;
+    this.last = written;
     this.lastOf.set(session, written);
-    // A failed append stays the session's answer until its next append.
-    written.then(() => {
-      if (this.lastOf.get(session) === written) this.lastOf.delete(session);
-    }, () => undefined);
+    // One reaction per append (a turn makes two): the metric, the readers, and forgetting it.
+    const observe = this.options.onAppended;
+    const started = observe ? performance.now() : 0;
+    written.then(
+      () => {
+        if (observe) observe((performance.now() - started) / 1000);
+        for (const listener of this.written) {
+          try {
+            listener(record);
+          } catch (err) {
+            this.logger.error({ err, session_id: session }, 'a reader of the journal failed');
+          }
+        }
+        if (this.lastOf.get(session) === written) this.lastOf.delete(session);
+      },
+      // A failed append stays the session's answer until its next append.
+      (err: Error & { code?: string }) => {
+        if (err.code === 'fenced') {
+          this.seqs.delete(session);
+          this.logger.warn({ session_id: session }, `journal append refused: ${err.message}`);
+          this.options.onFenced?.(session);
+          return;
+        }
+        this.logger.error({ err, session_id: session }, `journal append failed: ${err.message}`);
+      },
+    );
   }
 
   /** A session rebuilt from the journal carries on numbering its records after `lastSeq`. */

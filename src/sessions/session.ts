@@ -59,13 +59,44 @@ export interface SessionOptions {
 
 /** A request waiting for its outcome, and who sees the other side's live typing meanwhile. */
 interface Waiter {
+  readonly requestId: string;
   readonly resolve: (outcome: Outcome) => void;
   preview: ((text: string) => void) | null;
 }
 
+/**
+ * The requests waiting on one session: almost always one or two, so a list (a Map's table
+ * costs every held session about 150 bytes more).
+ */
+class Waiters {
+  private list: Waiter[] = [];
+
+  get(requestId: string): Waiter | undefined {
+    for (const waiter of this.list) if (waiter.requestId === requestId) return waiter;
+    return undefined;
+  }
+
+  add(waiter: Waiter): void {
+    // Not push: an array grown by push keeps room for 16 more.
+    this.list = this.list.length === 0 ? [waiter] : this.list.concat(waiter);
+  }
+
+  delete(requestId: string): void {
+    const i = this.list.findIndex((w) => w.requestId === requestId);
+    if (i !== -1) this.list.splice(i, 1);
+  }
+
+  /** Every waiter, removed. */
+  takeAll(): Waiter[] {
+    const all = this.list;
+    this.list = [];
+    return all;
+  }
+}
+
 export class Session {
   private readonly actor: Actor<typeof sessionMachine>;
-  private readonly waiting = new Map<string, Waiter>();
+  private readonly waiting = new Waiters();
   private readonly now: () => number;
   private readonly durable: ((session: string) => Promise<void>) | undefined;
   private readonly maxQueuedBytes: number;
@@ -73,7 +104,8 @@ export class Session {
    * What each side has typed live since its latest turn (previews, not journaled): every
    * request of the other side that starts waiting is shown all of it first.
    */
-  private readonly drafts: Record<Side, string> = { A: '', B: '' };
+  private draftA = '';
+  private draftB = '';
 
   constructor(
     readonly id: string,
@@ -141,7 +173,7 @@ export class Session {
         ...(options.protocol ? { protocol: options.protocol } : {}),
       };
       // What the side typed live is now its turn (or abandoned for it).
-      this.drafts[side] = '';
+      this.setDraft(side, '');
       const type = kind === 'connect' ? (side === 'A' ? 'CONNECT_A' : 'CONNECT_B') : side === 'A' ? 'MESSAGE_FROM_A' : 'MESSAGE_FROM_B';
       event = { type, turn };
     }
@@ -210,9 +242,14 @@ export class Session {
     };
   }
 
+  private setDraft(side: Side, text: string): void {
+    if (side === 'A') this.draftA = text;
+    else this.draftB = text;
+  }
+
   /** What `side` has typed live since its latest turn (a reconnecting typist carries on from it). */
   draft(side: Side): string {
-    return this.drafts[side];
+    return side === 'A' ? this.draftA : this.draftB;
   }
 
   /**
@@ -220,7 +257,7 @@ export class Session {
    * as a preview. Not journaled and not a delivery. False when nobody is held to see it.
    */
   preview(side: Side, text: string): boolean {
-    this.drafts[side] += text;
+    this.setDraft(side, this.draft(side) + text);
     const held = this.context.sides[side === 'A' ? 'B' : 'A'].held;
     const listener = held ? this.waiting.get(held.requestId)?.preview : undefined;
     if (!listener) return false;
@@ -245,7 +282,7 @@ export class Session {
         const waiter = this.waiting.get(requestId);
         if (!waiter) return;
         waiter.preview = listener;
-        const typed = this.drafts[side === 'A' ? 'B' : 'A'];
+        const typed = this.draft(side === 'A' ? 'B' : 'A');
         if (typed) listener(typed);
       },
     };
@@ -259,8 +296,7 @@ export class Session {
   evict(): void {
     if (this.closed) return;
     this.actor.send({ type: 'EVICT' });
-    for (const [requestId, waiter] of [...this.waiting]) {
-      this.waiting.delete(requestId);
+    for (const waiter of this.waiting.takeAll()) {
       waiter.resolve({ type: 'reject', code: 'session_moved' });
     }
   }
@@ -270,7 +306,7 @@ export class Session {
   }
 
   private wait(requestId: string): Promise<Outcome> {
-    return new Promise<Outcome>((resolve) => this.waiting.set(requestId, { resolve, preview: null }));
+    return new Promise<Outcome>((resolve) => this.waiting.add({ requestId, resolve, preview: null }));
   }
 
   private settle(event: SessionEmitted): void {
