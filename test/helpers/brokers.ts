@@ -6,7 +6,7 @@
  * installs them when missing (scripts/ensure-brokers.sh).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -50,6 +50,21 @@ async function stopGroup(child: ChildProcess | null, signal: NodeJS.Signals = 'S
     return;
   }
   await exited;
+}
+
+/**
+ * Kills every process whose environment holds `marker` (NAME=value). The Erlang VM a private
+ * RabbitMQ runs in is started through `su` in a session of its own and names its node only in
+ * its environment, so neither its wrapper's process group nor its command line finds it.
+ */
+function killByEnvironment(marker: string): void {
+  for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+    try {
+      if (readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(marker)) process.kill(Number(pid), 'SIGKILL');
+    } catch {
+      // gone meanwhile, or another user's
+    }
+  }
 }
 
 export async function startNats(): Promise<PrivateBroker> {
@@ -138,8 +153,8 @@ export async function startRabbit(): Promise<PrivateBroker> {
     destroy: async () => {
       await stopGroup(child, 'SIGKILL');
       child = null;
-      // The node's Erlang VM may outlive the wrapper: end it by its name.
-      spawnSync('pkill', ['-9', '-f', name]);
+      // The node's Erlang VM outlives the wrapper: end it by the node name in its environment.
+      killByEnvironment(`RABBITMQ_NODENAME=${name}`);
       rmSync(dir, { recursive: true, force: true });
     },
   };
