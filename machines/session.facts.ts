@@ -130,7 +130,9 @@ export const SESSION_FACT_TYPES: readonly SessionFactType[] = [
 /** Does this fact end the session for good (a shutdown does not: the session resumes)? */
 export const endsSession = (fact: SessionFact): boolean => fact.type === 'SessionExpired' || (fact.type === 'SessionClosed' && fact.reason !== 'shutdown');
 
-const payloadOf = (fact: SideConnected | MessageSent): TurnPayload => ({ ...fact.turn, requestId: fact.request, at: fact.at });
+// The fields first, then the turn's: an object spread and then extended gets a hidden class of
+// its own in V8, which replay would pay for every record.
+const payloadOf = (fact: SideConnected | MessageSent): TurnPayload => ({ requestId: fact.request, at: fact.at, ...fact.turn });
 
 /** The session after `fact`: the same functions the chart's actions call, without timers or replies. */
 export function evolve(ctx: SessionContext, fact: SessionFact): SessionContext {

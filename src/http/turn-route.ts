@@ -102,6 +102,12 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
   };
 }
 
+/** Adds to the request's log line (the object is the request's own: no copy, no new hidden class a request). */
+function noteOn(request: FastifyRequest, key: string, value: unknown): void {
+  if (request.turnLog) request.turnLog[key] = value;
+  else request.turnLog = { [key]: value };
+}
+
 const PREVIEW_WITHDRAWN =
   'The other side withdrew text it had typed live after this stream showed it, and sent a different message. Call again with the same messages to receive that message as sent.';
 
@@ -185,17 +191,17 @@ async function respondStreaming(
       // gets the message as sent.
       const error = new ProxyError('preview_withdrawn', PREVIEW_WITHDRAWN);
       status = error.status;
-      request.turnLog = { ...request.turnLog, error: error.code };
+      noteOn(request, 'error', error.code);
       res.end(writer.error(error));
     } else {
       const error = waitError(outcome.code);
       status = error.status;
-      request.turnLog = { ...request.turnLog, error: error.code };
+      noteOn(request, 'error', error.code);
       res.end(writer.error(error));
     }
   } finally {
     clearInterval(keepAlive);
-    request.turnLog = { ...request.turnLog, stream_status: status };
+    noteOn(request, 'stream_status', status);
   }
   return reply;
 }

@@ -136,10 +136,18 @@ export const openAIChat: ProtocolAdapter = {
     contentType: 'text/event-stream; charset=utf-8',
     writer(turn) {
       const includeUsage = turn.options['includeUsage'] === true;
-      const base = { id: completionId(), object: 'chat.completion.chunk', created: nowSeconds(), model: turn.model, system_fingerprint: null };
-      const extra = includeUsage ? { usage: null } : {};
-      const chunk = (delta: Record<string, unknown>, finish: string | null) =>
-        sse({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra });
+      const id = completionId();
+      const created = nowSeconds();
+      const { model } = turn;
+      // Each chunk is one literal (not the stream's fields spread and extended: V8 would give
+      // every such object a hidden class of its own).
+      const frame = (choices: unknown[], usage: unknown = null) =>
+        sse(
+          includeUsage
+            ? { id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices, usage }
+            : { id, object: 'chat.completion.chunk', created, model, system_fingerprint: null, choices },
+        );
+      const chunk = (delta: Record<string, unknown>, finish: string | null) => frame([{ index: 0, delta, logprobs: null, finish_reason: finish }]);
       let started = false;
       const start = (): string => {
         if (started) return '';
@@ -157,7 +165,7 @@ export const openAIChat: ProtocolAdapter = {
           } else {
             out += chunk({}, 'stop');
           }
-          if (includeUsage) out += sse({ ...base, choices: [], usage: usage(turn, content) });
+          if (includeUsage) out += frame([], usage(turn, content));
           return `${out}data: [DONE]\n\n`;
         },
         error: (error) => sse(openAIErrorBody(error)),
