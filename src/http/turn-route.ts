@@ -62,8 +62,11 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       }
     }
     const client = request.client.key;
+    // The turn with its client's key (Object.assign, not a spread extended with `client`: V8
+    // would give every such object a hidden class of its own).
+    const keyed = client ? Object.assign({}, submitted, { client }) : submitted;
     // Authorisation first: a client that may not act on the session must not spend its budget.
-    const bound = client ? ctx.sessions.get(sessionId)?.bindClient({ ...submitted, client }) : undefined;
+    const bound = client ? ctx.sessions.get(sessionId)?.bindClient(keyed) : undefined;
     if (bound && 'error' in bound) throw new ProxyError(bound.error, bound.message);
     if (limits.checking) await limits.check(request, reply, sessionId);
     // A managed key's (and its tenant's) own limits on new sessions and held requests.
@@ -80,7 +83,7 @@ export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: L
       const own = release;
       release = () => (own?.(), releaseKey());
     }
-    const result = ctx.sessions.submit(sessionId, client ? { ...submitted, client } : submitted, request.id, {
+    const result = ctx.sessions.submit(sessionId, keyed, request.id, {
       protocol: adapter.name,
       ...(turn.stream ? { stream: true } : {}),
     });
