@@ -677,9 +677,9 @@ async function runFloors(): Promise<void> {
     }
   }
   log('session layer alone (bench/session-loop.ts)');
-  const loop = await new Promise<{ actor: number; journal: number }>((resolve, reject) => {
-    const child = fork(join(root, 'bench/session-loop.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    child.once('message', (msg: { result?: { actor: number; journal: number }; error?: string }) => (msg.result ? resolve(msg.result) : reject(new Error(msg.error))));
+  const loop = await new Promise<{ actor: number; journal: number; heldBytes: number | null }>((resolve, reject) => {
+    const child = fork(join(root, 'bench/session-loop.ts'), [], { execArgv: ['--expose-gc', '--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    child.once('message', (msg: { result?: { actor: number; journal: number; heldBytes: number | null }; error?: string }) => (msg.result ? resolve(msg.result) : reject(new Error(msg.error))));
     child.once('exit', (code) => reject(new Error(`session loop exited with ${code}`)));
   });
   const med = (target: Target) => median(runs[target]);
@@ -695,7 +695,8 @@ async function runFloors(): Promise<void> {
       return `| ${name} | ${fmt(c.result.turnsPerSecond)} | ${fmt(c.result.turnsPerSecond / base.result.turnsPerSecond, 2)} | ${fmt(c.serverCpuMicrosPerTurn)} | ${fmt(c.serverCpuMicrosPerTurn / base.serverCpuMicrosPerTurn, 2)} |`;
     }),
     '',
-    `Session layer alone (attribution, the XState actor, replies; 100 sessions, no HTTP): ${fmt(loop.actor, 1)} µs/turn; with the inspection tap feeding the journal: ${fmt(loop.journal, 1)} µs/turn.`,
+    `Session layer alone (attribution, the XState actor, replies; 100 sessions, no HTTP): ${fmt(loop.actor, 1)} µs/turn; with the inspection tap feeding the journal: ${fmt(loop.journal, 1)} µs/turn.` +
+      (loop.heldBytes === null ? '' : ` A paired session with one side held keeps ${fmt(loop.heldBytes)} bytes of heap there (10,000 sessions, journal in memory).`),
   ];
   mkdirSync(outDir, { recursive: true });
   const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-floors.json`);

@@ -2,7 +2,8 @@
  * The session layer alone, without HTTP: attribution, the XState session actor, replies, and
  * (in the `journal` variant) the fact stream feeding the in-memory journal as the service
  * does. 100 sessions ping-pong 20 turns each, as in the relay workload; prints µs per turn.
- * Forked by `npm run bench -- --floors`; also runs on its own: node --import tsx bench/session-loop.ts
+ * Then the heap a paired session keeps with one side held (10,000 of them).
+ * Forked by `npm run bench -- --floors`; also runs on its own: node --expose-gc --import tsx bench/session-loop.ts
  */
 import { performance } from 'node:perf_hooks';
 import { pino } from 'pino';
@@ -60,18 +61,53 @@ async function run(variant: Variant, turns: number): Promise<number> {
   return ((performance.now() - started) * 1000) / (total * TURNS);
 }
 
-export async function sessionLoop(turns = 40_000): Promise<Record<Variant, number>> {
+/**
+ * Heap bytes a paired session keeps while one side is held, in the session layer with the
+ * journal tap (memory store) as the service runs it: A's handshake answered by B's first
+ * message, B's request held. Needs `--expose-gc`; null without it.
+ */
+export async function heldBytes(sessions = 10_000): Promise<number | null> {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) return null;
+  const settle = async () => {
+    await new Promise((r) => setTimeout(r, 20));
+    gc();
+  };
+  const registry = registryFor('journal');
+  await settle();
+  const before = process.memoryUsage().heapUsed;
+  const request = (content: string): TurnRequest => ({ explicitSide: null, assistantHistory: [], messages: [content], system: null, retryCount: 0, idempotencyKey: null });
+  const kept: unknown[] = [];
+  for (let i = 0; i < sessions; i++) registry.submit(`held-${i}`, request('ping'), `a${i}`);
+  for (let i = 0; i < sessions; i++) {
+    const held = registry.submit(`held-${i}`, request(text('opening')), `b${i}`);
+    if ('error' in held) throw new Error(held.message);
+    kept.push(held.outcome); // B's request waits, as a held HTTP request would
+  }
+  await settle();
+  const bytes = (process.memoryUsage().heapUsed - before) / sessions;
+  registry.closeAll('shutdown');
+  return kept.length === sessions ? bytes : null;
+}
+
+export async function sessionLoop(turns = 40_000): Promise<Record<Variant, number> & { heldBytes: number | null }> {
   const out = {} as Record<Variant, number>;
   for (const variant of ['actor', 'journal'] as const) {
     await run(variant, turns / 2); // warm-up
     const rounds = [await run(variant, turns), await run(variant, turns), await run(variant, turns)].sort((a, b) => a - b);
     out[variant] = rounds[1]!;
   }
-  return out;
+  return { ...out, heldBytes: await heldBytes() };
 }
 
 if (process.send) {
   sessionLoop().then((result) => process.send!({ result }), (err: Error) => process.send!({ error: err.stack }));
 } else if (import.meta.url === `file://${process.argv[1]}`) {
-  sessionLoop().then((r) => process.stdout.write(`session layer: ${r.actor.toFixed(1)} µs/turn (actor), ${r.journal.toFixed(1)} µs/turn (with the journal tap)\n`));
+  sessionLoop().then((r) =>
+    process.stdout.write(
+      `session layer: ${r.actor.toFixed(1)} µs/turn (actor), ${r.journal.toFixed(1)} µs/turn (with the journal tap)` +
+        (r.heldBytes === null ? '' : `; ${Math.round(r.heldBytes)} heap bytes a paired session with one side held`) +
+        '\n',
+    ),
+  );
 }
