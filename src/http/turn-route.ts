@@ -126,14 +126,8 @@ type Waiting = {
   readonly toolCall?: ToolCall;
 };
 
-function respond(
-  adapter: ProtocolAdapter,
-  turn: RenderTurn,
-  request: FastifyRequest,
-  reply: FastifyReply,
-  waiting: Waiting,
-  keepAliveMs: number,
-): Promise<unknown> {
+/** Answers a held request when its outcome comes (a streaming one at once, then as it comes). */
+const respond: typeof respondStreaming = (adapter, turn, request, reply, waiting, keepAliveMs) => {
   if (turn.stream) return respondStreaming(adapter, turn, request, reply, waiting, keepAliveMs);
   // A plain request waits on one reaction, not a suspended async function (it may wait long).
   return waiting.outcome.then((outcome) => {
@@ -143,7 +137,7 @@ function respond(
     if (outcome.type === 'reject') throw waitError(outcome.code);
     return reply; // the client is gone; there is nobody to answer
   });
-}
+};
 
 async function respondStreaming(
   adapter: ProtocolAdapter,
