@@ -104,12 +104,12 @@ export class WebhookSender {
 
 
 
-  /** Takes events, in their outbox order, into the queues of the endpoints that want them. */
   /** Whether offered events can go anywhere: without endpoints, the outbox need not make them. */
   wantsEvents(): boolean {
     return this.running && this.options.registry.size > 0;
   }
 
+  /** Takes events, in their outbox order, into the queues of the endpoints that want them. */
   offer(events: readonly ProxyEvent[]): void {
     if (!this.running || events.length === 0) return;
     const endpoints = this.options.registry.list().filter((e) => e.disabled === null);

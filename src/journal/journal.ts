@@ -111,7 +111,6 @@ export class Journal {
     const started = observe ? performance.now() : 0;
     written.then(
       () => {
-        if (observe) observe((performance.now() - started) / 1000);
         for (const listener of this.written) {
           try {
             listener(record);
@@ -120,6 +119,7 @@ export class Journal {
           }
         }
         if (this.lastOf.get(session) === written) this.lastOf.delete(session);
+        if (observe) observe((performance.now() - started) / 1000);
       },
       // A failed append stays the session's answer until its next append.
       (err: Error & { code?: string }) => {

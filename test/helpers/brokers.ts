@@ -60,6 +60,8 @@ async function stopGroup(child: ChildProcess | null, signal: NodeJS.Signals = 'S
 function killByEnvironment(marker: string): void {
   for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
     try {
+      // Not epmd: a node may have started the machine's one port mapper, which other nodes use.
+      if (readFileSync(`/proc/${pid}/comm`, 'latin1').trim() === 'epmd') continue;
       if (readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(marker)) process.kill(Number(pid), 'SIGKILL');
     } catch {
       // gone meanwhile, or another user's
