@@ -628,7 +628,9 @@ describe('errors in Anthropic shape', () => {
 
 describe('the SDK retrying a timed-out turn', () => {
   it('re-attaches: the answer arrives once, and nothing is delivered twice', async () => {
-    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '0.3' });
+    // A turn times out after 1 s: long enough that the last step (A held, then the session
+    // closed) cannot lose the race to the timeout and the SDK's retry on a loaded machine.
+    const server = await start({ handshakeTimeoutSeconds: '5', turnTimeoutSeconds: '1' });
     const session = uniqueId('anthropic-retry');
     const a = recordingAnthropic(server); // default maxRetries (2)
     const b = recordingAnthropic(server);
