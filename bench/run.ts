@@ -27,6 +27,7 @@ import { createServer } from 'node:net';
 import { cpus, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { decodeTraceExport } from '../test/helpers/otlp-protobuf.js';
 import { writeJournalFixture } from './journal-fixture.js';
 import type { HeldJob, HeldResult, Job, RelayJob, RelayResult } from './loadgen.js';
 
@@ -283,16 +284,22 @@ async function replayCase(events: number): Promise<ReplayCase> {
   }
 }
 
-/** A minimal OTLP/HTTP receiver: accepts trace exports and counts the spans. */
+/** A minimal OTLP/HTTP receiver: accepts trace exports (protobuf, the default, or JSON) and counts the spans. */
 async function otlpReceiver(): Promise<{ url: string; spans(): number; close(): void }> {
   let spans = 0;
   const server = createHttpServer((req, res) => {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (c: string) => (body += c));
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      spans += (body.match(/"spanId"/g) ?? []).length;
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      const body = Buffer.concat(chunks);
+      if (req.headers['content-type'] === 'application/x-protobuf') {
+        for (const rs of decodeTraceExport(body).resourceSpans) for (const ss of rs.scopeSpans) spans += ss.spans.length;
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      } else {
+        const payload = JSON.parse(body.toString('utf8')) as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: unknown[] }> }> };
+        for (const rs of payload.resourceSpans ?? []) for (const ss of rs.scopeSpans ?? []) spans += ss.spans?.length ?? 0;
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      }
     });
   });
   server.listen(0, '127.0.0.1');

@@ -11,8 +11,9 @@
  * (AsyncLocalStorage) turns on promise hooks for the whole process, which costs a held relay
  * more than the spans themselves (docs/performance.md).
  */
-import type { Context, ContextManager, Span, Tracer } from '@opentelemetry/api';
+import type { Attributes, Context, ContextManager, Span, Tracer } from '@opentelemetry/api';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { ConfigError } from '../config.js';
 import type { SessionStep } from '../sessions/fact-stream.js';
 
 export function tracingRequested(env: NodeJS.ProcessEnv): boolean {
@@ -20,6 +21,20 @@ export function tracingRequested(env: NodeJS.ProcessEnv): boolean {
 }
 
 type Api = typeof import('@opentelemetry/api');
+
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
+export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+
+/** The traces' OTLP protocol, from the standard variables; anything else is a usage error (the SDK would only warn and fall back). */
+export function otlpProtocol(env: NodeJS.ProcessEnv): OtlpProtocol {
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL']) {
+    const value = env[name]?.trim();
+    if (!value) continue;
+    if ((OTLP_PROTOCOLS as readonly string[]).includes(value)) return value as OtlpProtocol;
+    throw new ConfigError(`${name} must be one of ${OTLP_PROTOCOLS.join(', ')} (got ${JSON.stringify(value)})`);
+  }
+  return 'http/protobuf';
+}
 
 /**
  * Context for code that runs synchronously inside `with` (the SDK's own export, which marks
@@ -69,11 +84,20 @@ export class Tracing {
     private readonly tracer: Tracer,
   ) {}
 
-  /** Starts the OpenTelemetry SDK with the OTLP/HTTP exporter; OTEL_* variables configure it. */
+  /**
+   * Starts the OpenTelemetry SDK with the OTLP exporter for the standard
+   * OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL (`http/protobuf` by default, as the specification
+   * says; `http/json` or `grpc`); the other OTEL_* variables configure it.
+   */
   static async start(env: NodeJS.ProcessEnv): Promise<Tracing> {
+    const protocol = otlpProtocol(env);
     const [{ NodeSDK }, { OTLPTraceExporter }, api] = await Promise.all([
       import('@opentelemetry/sdk-node'),
-      import('@opentelemetry/exporter-trace-otlp-http'),
+      protocol === 'http/json'
+        ? import('@opentelemetry/exporter-trace-otlp-http')
+        : protocol === 'grpc'
+          ? import('@opentelemetry/exporter-trace-otlp-grpc')
+          : import('@opentelemetry/exporter-trace-otlp-proto'),
       import('@opentelemetry/api'),
     ]);
     const sdk = new NodeSDK({
@@ -92,23 +116,20 @@ export class Tracing {
     app.addHook('onRequest', (request, reply, done) => {
       const parent = request.headers.traceparent ? api.propagation.extract(api.ROOT_CONTEXT, request.headers) : api.ROOT_CONTEXT;
       const route = request.routeOptions.url;
-      const path = request.url.split('?')[0] ?? request.url;
-      const span = tracer.startSpan(
-        route ? `${request.method} ${route}` : request.method,
-        {
-          kind: api.SpanKind.SERVER,
-          attributes: {
-            'http.request.method': request.method,
-            'url.path': path,
-            'url.scheme': request.protocol,
-            'network.protocol.version': request.raw.httpVersion,
-            'client.address': request.ip,
-            ...(route ? { 'http.route': route } : {}),
-            ...(request.headers['user-agent'] ? { 'user_agent.original': request.headers['user-agent'] } : {}),
-          },
-        },
-        parent,
-      );
+      const url = request.url;
+      const query = url.indexOf('?');
+      // Built as one literal, then extended: a spread-and-extend object gets a fresh hidden class each time.
+      const attributes: Attributes = {
+        'http.request.method': request.method,
+        'url.path': query === -1 ? url : url.slice(0, query),
+        'url.scheme': request.protocol,
+        'network.protocol.version': request.raw.httpVersion,
+        'client.address': request.ip,
+      };
+      if (route) attributes['http.route'] = route;
+      const agent = request.headers['user-agent'];
+      if (agent) attributes['user_agent.original'] = agent;
+      const span = tracer.startSpan(route ? `${request.method} ${route}` : request.method, { kind: api.SpanKind.SERVER, attributes }, parent);
       this.spans.set(request.id, span);
       // A held request whose client goes away gets no response: its span ends here instead.
       reply.raw.once('close', () => {
@@ -155,7 +176,8 @@ export class Tracing {
     const cause = first && 'request' in first ? first.request : null;
     const span = cause ? this.spans.get(cause) : undefined;
     if (!span) return;
-    span.addEvent('session.transition', { event: step.facts.map((f) => f.type).join(','), 'state.from': step.previous, 'state.to': step.state });
+    const event = step.facts.length === 1 ? first!.type : step.facts.map((f) => f.type).join(',');
+    span.addEvent('session.transition', { event, 'state.from': step.previous, 'state.to': step.state });
     for (const fact of step.facts) {
       if (fact.type !== 'MessageDelivered' || !fact.request || fact.request === cause) continue;
       const receiver = this.spans.get(fact.request);
