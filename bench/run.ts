@@ -12,8 +12,8 @@
  *   --no-cluster                  leave out the cluster cases (S=100 through 1 and 2 instances
  *                                 on a private redis-server beside the single-process proxy,
  *                                 and takeover time after SIGKILL)
- *   --profile                     only the S=100 JSON relay, with the proxy and the baseline
- *                                 under --cpu-prof; the profiles are written to the results folder
+ *   --profile                     only the S=100 JSON relay, with the baseline, the proxy and the proxy
+ *                                 with tracing on under --cpu-prof; the profiles go to the results folder
  *   --floors                      what the proxy's parts cost on their own: the S=100 JSON relay
  *                                 on the baseline, on a plain Fastify route (bench/fastify-relay.mjs)
  *                                 and on the proxy, interleaved 3 times, and the session layer
@@ -106,12 +106,13 @@ interface Server {
 /** The proxy runs without a journal (JOURNAL_PATH=memory) unless a case says otherwise. */
 async function startServer(target: Target, env: Record<string, string> = {}): Promise<Server> {
   const port = await freePort();
+  const profileName = env['OTEL_EXPORTER_OTLP_ENDPOINT'] ? 'proxy-traced' : target;
   const [command, argv] =
     target === 'framework'
       ? [process.execPath, [join(root, 'bench/fastify-relay.mjs'), String(port)]]
       : target === 'baseline'
       ? [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=baseline.cpuprofile'] : []), join(root, 'bench/baseline-relay.mjs'), String(port)]]
-      : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=proxy.cpuprofile'] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
+      : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${profileName}.cpuprofile`] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
   const child = spawn(command, argv, {
     cwd: root,
     detached: true, // its own process group, stopped as a whole
@@ -284,28 +285,40 @@ async function replayCase(events: number): Promise<ReplayCase> {
   }
 }
 
-/** A minimal OTLP/HTTP receiver: accepts trace exports (protobuf, the default, or JSON) and counts the spans. */
+/**
+ * A minimal OTLP/HTTP receiver: accepts trace exports (protobuf, the default, or JSON) and
+ * counts their spans. It keeps the bodies and decodes them when asked, between cases: a
+ * collector runs beside the service, not on its thread, and decoding during a case would take
+ * the shared cores from the proxy and charge the receiver's work to tracing.
+ */
 async function otlpReceiver(): Promise<{ url: string; spans(): number; close(): void }> {
   let spans = 0;
+  const pending: Array<{ protobuf: boolean; body: Buffer }> = [];
   const server = createHttpServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      if (req.headers['content-type'] === 'application/x-protobuf') {
+      const protobuf = req.headers['content-type'] === 'application/x-protobuf';
+      pending.push({ protobuf, body: Buffer.concat(chunks) });
+      if (protobuf) res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      else res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  const count = (): number => {
+    for (const { protobuf, body } of pending.splice(0)) {
+      if (protobuf) {
         for (const rs of decodeTraceExport(body).resourceSpans) for (const ss of rs.scopeSpans) spans += ss.spans.length;
-        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
       } else {
         const payload = JSON.parse(body.toString('utf8')) as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: unknown[] }> }> };
         for (const rs of payload.resourceSpans ?? []) for (const ss of rs.scopeSpans ?? []) spans += ss.spans?.length ?? 0;
-        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
       }
-    });
-  });
+    }
+    return spans;
+  };
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}`, spans: () => spans, close: () => server.close() };
+  return { url: `http://127.0.0.1:${port}`, spans: count, close: () => server.close() };
 }
 
 async function heldCase(target: Target, sessions: number, paired: boolean): Promise<HeldCase> {
@@ -565,10 +578,13 @@ async function main(): Promise<void> {
   }
   if (profile) {
     mkdirSync(outDir, { recursive: true });
-    for (const target of ['baseline', 'proxy'] as const) {
-      const c = await relayCase(target, 100, false, PLAN.turns[100] ?? 20000);
-      log(`${target} S=100: ${fmt(c.result.turnsPerSecond)} turns/s, ${fmt(c.serverCpuMicrosPerTurn)} µs CPU/turn; profile ${join(outDir, `${target}.cpuprofile`)}`);
+    const receiver = await otlpReceiver();
+    for (const [target, name, otlp] of [['baseline', 'baseline', undefined], ['proxy', 'proxy', undefined], ['proxy', 'proxy-traced', receiver.url]] as const) {
+      const c = await relayCase(target, 100, false, PLAN.turns[100] ?? 20000, undefined, undefined, otlp);
+      log(`${name} S=100: ${fmt(c.result.turnsPerSecond)} turns/s, ${fmt(c.serverCpuMicrosPerTurn)} µs CPU/turn; profile ${join(outDir, `${name}.cpuprofile`)}`);
     }
+    log(`${fmt(receiver.spans())} spans received from the traced proxy`);
+    receiver.close();
     log('open the .cpuprofile in Chrome DevTools (Performance → Load profile)');
     return;
   }
