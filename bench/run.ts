@@ -111,7 +111,7 @@ async function startServer(target: Target, env: Record<string, string> = {}): Pr
     target === 'framework'
       ? [process.execPath, [join(root, 'bench/fastify-relay.mjs'), String(port)]]
       : target === 'baseline'
-      ? [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, '--cpu-prof-name=baseline.cpuprofile'] : []), join(root, 'bench/baseline-relay.mjs'), String(port)]]
+      ? [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${profileName}.cpuprofile`] : []), join(root, 'bench/baseline-relay.mjs'), String(port)]]
       : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${profileName}.cpuprofile`] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
   const child = spawn(command, argv, {
     cwd: root,
