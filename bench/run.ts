@@ -18,6 +18,9 @@
  *                                 on the baseline, on a plain Fastify route (bench/fastify-relay.mjs)
  *                                 and on the proxy, interleaved 3 times, and the session layer
  *                                 alone in a loop (bench/session-loop.ts); about a minute
+ *   --proxy-flags "FLAGS"         Node or V8 flags for the proxy's process only (the baseline and the
+ *                                 load generator run as always), e.g. "--max-semi-space-size=8";
+ *                                 the results record them and the docs are left alone
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -45,7 +48,14 @@ const outIndex = args.indexOf('--out');
 const outDir = outIndex >= 0 ? args[outIndex + 1]! : mode === 'smoke' ? mkdtempSync(join(tmpdir(), 'motive-bench-')) : join(root, 'bench/results');
 const profile = args.includes('--profile');
 const floors = args.includes('--floors');
-const writeDocs = mode !== 'smoke' && !profile && !floors && !args.includes('--no-docs');
+const proxyFlagsIndex = args.indexOf('--proxy-flags');
+const proxyFlags = proxyFlagsIndex >= 0 ? (args[proxyFlagsIndex + 1] ?? '').split(/\s+/).filter(Boolean) : [];
+if (proxyFlagsIndex >= 0 && proxyFlags.length === 0) {
+  process.stderr.write('--proxy-flags needs the flags as one argument, e.g. --proxy-flags "--max-semi-space-size=8"\n');
+  process.exit(2);
+}
+// The table in the docs describes the service as it ships.
+const writeDocs = mode !== 'smoke' && !profile && !floors && proxyFlags.length === 0 && !args.includes('--no-docs');
 
 const PLAN = {
   default: {
@@ -112,7 +122,7 @@ async function startServer(target: Target, env: Record<string, string> = {}): Pr
       ? [process.execPath, [join(root, 'bench/fastify-relay.mjs'), String(port)]]
       : target === 'baseline'
       ? [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${profileName}.cpuprofile`] : []), join(root, 'bench/baseline-relay.mjs'), String(port)]]
-      : [process.execPath, [...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${profileName}.cpuprofile`] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
+      : [process.execPath, [...proxyFlags, ...(profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=${profileName}.cpuprofile`] : []), join(root, 'dist/src/cli.js'), '--port', String(port)]];
   const child = spawn(command, argv, {
     cwd: root,
     detached: true, // its own process group, stopped as a whole
@@ -576,6 +586,7 @@ async function main(): Promise<void> {
     const build = spawnSync('npm', ['run', 'build', '--silent'], { cwd: root, stdio: 'inherit' });
     if (build.status !== 0) throw new Error('build failed');
   }
+  if (proxyFlags.length) log(`the proxy runs with ${proxyFlags.join(' ')} (the docs' table is left alone)`);
   if (profile) {
     mkdirSync(outDir, { recursive: true });
     const receiver = await otlpReceiver();
@@ -779,7 +790,7 @@ function summarize(relay: RelayCase[], held: HeldCase[], replay: ReplayCase, jou
     date: new Date().toISOString(),
     mode,
     machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', memoryGb: Math.round(totalmem() / 2 ** 30), node: process.version, platform: `${process.platform} ${process.arch}` },
-    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: `memory, except the journal cases (S=${journalSessions})`, tracing: 'off, except the tracing-on case (OTLP/HTTP to a local receiver)' },
+    settings: { turnsPerSession: TURNS_PER_SESSION, messageBytes: MESSAGE_BYTES, proxyLogLevel: 'warn', journal: `memory, except the journal cases (S=${journalSessions})`, tracing: 'off, except the tracing-on case (OTLP/HTTP to a local receiver)', proxyNodeFlags: proxyFlags },
     relay,
     held,
     replay,
