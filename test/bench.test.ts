@@ -46,3 +46,39 @@ it('runs the smoke benchmark and records both targets with no errors', async () 
   }
   expect(report.cluster!.takeover.answered).toBe(report.cluster!.takeover.sessions);
 }, 240_000);
+
+it('runs the proxy, and only the proxy, with the flags of --proxy-flags, and records them', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-flags-'));
+  const marker = join(out, 'started.txt');
+  // A module the flag imports into every process it reaches: each one writes its entry point down.
+  const flags = "--import=data:text/javascript,import{appendFileSync}from'node:fs';appendFileSync(process.env.BENCH_TEST_MARKER,process.argv[1]+'\\n')";
+  await new Promise<void>((resolve, reject) =>
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'bench/run.ts', '--smoke', '--no-build', '--no-cluster', '--out', out, '--proxy-flags', flags],
+      { cwd: root, env: { ...process.env, BENCH_TEST_MARKER: marker } },
+      (err, _stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve()),
+    ),
+  );
+  const started = readFileSync(marker, 'utf8').trim().split('\n');
+  expect(started.length).toBeGreaterThan(0);
+  for (const entry of started) expect(entry.endsWith(join('dist', 'src', 'cli.js'))).toBe(true);
+  const file = readdirSync(out).find((f) => f.endsWith('.json'))!;
+  const report = JSON.parse(readFileSync(join(out, file), 'utf8')) as {
+    settings: { proxyNodeFlags: string[] };
+    relay: Array<{ target: string; result: { turns: number; errors: Record<string, number> } }>;
+  };
+  expect(report.settings.proxyNodeFlags).toEqual([flags]);
+  expect(new Set(report.relay.map((c) => c.target))).toEqual(new Set(['baseline', 'proxy']));
+  for (const c of report.relay) expect(c.result.errors).toEqual({});
+}, 120_000);
+
+it('refuses --proxy-flags without its value, with a usage error', async () => {
+  const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    execFile(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke', '--no-build', '--proxy-flags'], { cwd: root }, (err, _stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr }),
+    ),
+  );
+  expect(code).toBe(2);
+  expect(stderr).toContain('--proxy-flags needs the flags as one argument');
+}, 60_000);
