@@ -97,8 +97,11 @@ export class FileAuditStore implements AuditStore {
   }
 
   async open(): Promise<this> {
-    await mkdir(this.directory, { recursive: true });
-    this.handle = await open(this.path, 'a');
+    // Private, as the journal beside it: who did what is for the operators' eyes only.
+    await mkdir(this.directory, { recursive: true, mode: 0o700 });
+    this.handle = await open(this.path, 'a', 0o600);
+    // A file made by an older version (or under a loose umask) is made private too.
+    await this.handle.chmod(0o600).catch((error: Error) => process.emitWarning(`could not make ${this.path} private (mode 600): ${error.message}`, 'AuditWarning'));
     return this;
   }
 

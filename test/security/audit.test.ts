@@ -2,10 +2,11 @@
 // action is recorded with who, when, from where and what, never a secret; it is filtered by
 // tenant, actor, action and time, exported as JSON lines, kept through a restart, read by a
 // tenant's admin for its own tenant only, and shared by the instances of a cluster.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { FileAuditStore } from '../../src/audit/audit.js';
 import { startCluster } from '../cluster/instances.js';
 import { until } from '../http/support.js';
 
@@ -68,6 +69,8 @@ describe('the audit trail', () => {
       expect(JSON.stringify(entries)).not.toContain(secret);
     }
     expect(stored).not.toContain('digest');
+    // Private, as the journal beside it.
+    expect(statSync(join(dir, 'audit.jsonl')).mode & 0o777).toBe(0o600);
 
     // Filters: action (a prefix), tenant, actor, time, limit.
     expect((await audit(s.url, '?action=key')).map((e) => e.action)).toEqual(['key.created', 'key.created', 'key.rotated', 'key.revoked']);
@@ -90,6 +93,26 @@ describe('the audit trail', () => {
     await s.shutdown();
     const again = await start({ journalPath: dir });
     expect((await audit(again.url)).length).toBe(entries.length);
+  });
+
+  it('keeps its file private, and makes a file an older version left readable private too', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'motive-audit-mode-'));
+    const entry = { id: 'old', at: new Date(0).toISOString(), action: 'key.created', outcome: 'ok' };
+    writeFileSync(join(dir, 'audit.jsonl'), `${JSON.stringify(entry)}\n`, { mode: 0o644 });
+    expect(statSync(join(dir, 'audit.jsonl')).mode & 0o777).toBe(0o644);
+    const store = await new FileAuditStore(dir).open();
+    try {
+      expect(statSync(join(dir, 'audit.jsonl')).mode & 0o777).toBe(0o600);
+      const read = [];
+      for await (const e of store.read()) read.push(e);
+      expect(read).toEqual([entry]);
+    } finally {
+      await store.close();
+    }
+    const fresh = join(dir, 'fresh');
+    await (await new FileAuditStore(fresh).open()).close();
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
+    expect(statSync(join(fresh, 'audit.jsonl')).mode & 0o777).toBe(0o600);
   });
 
   it("lets a tenant's admin read its own tenant's entries only", async () => {
