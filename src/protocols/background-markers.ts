@@ -198,11 +198,13 @@ export const ONLY_THE_TITLE_SIGN =
 
 // Connection tests: SillyTavern's "Test Message" and Chatbox's basic model test send a lone "Hi",
 // LobeChat's "Check" a lone "hello" (exact text, case-sensitive). A lone lowercase "hello" is also
-// what people type to open a conversation, so it counts only with LobeChat's token cap beside it
-// (its current check sends max_tokens: 256; a person's curl request rarely sends any).
-export const GREETING_TESTS: readonly { readonly text: string; readonly needsTokenCap: boolean }[] = [
-  { text: 'Hi', needsTokenCap: false },
-  { text: 'hello', needsTokenCap: true },
+// what people and agents open a conversation with, so it counts only with LobeChat's own token
+// cap beside it: its check sends max_tokens 256. Any cap would not do: the Anthropic Messages API
+// requires one, so every Anthropic SDK call carries one (1024 in its examples).
+export const LOBECHAT_CHECK_MAX_TOKENS = 256;
+export const GREETING_TESTS: readonly { readonly text: string; readonly needsLobeChatCap: boolean }[] = [
+  { text: 'Hi', needsLobeChatCap: false },
+  { text: 'hello', needsLobeChatCap: true },
 ];
 
 export function greetingTestReply(greeting: string): string {

@@ -9,6 +9,7 @@ import {
   CHATBOX_VISION_PROBE,
   GENERIC_TITLE_REQUEST,
   GREETING_TESTS,
+  LOBECHAT_CHECK_MAX_TOKENS,
   JSON_KEYS,
   MARKERS,
   NOTHING_TO_DO_ARGUMENTS,
@@ -96,13 +97,14 @@ function connectionTest(messages: readonly ChatText[], body: Body): BackgroundTa
   if (!only || only.role !== 'user') return null;
   const text = only.content.trim();
   const tools = toolsOf(body);
-  const greeting = GREETING_TESTS.find((g) => g.text === text && (!g.needsTokenCap || hasTokenCap(body)));
+  const greeting = GREETING_TESTS.find((g) => g.text === text && (!g.needsLobeChatCap || hasLobeChatCap(body)));
   if (!hasTools(body) && greeting) return { kind: 'connection_test', reply: greetingTestReply(text) };
   if (isChatboxProbe(text, tools, body)) return { kind: 'connection_test', reply: CHATBOX_PROBE_REPLY };
   return null;
 }
 
-const hasTokenCap = (body: Body): boolean => typeof body?.['max_tokens'] === 'number' || typeof body?.['max_completion_tokens'] === 'number';
+const hasLobeChatCap = (body: Body): boolean =>
+  body?.['max_tokens'] === LOBECHAT_CHECK_MAX_TOKENS || body?.['max_completion_tokens'] === LOBECHAT_CHECK_MAX_TOKENS;
 
 function isChatboxProbe(text: string, tools: readonly Tool[], body: Body): boolean {
   if (text === CHATBOX_VISION_PROBE.text) return tools.length === 0 && JSON.stringify(body?.['messages'] ?? '').includes(CHATBOX_VISION_PROBE.image);

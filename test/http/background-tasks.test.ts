@@ -4,6 +4,7 @@
 // plain or streamed, and never reaches the other side nor disturbs the conversation; with
 // answerBackgroundTasks: 'false' the same request is forwarded like any other message.
 import { readFileSync } from 'node:fs';
+import Anthropic from '@anthropic-ai/sdk';
 import type { ChatCompletionCreateParamsNonStreaming, ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import { describe, expect, it } from 'vitest';
 import { apiError, sleep, uniqueId, untilHeld, useServers } from './support.js';
@@ -163,6 +164,27 @@ describe('connection tests and other chat UIs', () => {
     expect((await b1).choices[0]!.message.content).toBe('a1');
     await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
     expect((await a1).status).toBe(410);
+  });
+
+  it('forward an Anthropic SDK client\'s opening "hello" (its required max_tokens is not LobeChat\'s check)', async () => {
+    const server = await start();
+    const session = uniqueId('hello');
+    const client = server.client({ maxRetries: 0 });
+    const handshake = client.chat.completions.create({ model: session, messages: [{ role: 'user', content: 'Are you there?' }] });
+    await untilHeld(server, session, 'A');
+    const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
+    const b1 = anthropic.messages.create({ model: session, max_tokens: 1024, messages: [{ role: 'user', content: 'hello' }] });
+    expect((await handshake).choices[0]!.message.content).toBe('hello');
+    // LobeChat's own check, with its cap of 256, is still answered by the proxy, now from the other side.
+    const check = await client.chat.completions.create(fixtureBody('lobechat-connection-check', session) as unknown as ChatCompletionCreateParamsNonStreaming);
+    expect(check.choices[0]!.message.content).toContain('forwarded nothing');
+    await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
+    const closed = await b1.then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(closed).toBeInstanceOf(Anthropic.APIError);
+    expect((closed as InstanceType<typeof Anthropic.APIError>).status).toBe(410);
   });
 
   it("forward the Hi test like a normal turn with answerBackgroundTasks: 'false'", async () => {

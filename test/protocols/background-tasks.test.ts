@@ -374,8 +374,8 @@ describe('detectBackgroundTask: chat UI fixtures', () => {
 describe('detectBackgroundTask: connection tests', () => {
   const lone = (content: string): ChatText[] => [{ role: 'user', content }];
 
-  it('answers a lone "Hi", and a lone "hello" sent with a token cap (LobeChat), trimmed, with an explanation a person can read', () => {
-    for (const [word, body] of [['Hi', undefined], ['  Hi\n', undefined], ['hello', { max_tokens: 256 }]] as const) {
+  it('answers a lone "Hi", and a lone "hello" sent with LobeChat\'s token cap, trimmed, with an explanation a person can read', () => {
+    for (const [word, body] of [['Hi', undefined], ['  Hi\n', undefined], ['hello', { max_tokens: 256 }], ['hello', { max_completion_tokens: 256 }]] as const) {
       const task = detectBackgroundTask(lone(word), body);
       expect(task?.kind).toBe('connection_test');
       expect(task!.reply).toContain('MotiveProxy');
@@ -383,9 +383,12 @@ describe('detectBackgroundTask: connection tests', () => {
     }
   });
 
-  it('takes a lone "hello" without a token cap for a person opening a conversation', () => {
+  it('takes a lone "hello" without LobeChat\'s token cap for a person or an agent opening a conversation', () => {
     expect(detectBackgroundTask(lone('hello'))).toBeNull();
     expect(detectBackgroundTask(lone('hello'), { stream: true })).toBeNull();
+    // The Anthropic Messages API requires a cap: an SDK call always has one.
+    expect(detectBackgroundTask(lone('hello'), { max_tokens: 1024 })).toBeNull();
+    expect(detectBackgroundTask(lone('hello'), { max_completion_tokens: 4096 })).toBeNull();
   });
 
   const ordinary: [string, ChatText[], Record<string, unknown>?][] = [
