@@ -154,7 +154,12 @@ export function idempotencyKeyOf(headers: IncomingHttpHeaders): string | null {
  * to delete it. (`String.prototype.isWellFormed` says the same, but is past this project's lib.)
  */
 export const sessionModel = z
-  .string({ error: 'model is required: it names the session (e.g. "npc-guard", or "npc-guard|A" to pick a side)' })
+  .string({
+    error: (issue) =>
+      issue.input === undefined || issue.input === null
+        ? 'model is required: it names the session (e.g. "npc-guard", or "npc-guard|A" to pick a side)'
+        : `model must be a string naming the session (e.g. "npc-guard"), not ${Array.isArray(issue.input) ? 'an array' : typeof issue.input === 'object' ? 'an object' : `a ${typeof issue.input}`}`,
+  })
   .min(1, 'model must not be empty')
   .max(256, 'model is longer than 256 characters')
   .refine((model) => !/\p{Surrogate}/u.test(model), 'model must be well-formed Unicode (it holds a lone UTF-16 surrogate)');

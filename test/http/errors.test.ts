@@ -59,6 +59,18 @@ describe('422 invalid_request', () => {
     expect(err.headers?.get('x-should-retry')).toBe('false');
   });
 
+  it('answers a model that is not a string by saying so, not that it is missing', async () => {
+    for (const [model, kind] of [[5, 'a number'], [['s'], 'an array'], [{ id: 's' }, 'an object'], [true, 'a boolean']] as const) {
+      const err = await expectRefused((c) => c.chat.completions.create(asAny({ model, messages: [{ role: 'user', content: 'hi' }] })), 422, 'invalid_request');
+      expect(err.param).toBe('model');
+      expect(err.message).toContain(`model must be a string naming the session`);
+      expect(err.message).toContain(`not ${kind}`);
+    }
+    const missing = await expectRefused((c) => c.chat.completions.create(asAny({ model: null, messages: [{ role: 'user', content: 'hi' }] })), 422, 'invalid_request');
+    expect(missing.message).toMatch(/model is required/);
+    expect(missing.message).not.toContain('must be a string');
+  });
+
   it('answers a request without messages, or with an empty list', async () => {
     const missing = await expectRefused((c) => c.chat.completions.create(asAny({ model: uniqueId('e') })), 422, 'invalid_request');
     expect(missing.param).toBe('messages');
