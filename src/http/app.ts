@@ -30,6 +30,7 @@ import { chatRoutes } from './routes/chat.js';
 import { consoleRoutes } from './routes/console.js';
 import { healthRoutes } from './routes/health.js';
 import { modelRoutes } from './routes/models.js';
+import { compatRoutes } from './routes/compat.js';
 import { realtimeRoutes } from './routes/realtime.js';
 import { sessionRoutes } from './routes/sessions.js';
 import { CLUSTER_TOKEN, FORWARDED_ID } from '../cluster/forward.js';
@@ -228,6 +229,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
   await app.register(chatRoutes, { ctx });
   await app.register(realtimeRoutes, { ctx });
   await app.register(modelRoutes, { ctx });
+  await app.register(compatRoutes);
   await app.register(sessionRoutes, { ctx });
   await app.register(healthRoutes, { ctx });
   await app.register(adminRoutes, { ctx });

@@ -106,9 +106,31 @@ const event = (name: string, data: unknown): string => `event: ${name}\ndata: ${
 /** Byte for byte what the API sends while a response is being produced. */
 const PING = 'event: ping\ndata: {"type": "ping"}\n\n';
 
+const countTokensRequest = z.looseObject({
+  model: z.string({ error: 'model is required' }).min(1, 'model must not be empty'),
+  messages: z.array(messageParam, { error: 'messages is required and must be an array' }).min(1, 'messages must not be empty'),
+  system: content.nullish(),
+  tools: z.array(z.unknown(), { error: 'tools must be an array' }).nullish(),
+});
+
+/**
+ * POST /v1/messages/count_tokens (the SDK's `messages.countTokens`, which agents and CLIs call
+ * before a long request): the same estimate the proxy's `usage` reports, about four bytes a
+ * token, over the system prompt, the messages' text and the tools' definitions. No session is
+ * touched: counting is not a turn.
+ */
+export function countTokens(body: unknown): { input_tokens: number } {
+  const fields = parseBody(countTokensRequest, body);
+  const parts = [textOfParts(fields.system), ...fields.messages.map((m) => textOfParts(m.content))];
+  if (fields.tools && fields.tools.length > 0) parts.push(JSON.stringify(fields.tools));
+  return { input_tokens: Math.max(1, estimateTokens(parts.join(''))) };
+}
+
 export const anthropicMessages: ProtocolAdapter = {
   name: 'anthropic',
   routes: ['/v1/messages'],
+  // Errors on paths under it the proxy does not serve (the API's batches, say) take its shape.
+  pathPrefixes: ['/v1/messages/'],
 
   // x-api-key / authorization and anthropic-version are accepted and not checked.
   parse({ body, headers }, { answerBackgroundTasks }) {
