@@ -21,6 +21,11 @@
  *   --proxy-flags "FLAGS"         Node or V8 flags for the proxy's process only (the baseline and the
  *                                 load generator run as always), e.g. "--max-semi-space-size=8";
  *                                 the results record them and the docs are left alone
+ *   --sweep-flags "A,B,…"         compares the proxy under each set of flags (comma-separated; each
+ *                                 set space-separated) and under none, interleaved round by round
+ *                                 (5 rounds; --quick 2): the S=100 JSON relay's CPU a turn against the
+ *                                 baseline's in the same round, 10,000 paired sessions held (RSS), and
+ *                                 the S=1 relay's p99; medians, as a table and a -flag-sweep.json
  */
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -49,13 +54,19 @@ const outDir = outIndex >= 0 ? args[outIndex + 1]! : mode === 'smoke' ? mkdtempS
 const profile = args.includes('--profile');
 const floors = args.includes('--floors');
 const proxyFlagsIndex = args.indexOf('--proxy-flags');
-const proxyFlags = proxyFlagsIndex >= 0 ? (args[proxyFlagsIndex + 1] ?? '').split(/\s+/).filter(Boolean) : [];
+let proxyFlags = proxyFlagsIndex >= 0 ? (args[proxyFlagsIndex + 1] ?? '').split(/\s+/).filter(Boolean) : [];
 if (proxyFlagsIndex >= 0 && proxyFlags.length === 0) {
   process.stderr.write('--proxy-flags needs the flags as one argument, e.g. --proxy-flags "--max-semi-space-size=8"\n');
   process.exit(2);
 }
+const sweepIndex = args.indexOf('--sweep-flags');
+const sweep: string[][] | null = sweepIndex >= 0 ? (args[sweepIndex + 1] ?? '').split(',').map((set) => set.split(/\s+/).filter(Boolean)).filter((set) => set.length > 0) : null;
+if (sweep !== null && (sweep.length === 0 || proxyFlagsIndex >= 0)) {
+  process.stderr.write('--sweep-flags needs the flag sets as one argument, e.g. --sweep-flags "--max-semi-space-size=8,--max-semi-space-size=32", and does not go with --proxy-flags\n');
+  process.exit(2);
+}
 // The table in the docs describes the service as it ships.
-const writeDocs = mode !== 'smoke' && !profile && !floors && proxyFlags.length === 0 && !args.includes('--no-docs');
+const writeDocs = mode !== 'smoke' && !profile && !floors && sweep === null && proxyFlags.length === 0 && !args.includes('--no-docs');
 
 const PLAN = {
   default: {
@@ -600,6 +611,7 @@ async function main(): Promise<void> {
     return;
   }
   if (floors) return runFloors();
+  if (sweep) return runSweep(sweep);
   if (args.includes('--cluster')) {
     const cluster = await clusterCases();
     if (cluster) process.stdout.write(`\n${clusterMarkdown(cluster)}\n`);
@@ -700,6 +712,53 @@ async function main(): Promise<void> {
 }
 
 /** `--floors`: the relay on raw node:http, on a plain Fastify route and on the proxy, and the session layer alone. */
+/** The proxy under each set of flags and under none, interleaved round by round with the baseline. */
+async function runSweep(sets: string[][]): Promise<void> {
+  const rounds = mode === 'default' ? 5 : mode === 'quick' ? 2 : 1;
+  const turns = mode === 'smoke' ? 200 : (PLAN.turns[100] ?? 20000);
+  const oneTurns = mode === 'smoke' ? 50 : (PLAN.turns[1] ?? 4000);
+  const heldSessions = mode === 'default' ? 10000 : mode === 'quick' ? 1000 : 50;
+  const variants = [[], ...sets];
+  const name = (flags: string[]) => (flags.length ? flags.join(' ') : 'none');
+  type Row = { round: number; cpuRatio: number; turnsPerSecondRatio: number; heldRssMb: number; s1P99Ms: number; errors: Record<string, number> };
+  const rows = new Map<string, Row[]>(variants.map((v) => [name(v), []]));
+  const baselines: Array<{ round: number; turnsPerSecond: number; cpu: number; s1P99Ms: number }> = [];
+  for (let round = 1; round <= rounds; round++) {
+    proxyFlags = [];
+    const base = await relayCase('baseline', 100, false, turns);
+    const baseOne = await relayCase('baseline', 1, false, oneTurns);
+    baselines.push({ round, turnsPerSecond: base.result.turnsPerSecond, cpu: base.serverCpuMicrosPerTurn, s1P99Ms: baseOne.result.latency.p99 });
+    log(`[round ${round}/${rounds}] baseline: ${fmt(base.result.turnsPerSecond)} turns/s, ${fmt(base.serverCpuMicrosPerTurn)} µs CPU/turn, S=1 p99 ${baseOne.result.latency.p99} ms`);
+    for (const flags of variants) {
+      proxyFlags = flags;
+      const relay = await relayCase('proxy', 100, false, turns);
+      const held = await heldCase('proxy', heldSessions, true);
+      const one = await relayCase('proxy', 1, false, oneTurns);
+      const errors = { ...relay.result.errors, ...held.errors, ...one.result.errors };
+      const row = { round, cpuRatio: relay.serverCpuMicrosPerTurn / base.serverCpuMicrosPerTurn, turnsPerSecondRatio: relay.result.turnsPerSecond / base.result.turnsPerSecond, heldRssMb: held.rssHeldMb, s1P99Ms: one.result.latency.p99, errors };
+      rows.get(name(flags))!.push(row);
+      log(`[round ${round}/${rounds}] ${name(flags).padEnd(28)} CPU ${fmt(row.cpuRatio, 2)}× baseline, ${fmt(row.turnsPerSecondRatio, 2)}× its turns/s, ${fmt(held.sessions)} paired held ${fmt(row.heldRssMb)} MB, S=1 p99 ${row.s1P99Ms} ms, errors ${errorsOf(errors)}`);
+    }
+  }
+  proxyFlags = [];
+  const mid = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]!;
+  const range = (values: number[]) => `${fmt(Math.min(...values))}–${fmt(Math.max(...values))}`;
+  const lines = [
+    `Flag sweep ${new Date().toISOString().slice(0, 10)} on ${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown'}, Node ${process.version} (medians of ${rounds} interleaved round${rounds > 1 ? 's' : ''}; baseline S=1 p99 ${fmt(mid(baselines.map((b) => b.s1P99Ms)), 2)} ms).`,
+    '',
+    `| proxy flags | CPU a turn, × baseline | turns/s, × baseline | ${fmt(heldSessions)} paired held | S=1 p99 |`,
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...[...rows].map(([flags, r]) =>
+      `| ${flags === 'none' ? 'none' : `\`${flags}\``} | ${fmt(mid(r.map((x) => x.cpuRatio)), 2)}× | ${fmt(mid(r.map((x) => x.turnsPerSecondRatio)), 2)}× | ${fmt(mid(r.map((x) => x.heldRssMb)))} MB (${range(r.map((x) => x.heldRssMb))}) | ${fmt(mid(r.map((x) => x.s1P99Ms)), 2)} ms |`,
+    ),
+  ];
+  mkdirSync(outDir, { recursive: true });
+  const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-flag-sweep.json`);
+  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), mode, heldSessions, baselines, variants: Object.fromEntries(rows) }, null, 2) + '\n');
+  log(`results: ${file}`);
+  process.stdout.write(`\n${lines.join('\n')}\n`);
+}
+
 async function runFloors(): Promise<void> {
   const turns = PLAN.turns[100] ?? 20000;
   const runs: Record<Target, RelayCase[]> = { baseline: [], framework: [], proxy: [] };

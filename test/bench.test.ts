@@ -82,3 +82,41 @@ it('refuses --proxy-flags without its value, with a usage error', async () => {
   expect(code).toBe(2);
   expect(stderr).toContain('--proxy-flags needs the flags as one argument');
 }, 60_000);
+
+it('compares the proxy under sets of flags and under none, interleaved, with --sweep-flags', async () => {
+  const out = mkdtempSync(join(tmpdir(), 'bench-sweep-'));
+  const stdout = await new Promise<string>((resolve, reject) =>
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', 'bench/run.ts', '--smoke', '--no-build', '--out', out, '--sweep-flags', '--max-semi-space-size=8,--max-semi-space-size=4 --stack-size=2000'],
+      { cwd: root },
+      (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)),
+    ),
+  );
+  const file = readdirSync(out).find((f) => f.endsWith('-flag-sweep.json'))!;
+  const report = JSON.parse(readFileSync(join(out, file), 'utf8')) as {
+    baselines: Array<{ turnsPerSecond: number; cpu: number }>;
+    variants: Record<string, Array<{ cpuRatio: number; heldRssMb: number; s1P99Ms: number; errors: Record<string, number> }>>;
+  };
+  expect(Object.keys(report.variants)).toEqual(['none', '--max-semi-space-size=8', '--max-semi-space-size=4 --stack-size=2000']);
+  expect(report.baselines).toHaveLength(1);
+  for (const rows of Object.values(report.variants)) {
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.cpuRatio).toBeGreaterThan(0);
+    expect(rows[0]!.heldRssMb).toBeGreaterThan(0);
+    expect(rows[0]!.errors).toEqual({});
+  }
+  expect(stdout).toContain('| `--max-semi-space-size=8` |');
+}, 120_000);
+
+it('refuses --sweep-flags without its value, or beside --proxy-flags', async () => {
+  for (const extra of [['--sweep-flags'], ['--sweep-flags', '--max-semi-space-size=8', '--proxy-flags', '--max-semi-space-size=8']]) {
+    const { code, stderr } = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
+      execFile(process.execPath, ['--import', 'tsx', 'bench/run.ts', '--smoke', '--no-build', ...extra], { cwd: root }, (err, _stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stderr }),
+      ),
+    );
+    expect(code).toBe(2);
+    expect(stderr).toContain('--sweep-flags needs the flag sets as one argument');
+  }
+}, 60_000);

@@ -107,23 +107,41 @@ const event = (name: string, data: unknown): string => `event: ${name}\ndata: ${
 const PING = 'event: ping\ndata: {"type": "ping"}\n\n';
 
 const countTokensRequest = z.looseObject({
-  model: z.string({ error: 'model is required' }).min(1, 'model must not be empty'),
+  model: sessionModel,
   messages: z.array(messageParam, { error: 'messages is required and must be an array' }).min(1, 'messages must not be empty'),
   system: content.nullish(),
   tools: z.array(z.unknown(), { error: 'tools must be an array' }).nullish(),
 });
 
+type Content = Parameters<typeof textOfParts>[0];
+type Fields = { readonly messages: readonly { role: string; content?: Content }[]; readonly system?: Content };
+
+/** The message texts, and the system prompt: the top-level one and system-role messages (which this SDK's MessageParam allows). */
+function textsOf(fields: Fields): { texts: ChatText[]; system: string[] } {
+  const texts: ChatText[] = fields.messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));
+  const system = [textOfParts(fields.system), ...texts.filter((m) => m.role === 'system').map((m) => m.content)].filter((s) => s !== '');
+  return { texts, system };
+}
+
+/**
+ * A request's input tokens, as both `usage.input_tokens` and count_tokens report them: about
+ * four bytes a token over the system prompt, the other messages' text and the tools' definitions.
+ */
+function inputTokens({ texts, system }: { texts: readonly ChatText[]; system: readonly string[] }, tools: unknown): number {
+  let text = system.join('\n\n');
+  for (const m of texts) if (m.role !== 'system') text += m.content;
+  if (Array.isArray(tools) && tools.length > 0) text += JSON.stringify(tools);
+  return Math.max(1, estimateTokens(text));
+}
+
 /**
  * POST /v1/messages/count_tokens (the SDK's `messages.countTokens`, which agents and CLIs call
- * before a long request): the same estimate the proxy's `usage` reports, about four bytes a
- * token, over the system prompt, the messages' text and the tools' definitions. No session is
- * touched: counting is not a turn.
+ * before a long request): the estimate `usage.input_tokens` reports for the same request. No
+ * session is touched: counting is not a turn.
  */
 export function countTokens(body: unknown): { input_tokens: number } {
   const fields = parseBody(countTokensRequest, body);
-  const parts = [textOfParts(fields.system), ...fields.messages.map((m) => textOfParts(m.content))];
-  if (fields.tools && fields.tools.length > 0) parts.push(JSON.stringify(fields.tools));
-  return { input_tokens: Math.max(1, estimateTokens(parts.join(''))) };
+  return { input_tokens: inputTokens(textsOf(fields), fields.tools) };
 }
 
 export const anthropicMessages: ProtocolAdapter = {
@@ -135,21 +153,18 @@ export const anthropicMessages: ProtocolAdapter = {
   // x-api-key / authorization and anthropic-version are accepted and not checked.
   parse({ body, headers }, { answerBackgroundTasks }) {
     const fields = parseBody(request, body);
-    const { model, messages } = fields;
-    const texts: ChatText[] = messages.map((m) => ({ role: m.role, content: textOfParts(m.content) }));
+    const { model } = fields;
+    const read = textsOf(fields);
+    const { texts, system } = read;
     const history = readHistory(texts, { list: 'messages', text: (i) => `messages.${i}.content` });
-    // The top-level system prompt, and system-role messages (which this SDK's MessageParam allows).
-    const system = [textOfParts(fields.system), ...texts.filter((m) => m.role === 'system').map((m) => m.content)].filter((s) => s !== '');
     const withSystem: ChatText[] = system.length > 0 ? [{ role: 'system', content: system.join('\n\n') }, ...texts] : texts;
-    let promptChars = 0;
-    for (const m of withSystem) promptChars += m.content.length;
     const { sessionId, explicitSide } = splitModel(model);
     return {
       model,
       sessionId,
       stream: fields.stream === true,
       background: answerBackgroundTasks ? detectBackgroundTask(withSystem, fields) : null,
-      promptTokens: Math.max(1, Math.ceil(promptChars / 4)),
+      promptTokens: inputTokens(read, fields['tools']),
       options: {},
       turn: chatTurn({ explicitSide, history, system }, headers),
     };

@@ -4,12 +4,12 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
 import { describe, expect, it } from 'vitest';
-import { uniqueId, useServers } from './support.js';
+import { uniqueId, untilHeld, useServers } from './support.js';
 
 const start = useServers();
 
 describe('Anthropic: count_tokens', () => {
-  it('answers messages.countTokens with the estimate usage reports, and starts no session', async () => {
+  it('answers messages.countTokens with an estimate, and starts no session', async () => {
     const server = await start();
     const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
     const session = uniqueId('count');
@@ -28,6 +28,48 @@ describe('Anthropic: count_tokens', () => {
     });
     expect(long.input_tokens).toBeGreaterThan(short.input_tokens + 20);
     expect(server.service.ctx.sessions.get(session)).toBeUndefined();
+  });
+
+  it('counts what messages.create then reports as usage.input_tokens, for any text and with tools', async () => {
+    const server = await start();
+    const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
+    const session = uniqueId('count-usage');
+    const openai = server.client({ maxRetries: 0 });
+    const handshake = openai.chat.completions.create({ model: session, messages: [{ role: 'user', content: 'Стой! Кто идёт?' }] });
+    await untilHeld(server, session, 'A');
+    const body = {
+      model: session,
+      max_tokens: 1024,
+      system: 'Ты стражник у ворот Харна. 門番です。',
+      messages: [{ role: 'user' as const, content: 'Путник с юга 🐎, ищу ночлег.' }],
+      tools: [{ name: 'open_gate', description: 'Открывает ворота', input_schema: { type: 'object' as const, properties: {} } }],
+    };
+    const counted = await anthropic.messages.countTokens(body);
+    const reply = anthropic.messages.create(body);
+    expect((await handshake).choices[0]!.message.content).toBe('Путник с юга 🐎, ищу ночлег.');
+    const a1 = openai.chat.completions.create({
+      model: session,
+      messages: [{ role: 'user', content: 'Стой! Кто идёт?' }, { role: 'assistant', content: 'Путник с юга 🐎, ищу ночлег.' }, { role: 'user', content: 'Проходи.' }],
+    });
+    a1.catch(() => undefined);
+    const created = await reply;
+    expect(created.content).toEqual([{ type: 'text', text: 'Проходи.' }]);
+    expect(created.usage.input_tokens).toBe(counted.input_tokens);
+    // About four bytes a token: these are UTF-8 bytes, not UTF-16 characters.
+    const bytes = Buffer.byteLength(body.system + body.messages[0]!.content + JSON.stringify(body.tools), 'utf8');
+    expect(counted.input_tokens).toBe(Math.ceil(bytes / 4));
+    await fetch(`${server.url}/v1/sessions/${session}`, { method: 'DELETE' });
+  });
+
+  it('refuses a model that is not a string as the chat route does', async () => {
+    const server = await start();
+    const response = await fetch(`${server.url}/v1/messages/count_tokens`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 5, messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(response.status).toBe(422);
+    expect(((await response.json()) as { error: { message: string } }).error.message).toMatch(/^model must be a string naming the session/);
   });
 
   it('refuses bad input in Anthropic\'s error shape, and other methods with 405', async () => {
