@@ -44,7 +44,16 @@ export function protocolOfUrl(url: string): ProtocolAdapter {
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, error: ProxyError): FastifyReply {
   const adapter = request.routeOptions.config?.protocol ?? protocolOfUrl(request.url);
-  return reply.code(error.status).headers(error.headers()).send(adapter.renderError(error));
+  return reply.code(error.status).headers(error.headers()).headers(requestIdHeaders(adapter, request.id)).send(adapter.renderError(error, request.id));
+}
+
+/**
+ * The request's id on an error, where the real APIs put theirs, so that the SDKs show it
+ * (`err.request_id` / `requestID`: OpenAI's `x-request-id`, Anthropic's `request-id`) and a
+ * user can find the proxy's log lines for it, which carry the same id.
+ */
+export function requestIdHeaders(adapter: ProtocolAdapter, id: string): Record<string, string> {
+  return adapter.name === 'anthropic' ? { 'x-request-id': id, 'request-id': id } : { 'x-request-id': id };
 }
 
 // OPTIONS is refused too until CORS is configured (then the CORS plugin answers preflights).

@@ -88,7 +88,8 @@ export interface ProtocolAdapter {
     readonly contentType: string;
     writer(turn: RenderTurn): StreamWriter;
   };
-  renderError(error: ProxyError): unknown;
+  /** The error body; `requestId` is the request's id, for the protocols whose body carries one. */
+  renderError(error: ProxyError, requestId?: string): unknown;
   /** Its replies can be function calls (`Reply.toolCall`); other protocols send the call's JSON as text. */
   readonly toolCalls?: boolean;
   /** URL prefixes that belong to this protocol: requests there that match no route get its error shape. */

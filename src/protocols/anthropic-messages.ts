@@ -61,11 +61,12 @@ function errorObject(error: ProxyError) {
 }
 
 /**
- * The HTTP error body. `request_id` is part of the real shape; the adapter is not given the
- * request's id, so it is null (the SDK types it `string | null`).
+ * The HTTP error body. `request_id` is the request's id, as in the real shape (the same id is in
+ * the `request-id` header and in the proxy's log lines); null where there is no request to name
+ * (a refused CONNECT).
  */
-export function anthropicErrorBody(error: ProxyError) {
-  return { type: 'error', error: errorObject(error), request_id: null };
+export function anthropicErrorBody(error: ProxyError, requestId?: string) {
+  return { type: 'error', error: errorObject(error), request_id: requestId ?? null };
 }
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';

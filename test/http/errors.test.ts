@@ -5,6 +5,7 @@
 // answered without crashing or blocking other sessions; and the server stays healthy.
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Anthropic from '@anthropic-ai/sdk';
 import type OpenAI from 'openai';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { apiError, expectHealthy, expectOpenAIError, rawPost, recordingClient, uniqueId, untilHeld } from './support.js';
@@ -49,6 +50,23 @@ describe('400 invalid_json', () => {
       expect(response.headers.get('content-type')).toMatch(/^application\/json/);
     });
   }
+});
+
+describe('the request id on errors', () => {
+  it('is what the SDKs show as the error\'s request id (the id the proxy\'s log lines carry)', async () => {
+    const err = await expectRefused((c) => c.chat.completions.create(asAny({ messages: [{ role: 'user', content: 'hi' }] })), 422, 'invalid_request');
+    expect(err.requestID).toMatch(/^[0-9a-f]{6}-[0-9a-z]+$/);
+    const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
+    const refused = await anthropic.messages.create({ model: 'x', max_tokens: 5, messages: [] }).then(
+      () => null,
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(Anthropic.APIError);
+    const anthropicError = refused as InstanceType<typeof Anthropic.APIError>;
+    expect(anthropicError.requestID).toMatch(/^[0-9a-f]{6}-[0-9a-z]+$/);
+    expect((anthropicError.error as { request_id?: string }).request_id).toBe(anthropicError.requestID);
+    expect(anthropicError.requestID).not.toBe(err.requestID);
+  });
 });
 
 describe('422 invalid_request', () => {

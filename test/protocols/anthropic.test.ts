@@ -58,7 +58,8 @@ function expectAnthropicError(body: any, type: string, code: string, inStream = 
   expect(body).toEqual({
     type: 'error',
     error: { type, message: expect.any(String), details: { error_code: code } },
-    ...(inStream ? {} : { request_id: null }),
+    // The request's id, as the real API gives it (and in the request-id header the SDK reads).
+    ...(inStream ? {} : { request_id: expect.stringMatching(/^[0-9a-f]{6}-[0-9a-z]+$/) }),
   });
   expect(body.error.message.length).toBeGreaterThan(10);
 }

@@ -4,7 +4,7 @@ import { splitModel, type JoinableSession, type ModelRoutes, type ProtocolAdapte
 import { ProxyError } from '../../protocols/errors.js';
 import { PROTOCOLS } from '../../protocols/index.js';
 import type { Session } from '../../sessions/session.js';
-import { refuseOtherMethods } from '../errors.js';
+import { refuseOtherMethods, requestIdHeaders } from '../errors.js';
 import { scopedId, sessionName, tenantOfRequest, tenantOfSession } from '../../auth/tenants.js';
 import type { AppContext } from '../context.js';
 
@@ -55,7 +55,7 @@ export async function modelRoutes(app: FastifyInstance, { ctx }: { ctx: AppConte
     adapters.find((a) => a.models.header !== undefined && request.headers[a.models.header] !== undefined) ?? fallbackOf(adapters);
   const answerError = (reply: FastifyReply, adapter: ProtocolAdapter, err: unknown): FastifyReply => {
     if (!(err instanceof ProxyError)) throw err;
-    return reply.code(err.status).headers(err.headers()).send(adapter.renderError(err));
+    return reply.code(err.status).headers(err.headers()).headers(requestIdHeaders(adapter, reply.request.id)).send(adapter.renderError(err, reply.request.id));
   };
 
   const withModels = PROTOCOLS.filter((a): a is WithModels => a.models !== undefined);
