@@ -102,7 +102,7 @@ export async function buildApp(ctx: AppContext, logger: Logger): Promise<Fastify
     await app.register(cors, {
       origin: origins.includes('*') ? '*' : origins,
       methods: ['GET', 'HEAD', 'POST', 'DELETE'],
-      exposedHeaders: ['retry-after', 'x-request-id', 'x-should-retry', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset'],
+      exposedHeaders: ['retry-after', 'x-request-id', 'request-id', 'x-should-retry', 'x-ratelimit-limit', 'x-ratelimit-remaining', 'x-ratelimit-reset'],
       maxAge: 600,
     });
   }

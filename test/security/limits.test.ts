@@ -140,6 +140,9 @@ describe('CORS', () => {
     const actual = await chat(server, uniqueId('cors'), { origin: 'https://ui.example' }, '/v1/chat/completions', { model: 'x', messages: [] });
     expect(actual.headers.get('access-control-allow-origin')).toBe('https://ui.example');
     expect(actual.headers.get('access-control-expose-headers')).toContain('retry-after');
+    // The request's id, as each SDK reads it from an error (OpenAI's and Anthropic's header).
+    expect(actual.headers.get('access-control-expose-headers')).toContain('x-request-id');
+    expect(actual.headers.get('access-control-expose-headers')).toMatch(/(^|,\s*)request-id(,|$)/);
   });
 });
 
