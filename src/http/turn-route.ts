@@ -13,6 +13,7 @@ import { scopedId, tenantOfRequest } from '../auth/tenants.js';
 import type { AppContext } from './context.js';
 import type { Limits } from './limits.js';
 import { holdsAreLimited, sessionsAreLimited } from './key-limits.js';
+import { requestIdHeaders } from './errors.js';
 
 export function turnHandler(adapter: ProtocolAdapter, ctx: AppContext, limits: Limits) {
   const keepAliveMs = ctx.config.keepaliveIntervalSeconds * 1000;
@@ -158,7 +159,7 @@ async function respondStreaming(
     'content-type': adapter.stream.contentType,
     'cache-control': 'no-cache',
     'x-accel-buffering': 'no',
-    'x-request-id': request.id,
+    ...requestIdHeaders(adapter, request.id),
   });
   const writer = adapter.stream.writer(turn);
   res.write(writer.open() + writer.keepAlive());

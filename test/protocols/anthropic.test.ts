@@ -474,6 +474,9 @@ describe('streaming', () => {
     // Raw: message_start, pings, then `event: error` and the end of the stream.
     const raw = await rawMessages(server, { model: uniqueId('anthropic-hs'), max_tokens: 5, messages: [{ role: 'user', content: 'ping' }], stream: true });
     expect(raw.status).toBe(200);
+    // The request's id is in the stream's headers as the API sends it (the SDK's requestID).
+    expect(raw.headers.get('request-id')).toMatch(/^[0-9a-f]{6}-[0-9a-z]+$/);
+    expect(raw.headers.get('x-request-id')).toBe(raw.headers.get('request-id'));
     const frames = sseFrames(await raw.text());
     expect(frames[0]!.event).toBe('message_start');
     expect(frames.some((f) => f.raw === PING)).toBe(true);
