@@ -588,6 +588,8 @@ function clusterMarkdown(report: ClusterReport): string {
   return `Cluster mode (Redis with appendfsync always, medians of ${report.rounds.length} interleaved round${report.rounds.length > 1 ? 's' : ''}):\n\n${rows.join('\n')}\n\nTakeover after SIGKILL of the owner (lease ${t.leaseMs} ms): ${t.answered} of ${t.sessions} sessions answered by the survivor, median ${fmt(t.medianMs)} ms, max ${fmt(t.maxMs)} ms after the kill.`;
 }
 
+/** A results file named by the time it is written, with a suffix for runs other than the default. */
+const resultFile = (suffix: string): string => join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}${suffix}.json`);
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
 const errorsOf = (e: Record<string, number>) => (Object.keys(e).length === 0 ? 'none' : Object.entries(e).map(([k, v]) => `${k}×${v}`).join(' '));
 
@@ -696,7 +698,7 @@ async function main(): Promise<void> {
   const cluster = args.includes('--no-cluster') ? null : await clusterCases();
   const report = { ...summarize(relay, held, replay, journalSessions), cluster };
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}${mode === 'default' ? '' : `-${mode}`}.json`);
+  const file = resultFile(mode === 'default' ? '' : `-${mode}`);
   writeFileSync(file, JSON.stringify(report, null, 2) + '\n');
   log(`results: ${file}`);
   const table = markdown(report) + (cluster ? `\n\n${clusterMarkdown(cluster)}` : '');
@@ -753,7 +755,7 @@ async function runSweep(sets: string[][]): Promise<void> {
     ),
   ];
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-flag-sweep.json`);
+  const file = resultFile('-flag-sweep');
   writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), mode, heldSessions, baselines, variants: Object.fromEntries(rows) }, null, 2) + '\n');
   log(`results: ${file}`);
   process.stdout.write(`\n${lines.join('\n')}\n`);
@@ -792,7 +794,7 @@ async function runFloors(): Promise<void> {
       (loop.heldBytes === null ? '' : ` A paired session with one side held keeps ${fmt(loop.heldBytes)} bytes of heap there (10,000 sessions, journal in memory).`),
   ];
   mkdirSync(outDir, { recursive: true });
-  const file = join(outDir, `${new Date().toISOString().replace(/[:]/g, '-').replace(/\..*/, '')}-floors.json`);
+  const file = resultFile('-floors');
   writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), runs, sessionLoop: loop }, null, 2) + '\n');
   log(`results: ${file}`);
   process.stdout.write(`\n${lines.join('\n')}\n`);

@@ -4,7 +4,7 @@
 import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
 import { describe, expect, it } from 'vitest';
-import { uniqueId, untilHeld, useServers } from './support.js';
+import { anthropicError, uniqueId, untilHeld, useServers } from './support.js';
 
 const start = useServers();
 
@@ -75,14 +75,9 @@ describe('Anthropic: count_tokens', () => {
   it('refuses bad input in Anthropic\'s error shape, and other methods with 405', async () => {
     const server = await start();
     const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
-    const refused = await anthropic.messages.countTokens({ model: 'x', messages: [] }).then(
-      () => null,
-      (error: unknown) => error,
-    );
-    expect(refused).toBeInstanceOf(Anthropic.APIError);
-    const apiError = refused as InstanceType<typeof Anthropic.APIError>;
-    expect(apiError.status).toBe(422);
-    expect(apiError.error).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: 'messages must not be empty' } });
+    const refused = await anthropicError(anthropic.messages.countTokens({ model: 'x', messages: [] }));
+    expect(refused.status).toBe(422);
+    expect(refused.error).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: 'messages must not be empty' } });
     const get = await fetch(`${server.url}/v1/messages/count_tokens`);
     expect(get.status).toBe(405);
     expect(get.headers.get('allow')).toBe('POST');
@@ -91,12 +86,9 @@ describe('Anthropic: count_tokens', () => {
   it('answers a path under /v1/messages it does not serve with a 404 in Anthropic\'s shape', async () => {
     const server = await start();
     const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
-    const missing = await anthropic.messages.batches.list().then(
-      () => null,
-      (error: unknown) => error,
-    );
+    const missing = await anthropicError(anthropic.messages.batches.list());
     expect(missing).toBeInstanceOf(Anthropic.NotFoundError);
-    expect((missing as InstanceType<typeof Anthropic.NotFoundError>).error).toMatchObject({ type: 'error', error: { type: 'not_found_error' } });
+    expect(missing.error).toMatchObject({ type: 'error', error: { type: 'not_found_error' } });
   });
 });
 
@@ -117,10 +109,6 @@ describe('Ollama: version and loaded models', () => {
     expect((await fetch(`${server.url}/api/version`)).status).toBe(401);
     expect((await fetch(`${server.url}/api/version`, { headers: { authorization: 'Bearer k-one' } })).status).toBe(200);
     const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'wrong', maxRetries: 0 });
-    const refused = await anthropic.messages.countTokens({ model: 'x', messages: [{ role: 'user', content: 'hi' }] }).then(
-      () => null,
-      (error: unknown) => error,
-    );
-    expect(refused).toBeInstanceOf(Anthropic.AuthenticationError);
+    expect(await anthropicError(anthropic.messages.countTokens({ model: 'x', messages: [{ role: 'user', content: 'hi' }] }))).toBeInstanceOf(Anthropic.AuthenticationError);
   });
 });

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import Anthropic from '@anthropic-ai/sdk';
 import type OpenAI from 'openai';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { apiError, expectHealthy, expectOpenAIError, rawPost, recordingClient, uniqueId, untilHeld } from './support.js';
+import { anthropicError, apiError, expectHealthy, expectOpenAIError, rawPost, recordingClient, uniqueId, untilHeld } from './support.js';
 
 let server: TestServer; // default limits (MAX_MESSAGE_BYTES 65536)
 let roomy: TestServer; // MAX_MESSAGE_BYTES raised to 1 MB, for the deep-nesting body
@@ -57,15 +57,10 @@ describe('the request id on errors', () => {
     const err = await expectRefused((c) => c.chat.completions.create(asAny({ messages: [{ role: 'user', content: 'hi' }] })), 422, 'invalid_request');
     expect(err.requestID).toMatch(/^[0-9a-f]{6}-[0-9a-z]+$/);
     const anthropic = new Anthropic({ baseURL: server.url, apiKey: 'unused', maxRetries: 0 });
-    const refused = await anthropic.messages.create({ model: 'x', max_tokens: 5, messages: [] }).then(
-      () => null,
-      (error: unknown) => error,
-    );
-    expect(refused).toBeInstanceOf(Anthropic.APIError);
-    const anthropicError = refused as InstanceType<typeof Anthropic.APIError>;
-    expect(anthropicError.requestID).toMatch(/^[0-9a-f]{6}-[0-9a-z]+$/);
-    expect((anthropicError.error as { request_id?: string }).request_id).toBe(anthropicError.requestID);
-    expect(anthropicError.requestID).not.toBe(err.requestID);
+    const refused = await anthropicError(anthropic.messages.create({ model: 'x', max_tokens: 5, messages: [] }));
+    expect(refused.requestID).toMatch(/^[0-9a-f]{6}-[0-9a-z]+$/);
+    expect((refused.error as { request_id?: string }).request_id).toBe(refused.requestID);
+    expect(refused.requestID).not.toBe(err.requestID);
   });
 });
 

@@ -4,6 +4,7 @@
  * raw requests for what the SDK cannot send.
  */
 import { randomUUID } from 'node:crypto';
+import { APIError as AnthropicAPIError } from '@anthropic-ai/sdk';
 import OpenAI, { APIError } from 'openai';
 import type { ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import { afterEach, expect } from 'vitest';
@@ -128,6 +129,18 @@ export async function apiError(call: Promise<unknown>): Promise<APIError> {
     value = await call;
   } catch (err) {
     if (err instanceof APIError) return err;
+    throw err;
+  }
+  throw new Error(`expected the call to fail with an APIError, but it succeeded: ${JSON.stringify(value).slice(0, 300)}`);
+}
+
+/** Awaits an Anthropic SDK call that must fail, and returns its APIError. */
+export async function anthropicError(call: Promise<unknown>): Promise<AnthropicAPIError> {
+  let value: unknown;
+  try {
+    value = await call;
+  } catch (err) {
+    if (err instanceof AnthropicAPIError) return err;
     throw err;
   }
   throw new Error(`expected the call to fail with an APIError, but it succeeded: ${JSON.stringify(value).slice(0, 300)}`);

@@ -8,7 +8,7 @@
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
 import { describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/server.js';
-import { Participant, apiError as openAIError, sleep, uniqueId, until, untilHeld, useServers } from '../http/support.js';
+import { Participant, anthropicError, apiError as openAIError, sleep, uniqueId, until, untilHeld, useServers } from '../http/support.js';
 
 const start = useServers();
 
@@ -39,18 +39,6 @@ function recordingAnthropic(server: TestServer, options: { maxRetries?: number }
       listeners.push((s) => s === status && resolve());
     });
   return { client, statuses, retryCounts, nextStatus };
-}
-
-/** Awaits an Anthropic SDK call that must fail, and returns its APIError. */
-async function anthropicError(call: Promise<unknown>): Promise<APIError> {
-  let value: unknown;
-  try {
-    value = await call;
-  } catch (err) {
-    if (err instanceof APIError) return err;
-    throw err;
-  }
-  throw new Error(`expected the call to fail with an APIError, but it succeeded: ${JSON.stringify(value).slice(0, 300)}`);
 }
 
 /** Anthropic's error body: {type:"error", error:{type, message, details:{error_code}}, request_id}. */
