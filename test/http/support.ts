@@ -122,29 +122,23 @@ export class Participant {
   }
 }
 
-/** Awaits an SDK call that must fail, and returns its APIError. */
-export async function apiError(call: Promise<unknown>): Promise<APIError> {
+/** Awaits an SDK call that must fail with an `errorClass`, and returns that error. */
+async function failure<E extends Error>(call: Promise<unknown>, errorClass: abstract new (...args: never[]) => E): Promise<E> {
   let value: unknown;
   try {
     value = await call;
   } catch (err) {
-    if (err instanceof APIError) return err;
+    if (err instanceof errorClass) return err;
     throw err;
   }
-  throw new Error(`expected the call to fail with an APIError, but it succeeded: ${JSON.stringify(value).slice(0, 300)}`);
+  throw new Error(`expected the call to fail with an ${errorClass.name}, but it succeeded: ${JSON.stringify(value).slice(0, 300)}`);
 }
 
+/** Awaits an OpenAI SDK call that must fail, and returns its APIError. */
+export const apiError = (call: Promise<unknown>): Promise<APIError> => failure(call, APIError);
+
 /** Awaits an Anthropic SDK call that must fail, and returns its APIError. */
-export async function anthropicError(call: Promise<unknown>): Promise<AnthropicAPIError> {
-  let value: unknown;
-  try {
-    value = await call;
-  } catch (err) {
-    if (err instanceof AnthropicAPIError) return err;
-    throw err;
-  }
-  throw new Error(`expected the call to fail with an APIError, but it succeeded: ${JSON.stringify(value).slice(0, 300)}`);
-}
+export const anthropicError = (call: Promise<unknown>): Promise<AnthropicAPIError> => failure(call, AnthropicAPIError);
 
 /** A raw POST (for inputs the SDK cannot send), with the parsed JSON body when there is one. */
 export async function rawPost(
